@@ -1,0 +1,20 @@
+"""Meta-learning algorithms, each in its own file on the shared :class:`MetaLearner` base."""
+
+from metaloop.algorithms.anil import ANIL
+from metaloop.algorithms.base import MetaLearner
+from metaloop.algorithms.maml import FOMAML, MAML
+from metaloop.algorithms.metasgd import MetaSGD
+from metaloop.algorithms.pretrain import Pretrain
+from metaloop.algorithms.reptile import Reptile
+
+#: CLI name → (class, one-line description).
+ALGORITHMS: dict[str, tuple[type[MetaLearner], str]] = {
+    "maml": (MAML, "MAML, second order (Finn et al. 2017)"),
+    "fomaml": (FOMAML, "first-order MAML (Finn et al. 2017)"),
+    "anil": (ANIL, "ANIL: inner loop on the head only (Raghu et al. 2020)"),
+    "metasgd": (MetaSGD, "Meta-SGD: learned per-parameter inner rates (Li et al. 2017)"),
+    "reptile": (Reptile, "Reptile: θ ← θ + ε·mean(φ − θ) (Nichol et al. 2018)"),
+    "pretrain": (Pretrain, "baseline: multi-task pretraining, then fine-tuning (Finn et al. 2017)"),
+}
+
+__all__ = ["ALGORITHMS", "ANIL", "FOMAML", "MAML", "MetaLearner", "MetaSGD", "Pretrain", "Reptile"]

@@ -1,0 +1,118 @@
+"""MAML and first-order MAML.
+
+Finn, Abbeel and Levine, "Model-Agnostic Meta-Learning for Fast Adaptation of Deep Networks",
+ICML 2017 (arXiv:1703.03400). Inner loop (Algorithm 2, line 7)::
+
+    θ'_i = θ − α ∇_θ L_{T_i}(f_θ)                 (repeated ``inner_steps`` times)
+
+outer update (line 10) ``θ ← θ − β ∇_θ Σ_i L_{T_i}(f_{θ'_i})`` with Adam. The meta-gradient is
+second order: it differentiates through the inner gradient. ``first_order=True`` gives FOMAML
+(§5.2 of the paper): the inner gradients are constants, so the meta-gradient is
+``Σ_i ∇_{θ'} L_{T_i}(f_{θ'_i})``.
+
+The fast weights are a new parameter dict at every step; the model is never written to, which is
+what keeps the second-order path intact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor, nn
+
+from metaloop.algorithms.base import LossFn, MetaLearner
+from metaloop.core.inner import LearningRate, ParamDict, gradient_descent_steps
+from metaloop.core.params import select_names
+from metaloop.errors import MetaloopError
+
+
+class MAML(MetaLearner):
+    """Model-Agnostic Meta-Learning (Finn et al. 2017). See the module docstring.
+
+    Args:
+        model, loss_fn, bn_mode, path, chunk_size: see :class:`MetaLearner`.
+        inner_lr: the inner step size α (> 0).
+        inner_steps: inner steps during meta-training (≥ 1).
+        test_inner_steps: inner steps at evaluation and in ``adapt`` outside training (default:
+            ``inner_steps``).
+        first_order: drop the second-order terms (FOMAML). See :mod:`metaloop.core.inner`.
+        adapt: which parameters the inner loop updates: ``"all"``, ``"head"`` or glob patterns.
+            The others keep their meta-learned values inside a task, but are still meta-learned.
+        clip_norm: clip the inner gradient to this global norm (differentiably) before each step.
+        inner_optimizer: ``"sgd"`` (the paper) or ``"adam"`` (first order only).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        *,
+        inner_lr: float = 0.01,
+        inner_steps: int = 1,
+        test_inner_steps: int | None = None,
+        first_order: bool = False,
+        adapt: str = "all",
+        clip_norm: float | None = None,
+        inner_optimizer: str = "sgd",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(model, loss_fn, **kwargs)
+        if not inner_lr > 0:
+            raise MetaloopError(f"option 'inner_lr': must be positive, got {inner_lr}")
+        if inner_steps < 1:
+            raise MetaloopError(f"option 'inner_steps': must be positive, got {inner_steps}")
+        if test_inner_steps is not None and test_inner_steps < 1:
+            raise MetaloopError(f"option 'test_inner_steps': must be positive, got {test_inner_steps}")
+        if clip_norm is not None and not clip_norm > 0:
+            raise MetaloopError(f"option 'inner_clip': must be positive, got {clip_norm}")
+        self.inner_lr = float(inner_lr)
+        self.inner_steps = int(inner_steps)
+        self.test_inner_steps = int(test_inner_steps or inner_steps)
+        self.first_order = bool(first_order)
+        self.adapted_names = select_names(model, adapt)
+        self.clip_norm = clip_norm
+        self.inner_optimizer = inner_optimizer
+        if inner_optimizer == "adam" and not self.first_order:
+            raise MetaloopError("option 'inner_optimizer': adam is first-order only; use fomaml or reptile")
+
+    def inner_learning_rate(self) -> LearningRate:
+        """The step size(s) of the inner loop: a float here, learned tensors in Meta-SGD."""
+        return self.inner_lr
+
+    def adapt_steps(self, params: ParamDict, support: tuple[Any, Tensor], steps: Sequence[int]) -> list[ParamDict]:
+        x, y = support
+        training = self.training
+
+        def support_loss(p: ParamDict) -> Tensor:
+            return self.loss_fn(self.fmodel(p, x, training=training), y)
+
+        wanted = set(steps)
+        found: dict[int, ParamDict] = {}
+        trajectory = gradient_descent_steps(
+            support_loss,
+            params,
+            self.adapted_names,
+            lr=self.inner_learning_rate(),
+            steps=max(steps),
+            first_order=self.first_order or not training,
+            clip_norm=self.clip_norm,
+            optimizer=self.inner_optimizer,
+        )
+        for t, p in enumerate(trajectory):
+            if t in wanted:
+                found[t] = p
+        return [found[s] for s in steps]
+
+    def adapt(self, params: ParamDict, support: tuple[Any, Tensor], *, steps: int | None = None) -> ParamDict:
+        if steps is None:
+            steps = self.inner_steps if self.training else self.test_inner_steps
+        return self.adapt_steps(params, support, [steps])[0]
+
+
+class FOMAML(MAML):
+    """First-order MAML (Finn et al. 2017, §5.2): MAML with ``first_order=True``."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, **kwargs: Any) -> None:
+        kwargs["first_order"] = True
+        super().__init__(model, loss_fn, **kwargs)

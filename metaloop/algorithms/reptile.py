@@ -1,0 +1,66 @@
+"""Reptile.
+
+Nichol, Achiam and Schulman, "On First-Order Meta-Learning Algorithms", 2018 (arXiv:1803.02999),
+Algorithm 2 (batched)::
+
+    for each task i:  φ_i = U^k_τi(θ)          (k steps of SGD or Adam on the task's support set)
+    θ ← θ + ε · (1/n) Σ_i (φ_i − θ)
+
+We write the outer update as plain SGD with learning rate ε on the "gradient" ``θ − mean_i φ_i``,
+which is the same formula. ``anneal=True`` decays ε linearly to 0 over the run, as in the paper's
+code. The query set is not used for the update (only to log a loss).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from metaloop.algorithms.base import LossFn
+from metaloop.algorithms.maml import MAML
+from metaloop.tasks.base import TaskBatch
+
+
+class Reptile(MAML):
+    """Reptile (Nichol et al. 2018). ``inner_optimizer`` is ``"sgd"`` or ``"adam"``.
+
+    Args:
+        anneal: decay the outer step size ε linearly from its initial value to 0.
+        Other arguments as in :class:`~metaloop.algorithms.maml.MAML` (always first order).
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, *, anneal: bool = False, **kwargs: Any) -> None:
+        kwargs["first_order"] = True
+        super().__init__(model, loss_fn, **kwargs)
+        self.anneal = anneal
+
+    def meta_gradient(self, batch: TaskBatch) -> float:
+        """Set ``.grad`` of each adapted parameter to ``θ − mean_i φ_i``; return the mean query loss."""
+        live = self.params()
+        params = {k: v.detach() for k, v in live.items()}
+        names = self.adapted_names
+
+        def task_delta(sx, sy, qx, qy):
+            phi = self.adapt(params, (sx, sy))
+            with torch.no_grad():
+                query_loss = self.loss(phi, (qx, qy))
+            return {n: (params[n] - phi[n]).detach() for n in names}, query_loss.detach()
+
+        deltas, losses = self.map_tasks(task_delta, batch)
+        for n in names:
+            step = deltas[n].mean(0)
+            live[n].grad = step if live[n].grad is None else live[n].grad + step
+        return float(losses.mean())
+
+    def make_optimizer(self, lr: float) -> torch.optim.Optimizer:
+        optimizer = torch.optim.SGD(self.parameters(), lr=lr)
+        for group in optimizer.param_groups:
+            group["initial_lr"] = lr  # saved with the optimizer state, so annealing survives a resume
+        return optimizer
+
+    def before_step(self, optimizer: torch.optim.Optimizer, iteration: int, iterations: int) -> None:
+        if self.anneal:
+            for group in optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * (1.0 - iteration / iterations)

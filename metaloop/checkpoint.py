@@ -1,0 +1,176 @@
+"""Checkpoints: weights and optimizer tensors in safetensors, everything else in JSON, written atomically.
+
+Layout in a run directory::
+
+    checkpoint-<iteration>.safetensors   # learner.* (the learner's state_dict) and optimizer.* tensors
+    checkpoint.json                      # the commit point: iteration, elapsed time, file name, sha256,
+                                         # optimizer param groups and non-tensor state
+
+A save writes the new safetensors file completely (temp file, fsync, rename), then replaces
+``checkpoint.json`` atomically, then deletes the previous tensors file. A crash at any moment leaves
+the previous checkpoint, or the new one, intact.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from metaloop.errors import MetaloopError
+
+POINTER = "checkpoint.json"
+FORMAT = 1
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temp file in the same folder and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _split_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, entries in state["state"].items():
+        for key, value in entries.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def save_checkpoint(
+    run_dir: Path,
+    learner: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    iteration: int,
+    elapsed: float,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint of ``learner`` and ``optimizer`` after ``iteration`` meta-steps."""
+    run_dir = Path(run_dir)
+    tensors = {f"learner.{k}": v.detach().cpu().contiguous() for k, v in learner.state_dict().items()}
+    opt_tensors, opt_meta = _split_optimizer(optimizer.state_dict())
+    tensors.update(opt_tensors)
+    name = f"checkpoint-{iteration}.safetensors"
+    target = run_dir / name
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"format": str(FORMAT)})
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    previous = _read_pointer(run_dir, required=False)
+    pointer = {
+        "format": FORMAT,
+        "iteration": iteration,
+        "elapsed_seconds": elapsed,
+        "file": name,
+        "sha256": _sha256(target),
+        "optimizer": opt_meta,
+        "torch": torch.__version__,
+        **(extra or {}),
+    }
+    atomic_write_text(run_dir / POINTER, json.dumps(pointer, indent=1))
+    if previous is not None and previous.get("file") not in (None, name):
+        (run_dir / previous["file"]).unlink(missing_ok=True)
+    return target
+
+
+def _read_pointer(run_dir: Path, *, required: bool = True) -> dict[str, Any] | None:
+    path = Path(run_dir) / POINTER
+    if not path.exists():
+        if required:
+            raise MetaloopError(f"no checkpoint in '{run_dir}' (missing {POINTER})")
+        return None
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or not {"iteration", "file", "sha256"} <= data.keys():
+            raise ValueError
+        return data
+    except (ValueError, OSError):
+        if required:
+            raise MetaloopError(f"corrupt checkpoint '{path}': not a metaloop checkpoint record") from None
+        return None
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return (Path(run_dir) / POINTER).exists()
+
+
+def load_checkpoint(
+    run_dir: Path,
+    learner: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+) -> dict[str, Any]:
+    """Restore ``learner`` (and ``optimizer``) in place; return the checkpoint record.
+
+    Raises :class:`MetaloopError` for a missing or corrupt checkpoint, or one that does not fit.
+    """
+    run_dir = Path(run_dir)
+    pointer = _read_pointer(run_dir)
+    assert pointer is not None
+    path = run_dir / pointer["file"]
+    if not path.exists():
+        raise MetaloopError(f"missing checkpoint file '{path}' (named in {POINTER})")
+    if _sha256(path) != pointer["sha256"]:
+        raise MetaloopError(f"corrupt checkpoint '{path}': sha256 does not match {POINTER}")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise MetaloopError(f"corrupt checkpoint '{path}': {exc}") from None
+    state = {k[len("learner."):]: v for k, v in tensors.items() if k.startswith("learner.")}
+    try:
+        learner.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise MetaloopError(f"checkpoint '{path}' does not fit the model: {first}") from None
+    if optimizer is not None:
+        meta = pointer.get("optimizer", {})
+        opt_state: dict[int, dict[str, Any]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optimizer."):
+                _, idx, name = key.split(".", 2)
+                opt_state.setdefault(int(idx), {})[name] = value
+        for idx, entries in meta.get("scalars", {}).items():
+            opt_state.setdefault(int(idx), {}).update(entries)
+        try:
+            optimizer.load_state_dict({"state": opt_state, "param_groups": meta["param_groups"]})
+        except (KeyError, ValueError) as exc:
+            raise MetaloopError(f"checkpoint '{path}': optimizer state does not fit ({exc})") from None
+    return pointer

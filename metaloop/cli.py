@@ -1,0 +1,152 @@
+"""The ``metaloop`` command line: a thin layer over the Python API (argparse, from the standard library).
+
+Every user error prints one line, ``metaloop: error: …``, and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from metaloop.errors import MetaloopError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # one line, exit code 2
+        self.exit(2, f"metaloop: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _steps(text: str) -> list[int]:
+    try:
+        steps = [int(s) for s in text.split(",") if s.strip() != ""]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--steps {text!r}: expected comma-separated integers like 0,1,5,10")
+    if not steps or any(s < 0 for s in steps):
+        raise argparse.ArgumentTypeError(f"--steps {text!r}: step counts must be integers ≥ 0")
+    return steps
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="metaloop", description="Meta-learning on torch.func: train, evaluate, compare.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("train", help="meta-train an algorithm on a benchmark")
+    p.add_argument("--algo", help="algorithm name (see `metaloop list`)")
+    p.add_argument("--benchmark", help="benchmark name (see `metaloop list`)")
+    p.add_argument("--config", metavar="FILE.yaml", help="YAML mapping of options")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one option (repeatable), e.g. --set shots=10")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create (or resume)")
+    p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("eval", help="evaluate a run on its benchmark's fixed test tasks")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--episodes", type=_positive, help="number of test tasks (default: the run's eval_episodes)")
+    p.add_argument("--steps", type=_steps, help="inner-step counts, e.g. 0,1,5,10")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--no-plots", action="store_true", help="do not write plots")
+
+    p = sub.add_parser("list", help="list algorithms and benchmarks")
+    p.add_argument("--options", action="store_true", help="also list the config options")
+
+    p = sub.add_parser("demo", help="meta-train MAML on sinusoid (about a minute), print the table, plot")
+    p.add_argument("--out", default="runs/demo", metavar="RUN_DIR")
+    p.add_argument("--iterations", type=_positive, default=12000)
+    return parser
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from metaloop.training import train
+
+    out = train(args.algo, args.benchmark, args.out, config_file=args.config, overrides=args.sets,
+                resume=args.resume, progress=not args.quiet)
+    print(f"run written to {out}")
+    return 0
+
+
+def _print_eval(result: dict, run_dir: str) -> None:
+    from metaloop.evaluation import format_table
+
+    print(f"{result['algo']} on {result['benchmark']}: {result['metric']} over {result['episodes']} test tasks "
+          f"(mean ± 95% CI), checkpoint at iteration {result['iteration']}")
+    print(format_table({result["algo"]: result}))
+    print(f"plots in {Path(run_dir) / 'plots'}")
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from metaloop.evaluation import evaluate
+
+    result = evaluate(args.run_dir, episodes=args.episodes, steps=args.steps, plots=not args.no_plots,
+                      progress=not args.json and sys.stderr.isatty())
+    if args.json:
+        print(json.dumps(result))
+    else:
+        _print_eval(result, args.run_dir)
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from metaloop.algorithms import ALGORITHMS
+    from metaloop.benchmarks import BENCHMARKS
+
+    for name, (_, text) in ALGORITHMS.items():
+        print(f"algorithm  {name:<12} {text}")
+    for name, bench in BENCHMARKS.items():
+        print(f"benchmark  {name:<12} {bench.description}")
+    if args.options:
+        seen = {}
+        for bench in BENCHMARKS.values():
+            seen.update(bench.all_options())
+        for opt in seen.values():
+            print(f"option     {opt.name:<18} {opt.help} (default {opt.default!r})")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from metaloop.evaluation import evaluate, format_table
+    from metaloop.training import train
+
+    out = Path(args.out)
+    print(f"meta-training MAML on sinusoid (K=5, {args.iterations} iterations) into {out} ...")
+    train("maml", "sinusoid", out, overrides={"iterations": args.iterations}, resume=out.exists())
+    result = evaluate(out)
+    print(f"\nMSE on {result['episodes']} held-out sinusoid tasks, K=5 (mean ± 95% CI):")
+    print(format_table({f"maml, {args.iterations} iterations (this run)": result}))
+    print("\nFinn et al. 2017, Table 2 (K=5, 70,000 iterations): MAML 0.67 / 0.38 / 0.35 after 1 / 5 / 10 steps;"
+          " pretrained baseline 2.41 / 2.23 / 2.19.")
+    print(f"plots: {out / 'plots'} (training_curve.png, adaptation_curve.png, predictions.png)")
+    return 0
+
+
+COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "list": _cmd_list, "demo": _cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except MetaloopError as exc:
+        print(f"metaloop: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("metaloop: interrupted (train wrote a checkpoint: continue with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Evaluation on fixed test tasks: the metric after each number of inner steps, with a 95% CI.
+
+Every run of a benchmark is tested on the same tasks: they depend only on the benchmark's options and
+``eval_seed``, not on the training seed or the algorithm. The 95% confidence interval is
+``1.96 · s / √n`` over the ``n`` test tasks (``s``: sample standard deviation), as in MAML's code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from metaloop.algorithms.base import MetaLearner
+from metaloop.benchmarks import Benchmark, build_learner
+from metaloop.checkpoint import atomic_write_text, load_checkpoint
+from metaloop.errors import MetaloopError
+from metaloop.training import read_config
+
+EVAL = "eval.json"
+
+
+def mean_ci95(values: Tensor) -> tuple[float, float]:
+    """Mean and 95% confidence half-width of a 1-D tensor of per-task values."""
+    values = values.double()
+    n = values.numel()
+    std = float(values.std(unbiased=True)) if n > 1 else float("nan")
+    return float(values.mean()), 1.96 * std / math.sqrt(n)
+
+
+def check_steps(steps: Sequence[int]) -> list[int]:
+    steps = list(steps)
+    if not steps:
+        raise MetaloopError("option 'steps': give at least one step count")
+    for s in steps:
+        if not isinstance(s, int) or isinstance(s, bool) or s < 0:
+            raise MetaloopError(f"option 'steps': step counts must be integers ≥ 0, got {s!r}")
+    return steps
+
+
+def evaluate_learner(
+    learner: MetaLearner,
+    bench: Benchmark,
+    cfg: dict[str, Any],
+    *,
+    episodes: int,
+    steps: Sequence[int],
+    chunk: int = 100,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluate ``learner`` on the first ``episodes`` test tasks of ``bench``: a JSON-ready dict."""
+    steps = check_steps(steps)
+    if episodes < 1:
+        raise MetaloopError(f"option 'episodes': must be positive, got {episodes}")
+    tasks = bench.test_tasks(cfg)
+    device = next(learner.parameters()).device
+    values: list[Tensor] = []
+    with tqdm(total=episodes, disable=not progress, desc="eval", unit="task") as bar:
+        for start in range(0, episodes, chunk):
+            count = min(chunk, episodes - start)
+            batch = tasks.batch(start, count).to(device)
+            values.append(learner.evaluate_batch(batch, steps, bench.metric_fn).cpu())
+            bar.update(count)
+    table = torch.cat(values)
+    result = {
+        "algo": cfg["algo"],
+        "benchmark": cfg["benchmark"],
+        "metric": bench.metric,
+        "episodes": episodes,
+        "steps": {},
+    }
+    for j, s in enumerate(steps):
+        mean, ci = mean_ci95(table[:, j])
+        result["steps"][str(s)] = {"mean": mean, "ci95": ci}
+    return result
+
+
+def load_learner(run_dir: str | Path, *, device: str | None = None) -> tuple[MetaLearner, Benchmark, dict[str, Any]]:
+    """Rebuild a run's learner from its config and last checkpoint (in evaluation mode)."""
+    cfg = read_config(run_dir)
+    if device is not None:
+        cfg["device"] = device
+    learner, bench = build_learner(cfg)
+    record = load_checkpoint(Path(run_dir), learner)
+    cfg["checkpoint_iteration"] = record["iteration"]
+    cfg["train_seconds"] = record.get("elapsed_seconds")
+    learner.eval()
+    return learner, bench, cfg
+
+
+def evaluate(
+    run_dir: str | Path,
+    *,
+    episodes: int | None = None,
+    steps: Sequence[int] | None = None,
+    plots: bool = True,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluate a run directory's last checkpoint; write ``eval.json`` and plots; return the result.
+
+    ``episodes`` and ``steps`` default to the run's ``eval_episodes`` and ``eval_steps``.
+    """
+    run_dir = Path(run_dir)
+    learner, bench, cfg = load_learner(run_dir)
+    episodes = cfg["eval_episodes"] if episodes is None else episodes
+    steps = check_steps(cfg["eval_steps"] if steps is None else steps)
+    result = evaluate_learner(learner, bench, cfg, episodes=episodes, steps=steps, progress=progress)
+    result["iteration"] = cfg["checkpoint_iteration"]
+    result["train_seconds"] = cfg["train_seconds"]
+    atomic_write_text(run_dir / EVAL, json.dumps(result, indent=1))
+    if plots:
+        from metaloop.plots import adaptation_curve
+
+        (run_dir / "plots").mkdir(exist_ok=True)
+        adaptation_curve({cfg["algo"]: result}, run_dir / "plots" / "adaptation_curve.png", metric=bench.metric)
+        if bench.plot is not None:
+            bench.plot(learner, cfg, run_dir / "plots")
+    return result
+
+
+def format_table(results: dict[str, dict[str, Any]]) -> str:
+    """A Markdown table: one row per result (name → result), one column per step count."""
+    steps = sorted({int(s) for r in results.values() for s in r["steps"]})
+    metric = next(iter(results.values()))["metric"]
+    head = f"| method | " + " | ".join(f"{metric} after {s} steps" for s in steps) + " |"
+    rule = "|---|" + "---|" * len(steps)
+    rows = [head, rule]
+    for name, r in results.items():
+        cells = []
+        for s in steps:
+            v = r["steps"].get(str(s))
+            cells.append("–" if v is None else f"{v['mean']:.3f} ± {v['ci95']:.3f}")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)

@@ -1,0 +1,94 @@
+"""Batches of tasks as tensors: ``[tasks, examples, ...]`` for support and query."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+
+def map_tensors(fn: Callable[[Tensor], Tensor], value: Any) -> Any:
+    """Apply ``fn`` to a tensor, or to every tensor in a (nested) dict, list or tuple."""
+    if isinstance(value, Tensor):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: map_tensors(fn, v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(map_tensors(fn, v) for v in value)
+    return value
+
+
+@dataclass
+class TaskBatch:
+    """A meta-batch: support ``(x, y)`` and query ``(x, y)``, each with a leading task dimension.
+
+    ``x`` may be a tensor ``[tasks, n, ...]`` or a dict of such tensors (for text models). ``info``
+    carries per-task metadata (for example a sinusoid's amplitude and phase) for plots; it is not
+    used by the algorithms.
+    """
+
+    support_x: Any
+    support_y: Tensor
+    query_x: Any
+    query_y: Tensor
+    info: dict[str, Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.support_y.shape[0])
+
+    @property
+    def support(self) -> tuple[Any, Tensor]:
+        return self.support_x, self.support_y
+
+    @property
+    def query(self) -> tuple[Any, Tensor]:
+        return self.query_x, self.query_y
+
+    def task(self, i: int) -> tuple[tuple[Any, Tensor], tuple[Any, Tensor]]:
+        """The ``i``-th task as ``(support, query)``, without the task dimension."""
+        pick = lambda t: t[i]  # noqa: E731
+        return (
+            (map_tensors(pick, self.support_x), self.support_y[i]),
+            (map_tensors(pick, self.query_x), self.query_y[i]),
+        )
+
+    def slice_task(self, i: int) -> "TaskBatch":
+        """Task ``i`` as a batch without the task dimension (an item of a dataset of tasks)."""
+        pick = lambda t: t[i]  # noqa: E731
+        return TaskBatch(*(map_tensors(pick, v) for v in self.tensors()), info=map_tensors(pick, self.info))
+
+    def slice(self, start: int, stop: int) -> "TaskBatch":
+        cut = lambda t: t[start:stop]  # noqa: E731
+        return TaskBatch(*(map_tensors(cut, v) for v in self.tensors()), info=map_tensors(cut, self.info))
+
+    def tensors(self) -> tuple[Any, Tensor, Any, Tensor]:
+        return self.support_x, self.support_y, self.query_x, self.query_y
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "TaskBatch":
+        def move(t: Tensor) -> Tensor:
+            if dtype is not None and t.is_floating_point():
+                return t.to(device=device, dtype=dtype)
+            return t.to(device)
+
+        return TaskBatch(*(map_tensors(move, v) for v in self.tensors()), info=self.info)
+
+
+def collate_tasks(tasks: list[TaskBatch]) -> TaskBatch:
+    """Stack single tasks (each without the task dimension) into one batch.
+
+    Usable as the ``collate_fn`` of a ``torch.utils.data.DataLoader`` over a dataset of tasks.
+    """
+    def stack(values: list[Any]) -> Any:
+        first = values[0]
+        if isinstance(first, Tensor):
+            return torch.stack(values)
+        if isinstance(first, dict):
+            return {k: stack([v[k] for v in values]) for k in first}
+        raise TypeError(f"cannot collate {type(first).__name__}")
+
+    fields = list(zip(*(t.tensors() for t in tasks)))
+    info = {k: torch.stack([t.info[k] for t in tasks]) for k in tasks[0].info}
+    return TaskBatch(*(stack(list(f)) for f in fields), info=info)

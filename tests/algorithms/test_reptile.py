@@ -1,0 +1,87 @@
+"""Reptile (Nichol et al. 2018, Alg. 2): θ ← θ + ε · mean_i(φ_i − θ), φ_i = U^k_τi(θ)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from metaloop.algorithms import Reptile
+from metaloop.models.mlp import MLP
+from metaloop.tasks.sinusoid import SinusoidTasks
+
+INNER_LR, STEPS, EPS = 0.02, 3, 0.3
+
+
+def setup(seed: int = 0):
+    torch.manual_seed(seed)
+    model = MLP(1, [8, 8], 1).double()
+    batch = SinusoidTasks(5, 7, seed=9).batch(0, 3).to("cpu", torch.float64)
+    return model, batch
+
+
+def sgd_phi(model, theta, support):
+    x, y = support
+    p = dict(theta)
+    for _ in range(STEPS):
+        leaves = {n: v.clone().requires_grad_(True) for n, v in p.items()}
+        loss = F.mse_loss(functional_call(model, leaves, (x,)), y)
+        grads = torch.autograd.grad(loss, list(leaves.values()))
+        p = {n: p[n] - INNER_LR * g for n, g in zip(p, grads)}
+    return p
+
+
+def adam_phi(model, theta, support):
+    x, y = support
+    copy = {n: nn.Parameter(v.clone()) for n, v in theta.items()}
+    opt = torch.optim.Adam(copy.values(), lr=INNER_LR, betas=(0.0, 0.999), eps=1e-8)
+    for _ in range(STEPS):
+        opt.zero_grad()
+        F.mse_loss(functional_call(model, copy, (x,)), y).backward()
+        opt.step()
+    return {n: v.detach() for n, v in copy.items()}
+
+
+def expected_update(model, batch, phi_fn, eps):
+    theta = {n: p.detach().clone() for n, p in model.named_parameters()}
+    phis = [phi_fn(model, theta, batch.task(i)[0]) for i in range(len(batch))]
+    return {n: theta[n] + eps * torch.stack([phi[n] - theta[n] for phi in phis]).mean(0) for n in theta}
+
+
+@pytest.mark.parametrize("optimizer, phi_fn", [("sgd", sgd_phi), ("adam", adam_phi)])
+def test_reptile_step(optimizer, phi_fn):
+    """Reptile's batched update with k SGD steps, or Adam(β1=0) as in the paper's code, in the inner loop."""
+    model, batch = setup()
+    expected = expected_update(model, batch, phi_fn, EPS)
+    learner = Reptile(
+        model, F.mse_loss, inner_lr=INNER_LR, inner_steps=STEPS, inner_optimizer=optimizer, path="loop"
+    )
+    learner.meta_step(batch, learner.make_optimizer(EPS))
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), expected[n], rtol=1e-10, atol=1e-12)
+
+
+def test_reptile_linear_annealing():
+    """anneal=True: before_step(opt, i, n) sets the outer step size to ε(1 − i/n)."""
+    model, batch = setup(1)
+    learner = Reptile(model, F.mse_loss, inner_lr=INNER_LR, inner_steps=STEPS, anneal=True, path="loop")
+    opt = learner.make_optimizer(EPS)
+    for i, n in [(0, 10), (3, 10), (9, 10)]:
+        learner.before_step(opt, i, n)
+        assert opt.param_groups[0]["lr"] == pytest.approx(EPS * (1 - i / n), rel=1e-15)
+    learner.before_step(opt, 3, 10)
+    expected = expected_update(model, batch, sgd_phi, EPS * 0.7)
+    learner.meta_step(batch, opt)
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), expected[n], rtol=1e-10, atol=1e-12)
+
+
+def test_reptile_without_anneal_keeps_step_size():
+    """anneal=False (the default): ε stays constant."""
+    model, _ = setup(2)
+    learner = Reptile(model, F.mse_loss, inner_lr=INNER_LR, inner_steps=STEPS, path="loop")
+    opt = learner.make_optimizer(EPS)
+    learner.before_step(opt, 5, 10)
+    assert opt.param_groups[0]["lr"] == EPS
