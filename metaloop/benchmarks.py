@@ -95,7 +95,7 @@ SINUSOID = Benchmark(
     },
     algo_defaults={
         # Reptile needs several inner steps to differ from joint training (Nichol et al. 2018, §6).
-        "reptile": {"inner_steps": 5, "inner_lr": 0.01, "outer_lr": 0.1, "anneal": True},
+        "reptile": {"inner_steps": 10, "inner_lr": 0.02, "outer_lr": 0.1, "anneal": True},
     },
     plot=_sinusoid_plot,
 )

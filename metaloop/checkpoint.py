@@ -95,7 +95,6 @@ def save_checkpoint(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    previous = _read_pointer(run_dir, required=False)
     pointer = {
         "format": FORMAT,
         "iteration": iteration,
@@ -107,8 +106,9 @@ def save_checkpoint(
         **(extra or {}),
     }
     atomic_write_text(run_dir / POINTER, json.dumps(pointer, indent=1))
-    if previous is not None and previous.get("file") not in (None, name):
-        (run_dir / previous["file"]).unlink(missing_ok=True)
+    for stale in run_dir.glob("checkpoint-*.safetensors"):  # the previous one, and any orphan of a crash
+        if stale.name != name:
+            stale.unlink(missing_ok=True)
     return target
 
 

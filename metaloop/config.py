@@ -39,6 +39,11 @@ class Option:
             raise MetaloopError(f"{where} cannot be null")
         if self.type is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if self.type is float and isinstance(value, str):
+            try:  # YAML 1.1 reads 1e-4 (no dot) as a string
+                value = float(value)
+            except ValueError:
+                pass
         if self.type is list:
             if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
                 raise MetaloopError(f"{where} must be a list of integers, got {value!r}")

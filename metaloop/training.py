@@ -16,8 +16,12 @@ weights and the optimizer state exactly, a resumed run reproduces an uninterrupt
 from __future__ import annotations
 
 import json
+import math
+import signal
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +91,32 @@ def _trim_metrics(path: Path, last_iteration: int) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
+@contextmanager
+def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
+    """Hold off Ctrl-C until the current meta-step is complete.
+
+    The first SIGINT only sets a flag; the training loop checks it between iterations, writes a
+    checkpoint of a consistent state and raises ``KeyboardInterrupt``. A second SIGINT interrupts at
+    once, without a checkpoint (the last periodic one stays intact).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    hits: list[int] = []
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        if hits:
+            raise KeyboardInterrupt
+        hits.append(signum)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(hits)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def train(
     algo: str | None,
     benchmark: str | None,
@@ -108,10 +138,13 @@ def train(
     stored = _check_run_dir(out, cfg, resume)
     learner, bench = build_learner(cfg)
     optimizer = learner.make_optimizer(cfg["outer_lr"])
-    start, elapsed = 0, 0.0
+    start, elapsed, window = 0, 0.0, list[float]()
     if stored is not None and has_checkpoint(out):
         record = load_checkpoint(out, learner, optimizer)
         start, elapsed = int(record["iteration"]), float(record["elapsed_seconds"])
+        window = [float(v) for v in record.get("loss_window", [])]  # losses not yet in the log
+        if start > cfg["iterations"]:  # checked before anything in RUN_DIR is rewritten
+            raise MetaloopError(f"option 'iterations': {cfg['iterations']} is below the checkpoint's {start}")
         _trim_metrics(out / METRICS, start)
     elif stored is not None:
         raise MetaloopError(f"no checkpoint in '{out}' to resume from (missing checkpoint.json)")
@@ -121,40 +154,42 @@ def train(
 
     tasks = bench.train_tasks(cfg)
     n_iter, batch_size, device = cfg["iterations"], cfg["meta_batch_size"], cfg["device"]
-    if start > n_iter:
-        raise MetaloopError(f"option 'iterations': {n_iter} is below the checkpoint's {start}")
     learner.train()
     bar = tqdm(total=n_iter, initial=start, disable=not progress, desc=f"{cfg['algo']} {cfg['benchmark']}",
                unit="it", dynamic_ncols=True)
-    window: list[float] = []
     iteration = start
     t0 = time.perf_counter() - elapsed
 
     def checkpoint() -> None:
         save_checkpoint(out, learner, optimizer, iteration=iteration, elapsed=time.perf_counter() - t0,
-                        extra={"algo": cfg["algo"], "benchmark": cfg["benchmark"]})
+                        extra={"algo": cfg["algo"], "benchmark": cfg["benchmark"], "loss_window": window})
 
-    try:
-        with open(out / METRICS, "a") as log:
-            while iteration < n_iter:
-                batch = tasks.batch(iteration * batch_size, batch_size).to(device)
-                learner.before_step(optimizer, iteration, n_iter)
-                window.append(learner.meta_step(batch, optimizer))
-                iteration += 1
-                bar.update(1)
-                if iteration % cfg["log_every"] == 0 or iteration == n_iter:
-                    mean = sum(window) / len(window)
-                    log.write(json.dumps({"iteration": iteration, "loss": mean,
-                                          "time": round(time.perf_counter() - t0, 3)}) + "\n")
-                    log.flush()
-                    bar.set_postfix(loss=f"{mean:.4g}")
-                    window.clear()
-                if iteration % cfg["checkpoint_every"] == 0 or iteration == n_iter:
-                    checkpoint()
-    except KeyboardInterrupt:
-        checkpoint()
-        bar.close()
-        raise
+    with _deferred_interrupt() as interrupted, open(out / METRICS, "a") as log:
+        while iteration < n_iter:
+            batch = tasks.batch(iteration * batch_size, batch_size).to(device)
+            learner.before_step(optimizer, iteration, n_iter)
+            loss = learner.meta_step(batch, optimizer)
+            if not math.isfinite(loss):
+                raise MetaloopError(
+                    f"meta-training diverged: loss is {loss} at iteration {iteration + 1}; lower outer_lr or "
+                    f"inner_lr (the last checkpoint in '{out}' is intact)"
+                )
+            window.append(loss)
+            iteration += 1
+            bar.update(1)
+            if iteration % cfg["log_every"] == 0 or iteration == n_iter:
+                mean = sum(window) / len(window)
+                log.write(json.dumps({"iteration": iteration, "loss": mean,
+                                      "time": round(time.perf_counter() - t0, 3)}) + "\n")
+                log.flush()
+                bar.set_postfix(loss=f"{mean:.4g}")
+                window.clear()
+            if iteration % cfg["checkpoint_every"] == 0 or iteration == n_iter:
+                checkpoint()
+            if interrupted():
+                checkpoint()
+                bar.close()
+                raise KeyboardInterrupt
     bar.close()
     from metaloop.plots import training_curve
 

@@ -1,0 +1,291 @@
+"""The `metaloop` command line: what `train`, `eval` and `list` write and print, and how bad input fails."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from metaloop.benchmarks import BENCHMARKS
+from metaloop.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["iterations=20", "hidden=[8]", "eval_episodes=20", "log_every=5", "checkpoint_every=10",
+        "meta_batch_size=4"]
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def set_args(items) -> list[str]:
+    return [arg for item in items for arg in ("--set", item)]
+
+
+def cli(capsys, *argv: str) -> tuple[int, str, str]:
+    """Run ``main(argv)`` in-process; return (exit code, stdout, stderr)."""
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse errors exit through SystemExit
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
+    """Bytes and mtime of every file under ``root`` (empty when ``root`` does not exist)."""
+    if not root.exists():
+        return {}
+    files = [p for p in root.rglob("*") if p.is_file()]
+    return {str(p.relative_to(root)): (p.read_bytes(), p.stat().st_mtime_ns) for p in files}
+
+
+def assert_one_line_error(code: int, err: str, needle: str) -> None:
+    assert code == 2
+    assert err.startswith("metaloop: error: "), err
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert needle in err, err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("cli") / "run"
+    code = main(["train", "--algo", "maml", "--benchmark", "sinusoid", "--out", str(run), "--quiet",
+                 *set_args(TINY)])
+    assert code == 0
+    return run
+
+
+@pytest.fixture
+def run(trained: Path, tmp_path: Path) -> Path:
+    """A private copy of the trained run directory (tests may modify it)."""
+    dst = tmp_path / "run"
+    shutil.copytree(trained, dst)
+    return dst
+
+
+# ------------------------------------------------------------------------------------------------ train
+def test_train_writes_the_run_directory(trained: Path):
+    """train writes config.yaml (every option), metrics.jsonl, the checkpoint pair and the training curve."""
+    cfg = yaml.safe_load((trained / "config.yaml").read_text())
+    assert set(cfg) == {"algo", "benchmark", *BENCHMARKS["sinusoid"].all_options()}
+    assert cfg["algo"] == "maml" and cfg["benchmark"] == "sinusoid"
+    assert cfg["iterations"] == 20 and cfg["hidden"] == [8] and cfg["test_inner_steps"] == 10
+
+    rows = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == [5, 10, 15, 20]
+    for r in rows:
+        assert set(r) == {"iteration", "loss", "time"}
+        assert isinstance(r["loss"], float) and r["loss"] > 0 and r["time"] >= 0
+
+    pointer = json.loads((trained / "checkpoint.json").read_text())
+    assert pointer["iteration"] == 20 and pointer["file"] == "checkpoint-20.safetensors"
+    assert sorted(p.name for p in trained.glob("checkpoint-*.safetensors")) == ["checkpoint-20.safetensors"]
+    assert (trained / "plots" / "training_curve.png").read_bytes().startswith(PNG)
+
+
+def test_train_prints_where_the_run_is(tmp_path: Path, capsys):
+    """train exits 0 and names the run directory on stdout."""
+    out = tmp_path / "r"
+    code, stdout, _ = cli(capsys, "train", "--algo", "fomaml", "--benchmark", "sinusoid", "--out", out,
+                          "--quiet", *set_args(["iterations=2", "hidden=[8]", "meta_batch_size=2"]))
+    assert code == 0 and str(out) in stdout
+
+
+def test_every_set_option_reaches_config_yaml(tmp_path: Path, capsys):
+    """--set of iterations, meta_batch_size, inner_lr, inner_steps, shots, seed, device reach config.yaml."""
+    out = tmp_path / "r"
+    sets = ["iterations=3", "meta_batch_size=2", "inner_lr=0.02", "inner_steps=2", "shots=3", "seed=7",
+            "device=cpu", "hidden=[8]", "log_every=1"]
+    code, _, err = cli(capsys, "train", "--algo", "maml", "--benchmark", "sinusoid", "--out", out, "--quiet",
+                       *set_args(sets))
+    assert code == 0, err
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["iterations"] == 3 and cfg["meta_batch_size"] == 2 and cfg["inner_lr"] == 0.02
+    assert cfg["inner_steps"] == 2 and cfg["shots"] == 3 and cfg["seed"] == 7 and cfg["device"] == "cpu"
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_config_file_is_read_and_set_overrides_it(tmp_path: Path, capsys):
+    """A YAML --config gives algo, benchmark and options; --set overrides the file."""
+    cfg_file = tmp_path / "exp.yaml"
+    cfg_file.write_text("algo: fomaml\nbenchmark: sinusoid\ninner_lr: 0.05\nshots: 4\nhidden: [8]\n"
+                        "iterations: 2\nmeta_batch_size: 2\n")
+    out = tmp_path / "r"
+    code, _, err = cli(capsys, "train", "--config", cfg_file, "--out", out, "--quiet", "--set", "shots=6")
+    assert code == 0, err
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["algo"] == "fomaml" and cfg["inner_lr"] == 0.05 and cfg["iterations"] == 2
+    assert cfg["shots"] == 6
+
+
+# ------------------------------------------------------------------------------------------------ eval, list
+def test_eval_json_prints_one_object(run: Path, capsys):
+    """eval --json prints exactly one JSON object with the requested steps, and writes eval.json and plots."""
+    code, out, err = cli(capsys, "eval", run, "--json", "--episodes", "20", "--steps", "0,1")
+    assert code == 0, err
+    assert out.count("\n") == 1
+    result = json.loads(out)
+    assert isinstance(result, dict)
+    assert result["episodes"] == 20 and result["iteration"] == 20 and result["metric"] == "mse"
+    assert set(result["steps"]) == {"0", "1"}
+    for entry in result["steps"].values():
+        assert set(entry) == {"mean", "ci95"} and entry["mean"] > 0 and entry["ci95"] > 0
+    assert json.loads((run / "eval.json").read_text()) == result
+    for name in ("adaptation_curve.png", "predictions.png"):
+        assert (run / "plots" / name).read_bytes().startswith(PNG)
+
+
+def test_eval_prints_a_table(run: Path, capsys):
+    """Plain eval prints a Markdown table with a row for the run and the run's eval_steps as columns."""
+    code, out, err = cli(capsys, "eval", run, "--episodes", "20")
+    assert code == 0, err
+    lines = out.splitlines()
+    head = next(line for line in lines if line.startswith("| method |"))
+    assert [f"mse after {s} steps" in head for s in (0, 1, 5, 10)] == [True] * 4
+    assert any(line.startswith("| maml | ") for line in lines)
+    assert (run / "eval.json").exists() and (run / "plots" / "adaptation_curve.png").exists()
+
+
+def test_list_names_algorithms_and_benchmarks(capsys):
+    """list prints one line per algorithm and one per benchmark."""
+    code, out, _ = cli(capsys, "list")
+    assert code == 0
+    rows = [line.split()[:2] for line in out.splitlines()]
+    algos = ["maml", "fomaml", "anil", "metasgd", "reptile", "pretrain"]
+    assert sorted(rows) == sorted([["algorithm", a] for a in algos] + [["benchmark", "sinusoid"]])
+
+
+# ------------------------------------------------------------------------------------------------ bad input
+def train_argv(out: Path, tmp_path: Path, *, algo="maml", benchmark="sinusoid", sets=(), config=None,
+               missing_config=False, flags=(), resume=True) -> list:
+    argv = ["train", "--algo", algo, "--benchmark", benchmark, "--out", out, "--quiet",
+            *set_args([*TINY, *sets]), *flags]
+    if resume:
+        argv.append("--resume")
+    if config is not None:
+        path = tmp_path / "bad.yaml"
+        path.write_text(config)
+        argv += ["--config", path]
+    if missing_config:
+        argv += ["--config", tmp_path / "no-such-config.yaml"]
+    return argv
+
+
+BAD_OPTIONS = [
+    pytest.param(dict(algo="nosuchalgo"), "nosuchalgo", id="unknown-algorithm"),
+    pytest.param(dict(benchmark="nosuchbench"), "nosuchbench", id="unknown-benchmark"),
+    pytest.param(dict(sets=["bogus_opt=1"]), "bogus_opt", id="unknown-option-set"),
+    pytest.param(dict(config="bogus_opt: 1\n"), "bogus_opt", id="unknown-option-file"),
+    pytest.param(dict(flags=["--bogus-flag"]), "--bogus-flag", id="unknown-flag"),
+    pytest.param(dict(sets=["iterations"]), "expected key=value", id="set-without-equals"),
+    pytest.param(dict(config="inner_lr: [0.1, 0.2\n"), "malformed YAML", id="malformed-yaml"),
+    pytest.param(dict(config="- 1\n- 2\n"), "mapping", id="config-not-mapping"),
+    pytest.param(dict(missing_config=True), "no-such-config.yaml", id="missing-config"),
+    pytest.param(dict(sets=["iterations=abc"]), "iterations", id="iterations-not-int"),
+    pytest.param(dict(sets=["iterations=0"]), "iterations", id="iterations-zero"),
+    pytest.param(dict(sets=["inner_steps=0"]), "inner_steps", id="inner-steps-zero"),
+    pytest.param(dict(sets=["inner_lr=-0.01"]), "inner_lr", id="inner-lr-negative"),
+    pytest.param(dict(sets=["outer_lr=0"]), "outer_lr", id="outer-lr-zero"),
+    pytest.param(dict(sets=["shots=0"]), "shots", id="shots-zero"),
+    pytest.param(dict(sets=["device=cuda"]), "cuda", id="cuda-unavailable",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")),
+]
+
+
+@pytest.mark.parametrize(("case", "needle"), BAD_OPTIONS)
+def test_bad_train_input_leaves_the_run_untouched(run: Path, tmp_path: Path, capsys, case, needle):
+    """Bad train input (with --resume into a run) exits 2 with one stderr line and changes no file."""
+    before = snapshot(run)
+    code, _, err = cli(capsys, *train_argv(run, tmp_path, **case))
+    assert_one_line_error(code, err, needle)
+    assert snapshot(run) == before
+
+
+@pytest.mark.parametrize(("case", "needle"), BAD_OPTIONS)
+def test_bad_train_input_creates_no_run_directory(tmp_path: Path, capsys, case, needle):
+    """Bad train input into a fresh --out exits 2 with one stderr line and creates nothing."""
+    out = tmp_path / "fresh"
+    code, _, err = cli(capsys, *train_argv(out, tmp_path, resume=False, **case))
+    assert_one_line_error(code, err, needle)
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("case", "needle"), [
+    pytest.param(dict(resume=False), "already holds a metaloop run", id="existing-run-without-resume"),
+    pytest.param(dict(sets=["inner_lr=0.02"]), "'inner_lr'", id="resume-different-run"),
+    pytest.param(dict(sets=["iterations=5"]), "below the checkpoint",
+                 id="resume-iterations-below-checkpoint"),
+])
+def test_bad_train_into_an_existing_run(run: Path, tmp_path: Path, capsys, case, needle):
+    """Training over a run without --resume, or resuming with other options, exits 2 and changes no file."""
+    before = snapshot(run)
+    code, _, err = cli(capsys, *train_argv(run, tmp_path, **case))
+    assert_one_line_error(code, err, needle)
+    assert snapshot(run) == before
+
+
+def _no_checkpoint(run: Path) -> Path:
+    for p in [run / "checkpoint.json", *run.glob("checkpoint-*.safetensors")]:
+        p.unlink()
+    return run
+
+
+def _flip_tensor_bytes(run: Path) -> Path:
+    path = next(run.glob("checkpoint-*.safetensors"))
+    data = bytearray(path.read_bytes())
+    data[-8:] = bytes(b ^ 0xFF for b in data[-8:])  # weights, not the header: only the sha256 notices
+    path.write_bytes(bytes(data))
+    return run
+
+
+def _garbage_pointer(run: Path) -> Path:
+    (run / "checkpoint.json").write_text("{not json")
+    return run
+
+
+@pytest.mark.parametrize(("prepare", "args", "needle"), [
+    pytest.param(None, ["--steps", "-1"], "--steps", id="negative-step"),
+    pytest.param(None, ["--steps", "a,b"], "--steps", id="non-integer-steps"),
+    pytest.param(None, ["--episodes", "0"], "--episodes", id="zero-episodes"),
+    pytest.param(_no_checkpoint, [], "no checkpoint", id="no-checkpoint"),
+    pytest.param(lambda run: run / "missing", [], "does not exist", id="missing-dir"),
+    pytest.param(_flip_tensor_bytes, [], "sha256", id="corrupt-tensors"),
+    pytest.param(_garbage_pointer, [], "checkpoint.json", id="garbage-pointer"),
+])
+def test_bad_eval_input(run: Path, capsys, prepare, args, needle):
+    """Bad eval input exits 2 with one stderr line naming the problem, and writes nothing."""
+    target = prepare(run) if prepare is not None else run
+    before = snapshot(run)
+    code, out, err = cli(capsys, "eval", target, "--json", *args)
+    assert_one_line_error(code, err, needle)
+    assert out == ""
+    assert snapshot(run) == before and not (run / "missing").exists()
+
+
+# ---------------------------------------------------------------------------------------------- real process
+def _python_m(*argv) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "metaloop", *map(str, argv)], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=120)
+
+
+def test_process_exit_code_for_a_bad_flag(tmp_path: Path):
+    """`python -m metaloop train --bogus-flag` exits 2 with exactly one stderr line and no stdout."""
+    proc = _python_m("train", "--algo", "maml", "--benchmark", "sinusoid", "--out", tmp_path / "r",
+                     "--bogus-flag")
+    assert_one_line_error(proc.returncode, proc.stderr, "--bogus-flag")
+    assert proc.stdout == "" and not (tmp_path / "r").exists()
+
+
+def test_process_exit_code_for_a_corrupt_checkpoint(run: Path):
+    """`python -m metaloop eval` of a corrupt checkpoint exits 2 with exactly one stderr line."""
+    _flip_tensor_bytes(run)
+    before = snapshot(run)
+    proc = _python_m("eval", run, "--json")
+    assert_one_line_error(proc.returncode, proc.stderr, "sha256")
+    assert proc.stdout == "" and snapshot(run) == before

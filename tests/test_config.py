@@ -1,0 +1,117 @@
+"""Run configuration: layer order, --set parsing and option type errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from metaloop.benchmarks import BENCHMARKS, resolve_config
+from metaloop.config import OPTIONS, Option, parse_set, resolve
+from metaloop.errors import MetaloopError
+
+
+def test_resolve_order_defaults_benchmark_algorithm_file_set(tmp_path: Path):
+    """defaults < benchmark preset < algorithm preset < config file < --set, key by key."""
+    bench = BENCHMARKS["sinusoid"]
+    preset, reptile = bench.defaults, bench.algo_defaults["reptile"]
+    # a key set by the benchmark preset only, and one that the reptile preset overrides
+    bench_only = next(k for k in preset if k not in reptile and preset[k] != OPTIONS[k].default)
+    both = next(k for k in reptile if k in preset and reptile[k] != preset[k])
+    cfg_file = tmp_path / "exp.yaml"
+    cfg_file.write_text("inner_lr: 0.0375\nshots: 4\nouter_lr: 0.2\n")
+    cfg = resolve_config("reptile", "sinusoid", config_file=cfg_file, overrides=["outer_lr=0.3"])
+    assert cfg["eval_seed"] == OPTIONS["eval_seed"].default  # defaults only
+    assert cfg["eval_queries"] == 100  # the benchmark's own option, its default
+    assert cfg[bench_only] == preset[bench_only]  # benchmark preset over the default
+    assert cfg[both] == reptile[both]  # reptile preset over the benchmark preset
+    assert cfg["anneal"] is reptile["anneal"] is True  # reptile preset over the default
+    assert cfg["inner_lr"] == 0.0375 and cfg["shots"] == 4  # file over presets
+    assert cfg["outer_lr"] == 0.3  # --set over file over presets
+
+    maml = resolve_config("maml", "sinusoid")  # the reptile preset applies to reptile only
+    assert maml[both] == preset[both] and maml["anneal"] is False
+
+
+def test_resolve_later_layers_win_and_defaults_are_copied():
+    """resolve applies layers in order, and a default list is copied, not shared."""
+    opts = {"a": Option("a", int, 1, ""), "b": Option("b", int, 2, ""), "c": Option("c", list, [1], "")}
+    cfg = resolve(opts, [("first", {"a": 10, "b": 20}), ("second", {"b": 30})])
+    assert cfg == {"a": 10, "b": 30, "c": [1]}
+    cfg["c"].append(2)
+    assert opts["c"].default == [1]
+
+
+def test_resolve_config_takes_algo_and_benchmark_from_the_file(tmp_path: Path):
+    """A config file may name algo and benchmark; they do not become options."""
+    cfg_file = tmp_path / "exp.yaml"
+    cfg_file.write_text("algo: anil\nbenchmark: sinusoid\nshots: 10\n")
+    cfg = resolve_config(None, None, config_file=cfg_file)
+    assert cfg["algo"] == "anil" and cfg["benchmark"] == "sinusoid" and cfg["shots"] == 10
+
+
+def test_parse_set_reads_yaml_values():
+    """--set values are YAML (lists, booleans, floats, null); strings stay strings; the first '=' splits."""
+    parsed = parse_set(["hidden=[40,40]", "anneal=true", "inner_lr=0.01", "queries=null", "adapt=head",
+                        "iterations=7", "adapt2=a=b", " shots = 3"])
+    assert parsed == {"hidden": [40, 40], "anneal": True, "inner_lr": 0.01, "queries": None, "adapt": "head",
+                      "iterations": 7, "adapt2": "a=b", "shots": 3}
+    assert isinstance(parsed["inner_lr"], float) and isinstance(parsed["iterations"], int)
+
+
+@pytest.mark.parametrize("item", ["iterations", "=3"])
+def test_parse_set_rejects_items_without_key_and_value(item: str):
+    """A --set item without 'key=' is a MetaloopError quoting the item."""
+    with pytest.raises(MetaloopError, match="expected key=value") as info:
+        parse_set([item])
+    assert repr(item) in str(info.value)
+
+
+@pytest.mark.parametrize(("option", "value", "problem"), [
+    (OPTIONS["iterations"], "abc", "must be int"),
+    (OPTIONS["iterations"], True, "must be int"),
+    (OPTIONS["iterations"], 0, "must be positive"),
+    (OPTIONS["inner_lr"], "fast", "must be float"),
+    (OPTIONS["inner_lr"], -0.5, "must be positive"),
+    (OPTIONS["seed"], -1, "must not be negative"),
+    (OPTIONS["first_order"], "yes", "must be bool"),
+    (OPTIONS["eval_steps"], [0, "a"], "must be a list of integers"),
+    (OPTIONS["eval_steps"], [0, -1], "must not be negative"),
+    (OPTIONS["bn_mode"], "batch", "must be one of transductive, running"),
+    (OPTIONS["iterations"], None, "cannot be null"),
+])
+def test_option_coerce_errors_name_option_and_source(option: Option, value, problem: str):
+    """A bad value raises MetaloopError that starts with the source and the option's name."""
+    with pytest.raises(MetaloopError) as info:
+        option.coerce(value, "config file 'exp.yaml'")
+    message = str(info.value)
+    assert message.startswith(f"config file 'exp.yaml': option '{option.name}'")
+    assert problem in message
+
+
+def test_option_coerce_accepts_valid_values():
+    """coerce widens int to float, and nullable options accept None."""
+    widened = OPTIONS["inner_lr"].coerce(1, "--set")
+    assert widened == 1.0 and isinstance(widened, float)
+    assert OPTIONS["queries"].coerce(None, "--set") is None
+    assert OPTIONS["eval_steps"].coerce([0, 3], "--set") == [0, 3]
+
+
+def test_resolve_config_errors_name_the_file(tmp_path: Path):
+    """A wrong type or unknown key in a config file is reported with the file's name."""
+    cfg_file = tmp_path / "exp.yaml"
+    cfg_file.write_text("iterations: abc\n")
+    with pytest.raises(MetaloopError, match=r"config file '.*exp\.yaml': option 'iterations' must be int"):
+        resolve_config("maml", "sinusoid", config_file=cfg_file)
+    cfg_file.write_text("iteratoins: 5\n")
+    with pytest.raises(MetaloopError, match=r"config file '.*exp\.yaml': unknown option 'iteratoins'"):
+        resolve_config("maml", "sinusoid", config_file=cfg_file)
+    with pytest.raises(MetaloopError, match=r"--set: option 'shots' must be positive"):
+        resolve_config("maml", "sinusoid", overrides={"shots": 0})
+
+
+def test_float_options_accept_exponent_without_dot():
+    """`--set outer_lr=1e-4` works although YAML 1.1 reads 1e-4 as a string."""
+    from metaloop.benchmarks import resolve_config
+
+    assert resolve_config("maml", "sinusoid", overrides=["outer_lr=1e-4"])["outer_lr"] == 1e-4

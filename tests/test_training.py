@@ -1,0 +1,130 @@
+"""Meta-training runs: resume reproduces an uninterrupted run, metrics are trimmed, and the Python API."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+import metaloop
+import metaloop.training
+from metaloop.benchmarks import build_learner
+
+TINY = {"hidden": [8], "meta_batch_size": 4, "log_every": 5, "checkpoint_every": 10, "eval_episodes": 20}
+
+
+def train(algo: str, out: Path, iterations: int, **kwargs) -> Path:
+    return metaloop.train(algo, "sinusoid", out, overrides={**TINY, "iterations": iterations}, progress=False,
+                          **kwargs)
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_final_state(a: Path, b: Path, iteration: int) -> None:
+    """The checkpoints (weights and optimizer state) are bitwise equal, and so are the logged losses."""
+    ta = load_file(str(a / f"checkpoint-{iteration}.safetensors"))
+    tb = load_file(str(b / f"checkpoint-{iteration}.safetensors"))
+    assert set(ta) == set(tb) and any(k.startswith("learner.") for k in ta)
+    for key in ta:
+        assert torch.equal(ta[key], tb[key]), key
+    ma, mb = metrics(a), metrics(b)
+    assert [r["iteration"] for r in ma] == [r["iteration"] for r in mb]
+    assert [r["loss"] for r in ma] == [r["loss"] for r in mb]
+
+
+def interrupt_meta_step(monkeypatch, after: int, exc: BaseException) -> None:
+    """Make the next run's learner raise ``exc`` from meta_step once ``after`` meta-steps are done."""
+    real_build = metaloop.training.build_learner
+
+    def build(cfg):
+        learner, bench = real_build(cfg)
+        real_step, done = learner.meta_step, [0]
+
+        def meta_step(batch, optimizer):
+            if done[0] == after:
+                if isinstance(exc, KeyboardInterrupt):  # a real Ctrl-C, arriving in the middle of a step
+                    os.kill(os.getpid(), signal.SIGINT)
+                else:
+                    raise exc
+            done[0] += 1
+            return real_step(batch, optimizer)
+
+        learner.meta_step = meta_step
+        return learner, bench
+
+    monkeypatch.setattr(metaloop.training, "build_learner", build)
+
+
+def test_resume_equals_an_uninterrupted_run_maml(tmp_path: Path):
+    """MAML: 15 iterations, then --resume to 30, gives bitwise the weights and losses of 30 straight."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    train("maml", a, 30)
+    train("maml", b, 15)
+    assert json.loads((b / "checkpoint.json").read_text())["iteration"] == 15
+    train("maml", b, 30, resume=True)
+    assert_same_final_state(a, b, 30)
+    assert yaml.safe_load((b / "config.yaml").read_text())["iterations"] == 30
+
+
+def test_resume_after_interrupt_equals_an_uninterrupted_run_reptile_anneal(tmp_path: Path, monkeypatch):
+    """Reptile with annealing, interrupted at iteration 15 of 30 and resumed, matches 30 straight."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    train("reptile", a, 30)
+    assert yaml.safe_load((a / "config.yaml").read_text())["anneal"] is True
+
+    interrupt_meta_step(monkeypatch, 15, KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        train("reptile", b, 30)
+    monkeypatch.undo()
+    pointer = json.loads((b / "checkpoint.json").read_text())  # Ctrl-C during step 16: it completes first
+    assert pointer["iteration"] == 16 and (b / "checkpoint-16.safetensors").exists()
+
+    train("reptile", b, 30, resume=True)
+    assert_same_final_state(a, b, 30)
+
+
+def test_resume_trims_metrics_past_the_checkpoint(tmp_path: Path, monkeypatch):
+    """A crash at iteration 17 leaves a log line (15) past the checkpoint (10); resume drops and redoes it."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    train("maml", a, 20)
+    interrupt_meta_step(monkeypatch, 17, RuntimeError("simulated crash"))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        train("maml", b, 20)
+    monkeypatch.undo()
+    assert json.loads((b / "checkpoint.json").read_text())["iteration"] == 10
+    assert [r["iteration"] for r in metrics(b)] == [5, 10, 15]
+
+    train("maml", b, 20, resume=True)
+    assert [r["iteration"] for r in metrics(b)] == [5, 10, 15, 20]
+    assert_same_final_state(a, b, 20)
+
+
+def test_python_api_train_evaluate_load_learner(tmp_path: Path):
+    """metaloop.train returns the run path, evaluate the result dict, load_learner a learner in eval mode."""
+    sets = ["iterations=10", "hidden=[8]", "meta_batch_size=2"]
+    run = metaloop.train("maml", "sinusoid", tmp_path / "api", overrides=sets, progress=False)
+    assert run == tmp_path / "api" and isinstance(run, Path)
+
+    result = metaloop.evaluate(run, episodes=20, steps=[0, 1], plots=False)
+    assert result["algo"] == "maml" and result["episodes"] == 20 and result["iteration"] == 10
+    assert set(result["steps"]) == {"0", "1"}
+    assert all(set(v) == {"mean", "ci95"} for v in result["steps"].values())
+    assert json.loads((run / "eval.json").read_text()) == result
+
+    learner, bench, cfg = metaloop.load_learner(run)
+    assert isinstance(learner, metaloop.MAML) and bench.name == "sinusoid"
+    assert not learner.training and not any(m.training for m in learner.modules())
+    assert cfg["checkpoint_iteration"] == 10
+    fresh, _ = build_learner(cfg)  # the checkpoint, not the initialization, is loaded
+    weights = load_file(str(run / "checkpoint-10.safetensors"))
+    for name, value in learner.state_dict().items():
+        assert torch.equal(value, weights[f"learner.{name}"])
+    assert any(not torch.equal(v, fresh.state_dict()[k]) for k, v in learner.state_dict().items())
