@@ -128,7 +128,7 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
     """A Markdown table: one row per result (name → result), one column per step count."""
     steps = sorted({int(s) for r in results.values() for s in r["steps"]})
     metric = next(iter(results.values()))["metric"]
-    head = f"| method | " + " | ".join(f"{metric} after {s} steps" for s in steps) + " |"
+    head = "| method | " + " | ".join(f"{metric} after {s} steps" for s in steps) + " |"
     rule = "|---|" + "---|" * len(steps)
     rows = [head, rule]
     for name, r in results.items():

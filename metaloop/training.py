@@ -164,7 +164,7 @@ def train(
         save_checkpoint(out, learner, optimizer, iteration=iteration, elapsed=time.perf_counter() - t0,
                         extra={"algo": cfg["algo"], "benchmark": cfg["benchmark"], "loss_window": window})
 
-    with _deferred_interrupt() as interrupted, open(out / METRICS, "a") as log:
+    with bar, _deferred_interrupt() as interrupted, open(out / METRICS, "a") as log:
         while iteration < n_iter:
             batch = tasks.batch(iteration * batch_size, batch_size).to(device)
             learner.before_step(optimizer, iteration, n_iter)
@@ -188,9 +188,7 @@ def train(
                 checkpoint()
             if interrupted():
                 checkpoint()
-                bar.close()
                 raise KeyboardInterrupt
-    bar.close()
     from metaloop.plots import training_curve
 
     training_curve(out / METRICS, out / "plots" / "training_curve.png", title=f"{cfg['algo']} on {cfg['benchmark']}")

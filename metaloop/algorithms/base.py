@@ -34,7 +34,7 @@ from metaloop.core.context import vectorized
 from metaloop.core.functional import FunctionalModel
 from metaloop.core.inner import ParamDict
 from metaloop.errors import MetaloopError
-from metaloop.tasks.base import TaskBatch
+from metaloop.tasks.base import TaskBatch, stack_tensors
 
 LossFn = Callable[[Any, Tensor], Tensor]
 PATHS: tuple[str, ...] = ("auto", "loop", "vmap")
@@ -52,17 +52,6 @@ def resolve_path(path: str, model: nn.Module) -> str:
         if owns_params and not isinstance(module, _PARAM_FREE_OK):
             return "loop"
     return "vmap"
-
-
-def _stack(results: list[Any]) -> Any:
-    first = results[0]
-    if isinstance(first, Tensor):
-        return torch.stack(results)
-    if isinstance(first, dict):
-        return {k: _stack([r[k] for r in results]) for k in first}
-    if isinstance(first, tuple):
-        return tuple(_stack([r[i] for r in results]) for i in range(len(first)))
-    raise TypeError(f"cannot stack task results of type {type(first).__name__}")
 
 
 class MetaLearner(nn.Module):
@@ -132,7 +121,7 @@ class MetaLearner(nn.Module):
         for i in range(len(batch)):
             (sx, sy), (qx, qy) = batch.task(i)
             results.append(fn(sx, sy, qx, qy))
-        return _stack(results)
+        return stack_tensors(results)
 
     def meta_gradient(self, batch: TaskBatch) -> float:
         """Accumulate the meta-gradient of the mean outer loss into ``.grad``; return the mean loss."""

@@ -76,19 +76,22 @@ class TaskBatch:
         return TaskBatch(*(map_tensors(move, v) for v in self.tensors()), info=self.info)
 
 
+def stack_tensors(values: list[Any]) -> Any:
+    """Stack a list of tensors, or of (nested) dicts or tuples of tensors, along a new dim 0."""
+    first = values[0]
+    if isinstance(first, Tensor):
+        return torch.stack(values)
+    if isinstance(first, dict):
+        return {k: stack_tensors([v[k] for v in values]) for k in first}
+    if isinstance(first, tuple):
+        return tuple(stack_tensors([v[i] for v in values]) for i in range(len(first)))
+    raise TypeError(f"cannot stack values of type {type(first).__name__}")
+
+
 def collate_tasks(tasks: list[TaskBatch]) -> TaskBatch:
     """Stack single tasks (each without the task dimension) into one batch.
 
     Usable as the ``collate_fn`` of a ``torch.utils.data.DataLoader`` over a dataset of tasks.
     """
-    def stack(values: list[Any]) -> Any:
-        first = values[0]
-        if isinstance(first, Tensor):
-            return torch.stack(values)
-        if isinstance(first, dict):
-            return {k: stack([v[k] for v in values]) for k in first}
-        raise TypeError(f"cannot collate {type(first).__name__}")
-
-    fields = list(zip(*(t.tensors() for t in tasks)))
-    info = {k: torch.stack([t.info[k] for t in tasks]) for k in tasks[0].info}
-    return TaskBatch(*(stack(list(f)) for f in fields), info=info)
+    fields = zip(*(t.tensors() for t in tasks), strict=True)
+    return TaskBatch(*(stack_tensors(list(f)) for f in fields), info=stack_tensors([t.info for t in tasks]))
