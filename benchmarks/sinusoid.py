@@ -36,7 +36,11 @@ def run_one(algo: str, shots: int, iterations: int, runs: Path) -> dict:
     train = exe + ["train", "--algo", algo, "--benchmark", "sinusoid", "--set", f"shots={shots}",
                    "--set", f"iterations={iterations}", "--out", str(out), "--resume", "--quiet"]
     t0 = time.time()
-    subprocess.run(train, check=True, env=env, stdout=subprocess.DEVNULL)
+    done = subprocess.run(train, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode != 0:
+        error = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        print(f"{algo} K={shots}: FAILED: {error}", flush=True)
+        return {"failed": error}
     evaluate = exe + ["eval", str(out), "--json", "--steps", ",".join(map(str, STEPS)), "--episodes", "600"]
     result = json.loads(subprocess.run(evaluate, check=True, env=env, capture_output=True, text=True).stdout)
     print(f"{algo} K={shots}: done in {time.time() - t0:.0f} s "
@@ -44,10 +48,19 @@ def run_one(algo: str, shots: int, iterations: int, runs: Path) -> dict:
     return result
 
 
+def cell(value: dict) -> str:
+    if value["mean"] is None:
+        return "diverged"
+    return f"{value['mean']:.3f} ± {value['ci95']:.3f}"
+
+
 def table(results: dict[str, dict], shots: int) -> list[str]:
     lines = ["| method | 0 steps | 1 step | 5 steps | 10 steps | meta-training time |", "|---|---|---|---|---|---|"]
     for algo, r in results.items():
-        cells = [f"{r['steps'][str(s)]['mean']:.3f} ± {r['steps'][str(s)]['ci95']:.3f}" for s in STEPS]
+        if "failed" in r:
+            lines.append(f"| {algo} | meta-training failed: {r['failed'].replace('|', '/')} | | | | |")
+            continue
+        cells = [cell(r["steps"][str(s)]) for s in STEPS]
         lines.append(f"| {algo} | " + " | ".join(cells) + f" | {r['train_seconds'] / 60:.1f} min |")
     if shots == 5:
         for algo, paper in PAPER_K5.items():
@@ -58,6 +71,7 @@ def table(results: dict[str, dict], shots: int) -> list[str]:
 
 def bars(results: dict[str, dict]) -> list[str]:
     out = []
+    results = {a: r for a, r in results.items() if "failed" not in r}
     maml10 = results["maml"]["steps"]["10"]["mean"] if "maml" in results else None
     if maml10 is not None:
         ok = maml10 <= 0.40
@@ -67,7 +81,7 @@ def bars(results: dict[str, dict]) -> list[str]:
         for algo, r in results.items():
             if algo == "pretrain":
                 continue
-            ratio = base / r["steps"]["1"]["mean"]
+            ratio = base / r["steps"]["1"]["mean"] if r["steps"]["1"]["mean"] is not None else 0.0
             out.append(f"- {algo}, 1 step: {ratio:.1f}× better than the baseline "
                        f"(bar 3×): **{'met' if ratio >= 3 else 'NOT met'}**")
     return out
@@ -111,7 +125,7 @@ def main() -> None:
     img_dir = args.results.parent / "img"
     for k in args.shots:
         per = {a: results[(a, k)] for a in args.algos}
-        img = adaptation_curve(per, img_dir / f"sinusoid-k{k}.png", metric="mse")
+        img = adaptation_curve({a: r for a, r in per.items() if "failed" not in r}, img_dir / f"sinusoid-k{k}.png", metric="mse")
         lines += [f"### K = {k}", "", *table(per, k), "", *bars(per), "",
                   f"![adaptation curves, K={k}](img/{img.name})", ""]
     replace_block(args.results, "sinusoid", "\n".join(lines))

@@ -54,7 +54,11 @@ def evaluate_learner(
     chunk: int = 100,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate ``learner`` on the first ``episodes`` test tasks of ``bench``: a JSON-ready dict."""
+    """Evaluate ``learner`` on the first ``episodes`` test tasks of ``bench``: a JSON-ready dict.
+
+    A step count at which the inner loop diverged (a non-finite metric on some task) gets
+    ``{"mean": null, "ci95": null}``.
+    """
     steps = check_steps(steps)
     if episodes < 1:
         raise MetaloopError(f"option 'episodes': must be positive, got {episodes}")
@@ -77,6 +81,8 @@ def evaluate_learner(
     }
     for j, s in enumerate(steps):
         mean, ci = mean_ci95(table[:, j])
+        if not math.isfinite(mean):  # the inner loop diverged on some task: JSON has no NaN, say null
+            mean, ci = None, None
         result["steps"][str(s)] = {"mean": mean, "ci95": ci}
     return result
 
@@ -135,6 +141,11 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
         cells = []
         for s in steps:
             v = r["steps"].get(str(s))
-            cells.append("–" if v is None else f"{v['mean']:.3f} ± {v['ci95']:.3f}")
+            if v is None:
+                cells.append("–")
+            elif v["mean"] is None:
+                cells.append("diverged")
+            else:
+                cells.append(f"{v['mean']:.3f} ± {v['ci95']:.3f}")
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(rows)

@@ -47,8 +47,9 @@ def adaptation_curve(results: dict[str, dict[str, Any]], path: Path, *, metric: 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for name, r in results.items():
         steps = sorted(int(s) for s in r["steps"])
-        mean = [r["steps"][str(s)]["mean"] for s in steps]
-        ci = [r["steps"][str(s)]["ci95"] for s in steps]
+        nan = float("nan")  # diverged step counts (null) leave a gap
+        mean = [r["steps"][str(s)]["mean"] if r["steps"][str(s)]["mean"] is not None else nan for s in steps]
+        ci = [r["steps"][str(s)]["ci95"] if r["steps"][str(s)]["ci95"] is not None else nan for s in steps]
         ax.errorbar(steps, mean, yerr=ci, marker="o", capsize=3, label=name)
     ax.set_xlabel("inner gradient steps at test time")
     ax.set_ylabel(metric)

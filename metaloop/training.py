@@ -131,7 +131,8 @@ def train(
 
     ``overrides`` is a mapping of options or ``key=value`` strings. With ``resume=True`` an existing
     run continues from its last checkpoint (its options must match, except those that do not change
-    the result, such as ``iterations`` and ``device``); an empty or missing ``out`` starts a new run.
+    the result, such as ``iterations`` and ``device``); an empty or missing ``out``, or a run that stopped
+    before its first checkpoint, starts from the beginning.
     """
     out = Path(out)
     cfg = resolve_config(algo, benchmark, config_file=config_file, overrides=overrides)
@@ -146,8 +147,8 @@ def train(
         if start > cfg["iterations"]:  # checked before anything in RUN_DIR is rewritten
             raise MetaloopError(f"option 'iterations': {cfg['iterations']} is below the checkpoint's {start}")
         _trim_metrics(out / METRICS, start)
-    elif stored is not None:
-        raise MetaloopError(f"no checkpoint in '{out}' to resume from (missing checkpoint.json)")
+    elif stored is not None:  # stopped before its first checkpoint: nothing to keep, start again
+        _trim_metrics(out / METRICS, 0)
     out.mkdir(parents=True, exist_ok=True)
     (out / "plots").mkdir(exist_ok=True)
     atomic_write_text(out / CONFIG, yaml.safe_dump(cfg, sort_keys=False))

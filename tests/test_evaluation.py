@@ -85,3 +85,20 @@ def test_format_table():
         "| maml | 1.235 ± 0.100 | 0.750 ± 0.062 | 0.500 ± 0.050 |\n"
         "| pretrain | 2.000 ± 0.200 | – | – |"
     )
+
+
+def test_diverged_step_counts_are_null_in_json(monkeypatch):
+    """A non-finite metric (a diverged inner loop) is reported as null, so --json stays valid JSON."""
+    import json
+
+    import metaloop.evaluation as ev
+    from metaloop.benchmarks import build_learner, resolve_config
+
+    cfg = resolve_config("maml", "sinusoid", overrides={"hidden": [4]})
+    learner, bench = build_learner(cfg)
+    monkeypatch.setattr(type(learner), "evaluate_batch",
+                        lambda self, batch, steps, fn: torch.tensor([[1.0, float("nan")]]).repeat(len(batch), 1))
+    result = ev.evaluate_learner(learner, bench, cfg, episodes=3, steps=[0, 1])
+    assert result["steps"]["1"] == {"mean": None, "ci95": None}
+    assert json.loads(json.dumps(result, allow_nan=False))["steps"]["0"]["mean"] == 1.0
+    assert "diverged" in ev.format_table({"x": result})

@@ -128,3 +128,16 @@ def test_python_api_train_evaluate_load_learner(tmp_path: Path):
     for name, value in learner.state_dict().items():
         assert torch.equal(value, weights[f"learner.{name}"])
     assert any(not torch.equal(v, fresh.state_dict()[k]) for k, v in learner.state_dict().items())
+
+
+def test_resume_of_a_run_without_checkpoint_starts_again(tmp_path: Path, monkeypatch):
+    """A run that crashed before its first checkpoint is restarted by --resume and equals a fresh run."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    train("maml", a, 20)
+    interrupt_meta_step(monkeypatch, 7, RuntimeError("simulated crash"))
+    with pytest.raises(RuntimeError):
+        train("maml", b, 20)
+    monkeypatch.undo()
+    assert not (b / "checkpoint.json").exists() and (b / "metrics.jsonl").read_text()
+    train("maml", b, 20, resume=True)
+    assert_same_final_state(a, b, 20)
