@@ -105,9 +105,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from metaloop.benchmarks import BENCHMARKS
 
     for name, (_, text) in ALGORITHMS.items():
-        print(f"algorithm  {name:<12} {text}")
+        print(f"algorithm  {name:<18} {text}")
     for name, bench in BENCHMARKS.items():
-        print(f"benchmark  {name:<12} {bench.description}")
+        print(f"benchmark  {name:<18} {bench.description}")
     if args.options:
         seen = {}
         for bench in BENCHMARKS.values():

@@ -138,6 +138,7 @@ def train(
     cfg = resolve_config(algo, benchmark, config_file=config_file, overrides=overrides)
     stored = _check_run_dir(out, cfg, resume)
     learner, bench = build_learner(cfg)
+    tasks = bench.train_tasks(cfg)  # data errors surface before anything is written
     optimizer = learner.make_optimizer(cfg["outer_lr"])
     start, elapsed, window = 0, 0.0, list[float]()
     if stored is not None and has_checkpoint(out):
@@ -153,7 +154,6 @@ def train(
     (out / "plots").mkdir(exist_ok=True)
     atomic_write_text(out / CONFIG, yaml.safe_dump(cfg, sort_keys=False))
 
-    tasks = bench.train_tasks(cfg)
     n_iter, batch_size, device = cfg["iterations"], cfg["meta_batch_size"], cfg["device"]
     learner.train()
     bar = tqdm(total=n_iter, initial=start, disable=not progress, desc=f"{cfg['algo']} {cfg['benchmark']}",

@@ -2,105 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
 from metaloop.algorithms import ALGORITHMS, MetaLearner
-from metaloop.config import OPTIONS, Option, load_yaml, parse_set, resolve
+from metaloop.benchmarks.base import Benchmark, TaskSource
+from metaloop.benchmarks.fewshot_images import MINIIMAGENET, OMNIGLOT
+from metaloop.benchmarks.sinusoid import SINUSOID
+from metaloop.config import load_yaml, parse_set, resolve
 from metaloop.errors import MetaloopError
-from metaloop.models.mlp import MLP
-from metaloop.tasks.base import TaskBatch
-from metaloop.tasks.sinusoid import SinusoidTasks
 
+__all__ = ["BENCHMARKS", "Benchmark", "TaskSource", "build_learner", "get_benchmark", "resolve_config"]
 
-class TaskSource(Protocol):
-    def batch(self, start: int, count: int) -> TaskBatch: ...
-
-
-@dataclass(frozen=True)
-class Benchmark:
-    """A named benchmark. ``defaults`` and ``algo_defaults`` are presets applied before user config."""
-
-    name: str
-    description: str
-    metric: str
-    higher_is_better: bool
-    make_model: Callable[[dict[str, Any]], nn.Module]
-    loss_fn: Callable[[Any, Tensor], Tensor]
-    metric_fn: Callable[[Any, Tensor], Tensor]
-    train_tasks: Callable[[dict[str, Any]], TaskSource]
-    test_tasks: Callable[[dict[str, Any]], TaskSource]
-    options: tuple[Option, ...] = ()
-    defaults: Mapping[str, Any] = field(default_factory=dict)
-    algo_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    plot: Callable[[MetaLearner, dict[str, Any], Path], list[Path]] | None = None
-
-    def all_options(self) -> dict[str, Option]:
-        return {**OPTIONS, **{o.name: o for o in self.options}}
-
-
-# ---------------------------------------------------------------------------------------------- sinusoid
-def _sinusoid_model(cfg: dict[str, Any]) -> nn.Module:
-    return MLP(1, cfg["hidden"], 1)
-
-
-def _sinusoid_train(cfg: dict[str, Any]) -> TaskSource:
-    return SinusoidTasks(cfg["shots"], cfg["queries"] or cfg["shots"], seed=cfg["seed"], split="train")
-
-
-def _sinusoid_test(cfg: dict[str, Any]) -> TaskSource:
-    return SinusoidTasks(cfg["shots"], cfg["eval_queries"], seed=cfg["eval_seed"], split="test")
-
-
-def _mse_per_task(pred: Tensor, y: Tensor) -> Tensor:
-    return F.mse_loss(pred, y)
-
-
-def _sinusoid_plot(learner: MetaLearner, cfg: dict[str, Any], out_dir: Path) -> list[Path]:
-    from metaloop.plots import sinusoid_predictions
-
-    return [sinusoid_predictions(learner, cfg, out_dir / "predictions.png")]
-
-
-SINUSOID = Benchmark(
-    name="sinusoid",
-    description="sinusoid regression, K-shot (Finn et al. 2017): --set shots=5|10",
-    metric="mse",
-    higher_is_better=False,
-    make_model=_sinusoid_model,
-    loss_fn=F.mse_loss,
-    metric_fn=_mse_per_task,
-    train_tasks=_sinusoid_train,
-    test_tasks=_sinusoid_test,
-    options=(
-        Option("hidden", list, [40, 40], "sinusoid: hidden layer widths of the ReLU MLP", positive=True),
-        Option("eval_queries", int, 100, "sinusoid: query points per test task", positive=True),
-    ),
-    defaults={
-        "iterations": 70000,
-        "meta_batch_size": 25,
-        "inner_lr": 0.01,
-        "inner_steps": 1,
-        "test_inner_steps": 10,
-        "outer_lr": 1e-3,
-        "shots": 5,
-        "checkpoint_every": 5000,
-        "log_every": 500,
-    },
-    algo_defaults={
-        # Reptile needs several inner steps to differ from joint training (Nichol et al. 2018, §6).
-        "reptile": {"inner_steps": 10, "inner_lr": 0.02, "outer_lr": 0.1, "anneal": True},
-    },
-    plot=_sinusoid_plot,
-)
-
-BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [SINUSOID]}
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [SINUSOID, *OMNIGLOT, *MINIIMAGENET]}
 
 
 def get_benchmark(name: str) -> Benchmark:

@@ -19,16 +19,17 @@ def conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
     )
 
 
-def Conv4(in_channels: int, ways: int, *, hidden: int = 64, image_size: int = 28) -> nn.Sequential:
-    """Conv-4 with a ``ways``-way linear head, as a plain ``nn.Sequential`` (the head is its last layer)."""
-    size = image_size
-    for _ in range(4):
-        size //= 2
-    return nn.Sequential(
+def Conv4(in_channels: int, ways: int | None, *, hidden: int = 64, image_size: int = 28) -> nn.Sequential:
+    """Conv-4 as a plain ``nn.Sequential``: with a ``ways``-way linear head as its last layer, or, with
+    ``ways=None``, the embedding network alone (``hidden · s · s`` features, ``s = image_size // 16``)."""
+    layers: list[nn.Module] = [
         conv_block(in_channels, hidden),
         conv_block(hidden, hidden),
         conv_block(hidden, hidden),
         conv_block(hidden, hidden),
         nn.Flatten(),
-        nn.Linear(hidden * size * size, ways),
-    )
+    ]
+    if ways is not None:
+        size = image_size // 16
+        layers.append(nn.Linear(hidden * size * size, ways))
+    return nn.Sequential(*layers)

@@ -1,0 +1,47 @@
+"""The :class:`Benchmark` record: what a named benchmark provides to training and evaluation."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from torch import Tensor, nn
+
+from metaloop.config import OPTIONS, Option
+from metaloop.tasks.base import TaskBatch
+
+if TYPE_CHECKING:
+    from metaloop.algorithms import MetaLearner
+
+
+class TaskSource(Protocol):
+    def batch(self, start: int, count: int) -> TaskBatch: ...
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A named benchmark. ``defaults`` and ``algo_defaults`` are presets applied before user config.
+
+    ``make_model(cfg)`` builds the network for ``cfg["algo"]`` (a classifier with a head for the
+    gradient-based family, an embedding network for the metric methods).
+    """
+
+    name: str
+    description: str
+    metric: str
+    higher_is_better: bool
+    make_model: Callable[[dict[str, Any]], nn.Module]
+    loss_fn: Callable[[Any, Tensor], Tensor]
+    metric_fn: Callable[[Any, Tensor], Tensor]
+    train_tasks: Callable[[dict[str, Any]], TaskSource]
+    test_tasks: Callable[[dict[str, Any]], TaskSource]
+    options: tuple[Option, ...] = ()
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    algo_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    plot: Callable[["MetaLearner", dict[str, Any], Path], list[Path]] | None = None
+    published: Mapping[str, Any] = field(default_factory=dict)
+
+    def all_options(self) -> dict[str, Option]:
+        return {**OPTIONS, **{o.name: o for o in self.options}}

@@ -1,0 +1,188 @@
+"""Few-shot image classification benchmarks: Omniglot (Vinyals split with rotations) and mini-ImageNet
+(Ravi split), N-way K-shot episodes.
+
+Presets follow the papers: MAML (Finn et al. 2017, §5.2 and Appendix A.1) for the gradient-based
+family (Omniglot 5-way: inner lr 0.4, 1 inner step, meta-batch 32; 20-way: lr 0.1, 5 steps,
+meta-batch 16; mini-ImageNet: lr 0.01, 5 steps, 32 filters, meta-batch 4 at 1 shot and 2 at 5 shots),
+and the Reptile code's Omniglot/mini-ImageNet settings (inner Adam with β1 = 0, ε = 1 annealed) for
+Reptile. The metric is the query accuracy; test episodes use 15 queries per class.
+
+Meta-training may use another way and shot than testing (``train_ways``, ``train_shots``), as
+Prototypical Networks do (Snell et al. 2017: 60-way training for Omniglot). The gradient-based family
+needs ``train_ways == ways``, since its classifier head has one output per class.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from metaloop.benchmarks.base import Benchmark, TaskSource
+from metaloop.config import Option
+from metaloop.errors import MetaloopError
+from metaloop.models.conv import Conv4
+from metaloop.models.resnet12 import ResNet12
+from metaloop.tasks.episodes import EpisodicTasks
+
+#: Algorithms whose model is an embedding network (no classifier head).
+EMBEDDING_ALGOS = frozenset({"protonet", "metaoptnet-svm", "metaoptnet-ridge"})
+
+
+def accuracy(logits: Tensor, y: Tensor) -> Tensor:
+    """The percentage of queries whose largest logit is the true class."""
+    return (logits.argmax(-1) == y).float().mean() * 100
+
+
+def _train_ways(cfg: dict[str, Any]) -> int:
+    return cfg["train_ways"] or cfg["ways"]
+
+
+def _check_ways(cfg: dict[str, Any]) -> None:
+    if cfg["algo"] not in EMBEDDING_ALGOS and _train_ways(cfg) != cfg["ways"]:
+        raise MetaloopError(
+            f"option 'train_ways': {cfg['algo']} has a {cfg['ways']}-way classifier head, so it must "
+            f"meta-train with ways={cfg['ways']} (got train_ways={cfg['train_ways']})"
+        )
+
+
+def _episodes(dataset: Any, cfg: dict[str, Any], *, train: bool) -> EpisodicTasks:
+    if train:
+        return EpisodicTasks(dataset, _train_ways(cfg), cfg["train_shots"] or cfg["shots"],
+                             cfg["queries"] or 15, seed=cfg["seed"], split="train")
+    return EpisodicTasks(dataset, cfg["ways"], cfg["shots"], cfg["eval_queries"], seed=cfg["eval_seed"],
+                         split="test")
+
+
+# ---------------------------------------------------------------------------------------------- Omniglot
+@lru_cache(maxsize=4)
+def _omniglot(split: str, root: str | None) -> Any:
+    from metaloop.tasks.omniglot import omniglot_split
+
+    return omniglot_split(split, root)
+
+
+def _omniglot_model(cfg: dict[str, Any]) -> nn.Module:
+    _check_ways(cfg)
+    return Conv4(1, None if cfg["algo"] in EMBEDDING_ALGOS else cfg["ways"], hidden=cfg["filters"])
+
+
+def _omniglot_train(cfg: dict[str, Any]) -> TaskSource:
+    return _episodes(_omniglot("train", cfg["data"]), cfg, train=True)
+
+
+def _omniglot_test(cfg: dict[str, Any]) -> TaskSource:
+    return _episodes(_omniglot("test", cfg["data"]), cfg, train=False)
+
+
+COMMON_OPTIONS = (
+    Option("ways", int, 5, "classes per test episode (N)", positive=True),
+    Option("train_ways", int, None, "classes per meta-training episode (default: ways)", positive=True,
+           nullable=True),
+    Option("train_shots", int, None, "support examples per class in meta-training (default: shots)",
+           positive=True, nullable=True),
+    Option("eval_queries", int, 15, "query examples per class in test episodes", positive=True),
+    Option("data", str, None, "data root (default: $METALOOP_DATA, then ../shared/data)", nullable=True),
+)
+
+_REPTILE_OMNIGLOT = {"inner_optimizer": "adam", "inner_lr": 0.001, "inner_steps": 5, "test_inner_steps": 50,
+                     "outer_lr": 1.0, "anneal": True, "meta_batch_size": 5, "train_shots": 10}
+_METRIC = {"eval_steps": [0]}
+
+
+def _omniglot_benchmark(name: str, ways: int, shots: int, *, inner_lr: float, inner_steps: int, meta_batch: int,
+              queries: int) -> Benchmark:
+    return Benchmark(
+        name=name,
+        description=f"Omniglot {ways}-way {shots}-shot, Vinyals split with rotations, Conv-4",
+        metric="accuracy %",
+        higher_is_better=True,
+        make_model=_omniglot_model,
+        loss_fn=F.cross_entropy,
+        metric_fn=accuracy,
+        train_tasks=_omniglot_train,
+        test_tasks=_omniglot_test,
+        options=(*COMMON_OPTIONS, Option("filters", int, 64, "Conv-4 filters per layer", positive=True)),
+        defaults={
+            "ways": ways, "shots": shots, "queries": queries, "inner_lr": inner_lr, "inner_steps": inner_steps,
+            "test_inner_steps": max(3, inner_steps), "meta_batch_size": meta_batch, "iterations": 60000,
+            "outer_lr": 1e-3, "eval_steps": [0, 1, max(3, inner_steps), 10], "eval_episodes": 1000,
+            "checkpoint_every": 500, "log_every": 50,
+        },
+        algo_defaults={
+            "reptile": _REPTILE_OMNIGLOT,
+            "protonet": {**_METRIC, "meta_batch_size": 1, "train_ways": 60 if shots == 1 else ways * 12,
+                         "queries": 5},
+            "metaoptnet-svm": {**_METRIC, "meta_batch_size": 8},
+            "metaoptnet-ridge": {**_METRIC, "meta_batch_size": 8},
+        },
+    )
+
+
+OMNIGLOT = [
+    _omniglot_benchmark("omniglot-5w1s", 5, 1, inner_lr=0.4, inner_steps=1, meta_batch=32, queries=15),
+    _omniglot_benchmark("omniglot-5w5s", 5, 5, inner_lr=0.4, inner_steps=1, meta_batch=32, queries=15),
+    _omniglot_benchmark("omniglot-20w1s", 20, 1, inner_lr=0.1, inner_steps=5, meta_batch=16, queries=5),
+]
+
+
+# ----------------------------------------------------------------------------------------- mini-ImageNet
+@lru_cache(maxsize=4)
+def _miniimagenet(split: str, images: str | None, root: str | None) -> Any:
+    from metaloop.tasks.miniimagenet import miniimagenet_split
+
+    return miniimagenet_split(split, images, root=root)
+
+
+def _miniimagenet_model(cfg: dict[str, Any]) -> nn.Module:
+    _check_ways(cfg)
+    ways = None if cfg["algo"] in EMBEDDING_ALGOS else cfg["ways"]
+    if cfg["backbone"] == "resnet12":
+        return ResNet12(3, ways)
+    return Conv4(3, ways, hidden=cfg["filters"], image_size=84)
+
+
+def _miniimagenet_train(cfg: dict[str, Any]) -> TaskSource:
+    return _episodes(_miniimagenet("train", cfg["images"], cfg["data"]), cfg, train=True)
+
+
+def _miniimagenet_test(cfg: dict[str, Any]) -> TaskSource:
+    return _episodes(_miniimagenet("test", cfg["images"], cfg["data"]), cfg, train=False)
+
+
+def _miniimagenet_benchmark(name: str, shots: int) -> Benchmark:
+    return Benchmark(
+        name=name,
+        description=f"mini-ImageNet 5-way {shots}-shot, Ravi split, 84×84 (--set images=FOLDER)",
+        metric="accuracy %",
+        higher_is_better=True,
+        make_model=_miniimagenet_model,
+        loss_fn=F.cross_entropy,
+        metric_fn=accuracy,
+        train_tasks=_miniimagenet_train,
+        test_tasks=_miniimagenet_test,
+        options=(
+            *COMMON_OPTIONS,
+            Option("filters", int, 32, "Conv-4 filters per layer (MAML: 32 on mini-ImageNet)", positive=True),
+            Option("backbone", str, "conv4", "feature extractor", choices=("conv4", "resnet12")),
+            Option("images", str, None, "folder of mini-ImageNet images (default: <data root>/miniimagenet/images)",
+                   nullable=True),
+        ),
+        defaults={
+            "ways": 5, "shots": shots, "queries": 15, "inner_lr": 0.01, "inner_steps": 5, "test_inner_steps": 10,
+            "meta_batch_size": 4 if shots == 1 else 2, "iterations": 60000, "outer_lr": 1e-3,
+            "eval_steps": [0, 1, 5, 10], "eval_episodes": 1000, "checkpoint_every": 500, "log_every": 50,
+        },
+        algo_defaults={
+            "reptile": {"inner_optimizer": "adam", "inner_lr": 0.001, "inner_steps": 8, "test_inner_steps": 50,
+                        "outer_lr": 1.0, "anneal": True, "meta_batch_size": 5, "train_shots": 15},
+            "protonet": {**_METRIC, "meta_batch_size": 1, "train_ways": 20 if shots == 1 else 15},
+            "metaoptnet-svm": {**_METRIC, "meta_batch_size": 8},
+            "metaoptnet-ridge": {**_METRIC, "meta_batch_size": 8},
+        },
+    )
+
+
+MINIIMAGENET = [_miniimagenet_benchmark("miniimagenet-5w1s", 1), _miniimagenet_benchmark("miniimagenet-5w5s", 5)]
