@@ -61,6 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--no-plots", action="store_true", help="do not write plots")
 
+    p = sub.add_parser("compare", help="train and evaluate several algorithms on one benchmark, one table")
+    p.add_argument("--benchmark", required=True, help="benchmark name")
+    p.add_argument("--algos", required=True, help="comma-separated algorithm names")
+    p.add_argument("--budget", help="per algorithm: iterations (2000, 2000it) or wall time (90s, 15m, 1h)")
+    p.add_argument("--config", metavar="FILE.yaml", help="YAML mapping of options, for every algorithm")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one option for every algorithm (repeatable)")
+    p.add_argument("--episodes", type=_positive, help="test tasks (default: the benchmark's eval_episodes)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the runs and the table")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
     p = sub.add_parser("list", help="list algorithms and benchmarks")
     p.add_argument("--options", action="store_true", help="also list the config options")
 
@@ -100,6 +111,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from metaloop.benchmarks import get_benchmark
+    from metaloop.comparison import compare, format_markdown
+
+    algos = [a.strip() for a in args.algos.split(",") if a.strip()]
+    rows = compare(args.benchmark, algos, args.out, budget=args.budget, overrides=args.sets,
+                   config_file=args.config, episodes=args.episodes, progress=not args.quiet)
+    print(format_markdown(args.benchmark, get_benchmark(args.benchmark).metric, rows))
+    print(f"table, CSV and plot in {args.out} (compare.md, compare.csv, compare.png)")
+    return 0 if all("error" not in r for r in rows) else 1
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from metaloop.algorithms import ALGORITHMS
     from metaloop.benchmarks import BENCHMARKS
@@ -133,7 +156,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "list": _cmd_list, "demo": _cmd_demo}
+COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "compare": _cmd_compare, "list": _cmd_list, "demo": _cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -85,6 +85,8 @@ OPTIONS: dict[str, Option] = {
         Option("anneal", bool, False, "reptile: decay ε linearly to 0"),
         Option("path", str, "auto", "execution path over tasks", choices=("auto", "loop", "vmap")),
         Option("chunk_size", int, None, "vmap path: tasks per chunk", positive=True, nullable=True),
+        Option("time_budget", float, None, "stop meta-training after this many seconds (checkpointed)",
+               positive=True, nullable=True),
         Option("checkpoint_every", int, 1000, "iterations between checkpoints", positive=True),
         Option("log_every", int, 100, "iterations between metrics-log lines", positive=True),
         Option("eval_episodes", int, 600, "test tasks for evaluation", positive=True),
@@ -94,7 +96,7 @@ OPTIONS: dict[str, Option] = {
 }
 
 #: Keys that may change when a run is resumed (they do not change its result).
-RESUMABLE_CHANGES = {"iterations", "device", "checkpoint_every", "log_every", "eval_episodes", "eval_steps"}
+RESUMABLE_CHANGES = {"iterations", "time_budget", "device", "checkpoint_every", "log_every", "eval_episodes", "eval_steps"}
 
 
 def parse_set(items: Iterable[str]) -> dict[str, Any]:

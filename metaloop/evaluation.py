@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,28 @@ def evaluate_learner(
             mean, ci = None, None
         result["steps"][str(s)] = {"mean": mean, "ci95": ci}
     return result
+
+
+def adaptation_latency(learner: MetaLearner, bench: Benchmark, cfg: dict[str, Any], *, tasks: int = 10,
+                       steps: int | None = None) -> float:
+    """Median wall time (ms) to adapt to one test task and predict its queries, one task at a time,
+    with ``steps`` inner steps (default: the run's ``test_inner_steps``); after one warm-up task."""
+    steps = cfg["test_inner_steps"] or cfg["inner_steps"] if steps is None else steps
+    source = bench.test_tasks(cfg)
+    device = next(learner.parameters()).device
+    times = []
+    for i in range(tasks + 1):
+        batch = source.batch(i, 1).to(device)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        learner.evaluate_batch(batch, [steps], bench.metric_fn)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        if i > 0:
+            times.append(time.perf_counter() - t0)
+    times.sort()
+    return 1000 * times[len(times) // 2]
 
 
 def load_learner(run_dir: str | Path, *, device: str | None = None) -> tuple[MetaLearner, Benchmark, dict[str, Any]]:

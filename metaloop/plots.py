@@ -86,3 +86,19 @@ def sinusoid_predictions(learner: "MetaLearner", cfg: dict[str, Any], path: Path
     axes[0].legend(fontsize=7)
     fig.suptitle(f"{cfg['algo']}: sinusoid, K={cfg['shots']}")
     return _save(fig, path)
+
+
+def metric_vs_time(rows: list[dict[str, Any]], path: Path, *, metric: str, title: str = "") -> Path:
+    """Each algorithm's metric (mean ± 95% CI) against its meta-training wall time."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for r in rows:
+        minutes = r["train_seconds"] / 60
+        ax.errorbar([minutes], [r["mean"]], yerr=[r["ci95"]], marker="o", capsize=3, label=r["algo"])
+        ax.annotate(r["algo"], (minutes, r["mean"]), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.set_xlabel("meta-training wall time (min)")
+    ax.set_ylabel(metric)
+    if metric == "mse":
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import resource
 import signal
 import threading
 import time
@@ -25,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from tqdm.auto import tqdm
 
@@ -91,6 +93,20 @@ def _trim_metrics(path: Path, last_iteration: int) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
+def peak_memory(device: str, previous: Mapping[str, Any] | None = None) -> dict[str, float]:
+    """Peak resident memory of this process (and peak CUDA memory on a GPU) in MB, over the whole run.
+
+    A resumed run keeps the larger of its own peak and the one recorded before.
+    """
+    previous = previous or {}
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    out = {"peak_rss_mb": max(rss, float(previous.get("peak_rss_mb", 0.0)))}
+    if torch.device(device).type == "cuda":
+        cuda = torch.cuda.max_memory_allocated(device) / 2**20
+        out["peak_cuda_mb"] = max(cuda, float(previous.get("peak_cuda_mb", 0.0)))
+    return out
+
+
 @contextmanager
 def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
     """Hold off Ctrl-C until the current meta-step is complete.
@@ -140,7 +156,7 @@ def train(
     learner, bench = build_learner(cfg)
     tasks = bench.train_tasks(cfg)  # data errors surface before anything is written
     optimizer = learner.make_optimizer(cfg["outer_lr"])
-    start, elapsed, window = 0, 0.0, list[float]()
+    start, elapsed, window, record = 0, 0.0, list[float](), {}
     if stored is not None and has_checkpoint(out):
         record = load_checkpoint(out, learner, optimizer)
         start, elapsed = int(record["iteration"]), float(record["elapsed_seconds"])
@@ -163,10 +179,14 @@ def train(
 
     def checkpoint() -> None:
         save_checkpoint(out, learner, optimizer, iteration=iteration, elapsed=time.perf_counter() - t0,
-                        extra={"algo": cfg["algo"], "benchmark": cfg["benchmark"], "loss_window": window})
+                        extra={"algo": cfg["algo"], "benchmark": cfg["benchmark"], "loss_window": window,
+                               **peak_memory(device, previous=record)})
 
+    budget = cfg["time_budget"]
     with bar, _deferred_interrupt() as interrupted, open(out / METRICS, "a") as log:
         while iteration < n_iter:
+            if budget is not None and time.perf_counter() - t0 >= budget:
+                break  # the time budget was spent before this (resumed) call
             batch = tasks.batch(iteration * batch_size, batch_size).to(device)
             learner.before_step(optimizer, iteration, n_iter)
             loss = learner.meta_step(batch, optimizer)
@@ -178,15 +198,18 @@ def train(
             window.append(loss)
             iteration += 1
             bar.update(1)
-            if iteration % cfg["log_every"] == 0 or iteration == n_iter:
+            over_budget = budget is not None and time.perf_counter() - t0 >= budget
+            if iteration % cfg["log_every"] == 0 or iteration == n_iter or over_budget:
                 mean = sum(window) / len(window)
                 log.write(json.dumps({"iteration": iteration, "loss": mean,
                                       "time": round(time.perf_counter() - t0, 3)}) + "\n")
                 log.flush()
                 bar.set_postfix(loss=f"{mean:.4g}")
                 window.clear()
-            if iteration % cfg["checkpoint_every"] == 0 or iteration == n_iter:
+            if iteration % cfg["checkpoint_every"] == 0 or iteration == n_iter or over_budget:
                 checkpoint()
+            if over_budget:
+                break
             if interrupted():
                 checkpoint()
                 raise KeyboardInterrupt

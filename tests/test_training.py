@@ -141,3 +141,12 @@ def test_resume_of_a_run_without_checkpoint_starts_again(tmp_path: Path, monkeyp
     assert not (b / "checkpoint.json").exists() and (b / "metrics.jsonl").read_text()
     train("maml", b, 20, resume=True)
     assert_same_final_state(a, b, 20)
+
+
+def test_time_budget_stops_training_with_a_checkpoint(tmp_path: Path):
+    """With time_budget the run stops early, checkpoints, and records its peak memory."""
+    run = metaloop.train("maml", "sinusoid", tmp_path / "r", progress=False,
+                         overrides={**TINY, "iterations": 10**6, "time_budget": 0.5})
+    pointer = json.loads((run / "checkpoint.json").read_text())
+    assert 0 < pointer["iteration"] < 10**6
+    assert pointer["elapsed_seconds"] >= 0.5 and pointer["peak_rss_mb"] > 0

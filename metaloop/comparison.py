@@ -1,0 +1,170 @@
+"""``metaloop compare``: train several algorithms on one benchmark under the same budget, evaluate them
+on the same test tasks, and write one table (Markdown and CSV) and one plot.
+
+Each algorithm trains in its own process (``metaloop train … --resume``), so that its peak memory is
+its own and a finished run in ``OUT/<algo>`` is reused rather than retrained. Evaluation then runs here,
+on the benchmark's fixed test tasks (``eval_seed``), at each run's ``test_inner_steps``.
+
+Columns: the metric (mean ± 95% CI), meta-training wall time, adaptation latency per task (adapt on
+one task's support set and predict its queries, median over 10 tasks), peak memory of the training
+process (RSS, and CUDA on a GPU) and the number of meta-parameters.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from metaloop.benchmarks import check_algorithm, get_benchmark
+from metaloop.checkpoint import atomic_write_text
+from metaloop.config import parse_set
+from metaloop.errors import MetaloopError
+
+_BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(it|s|m|h)?\s*$")
+
+
+def parse_budget(text: str) -> dict[str, Any]:
+    """``"2000"`` or ``"2000it"`` → ``{"iterations": 2000}``; ``"90s"``, ``"15m"``, ``"1h"`` → a time budget."""
+    match = _BUDGET.match(text)
+    if not match:
+        raise MetaloopError(f"--budget {text!r}: expected iterations (2000, 2000it) or time (90s, 15m, 1h)")
+    value, unit = float(match.group(1)), match.group(2) or "it"
+    if value <= 0:
+        raise MetaloopError(f"--budget {text!r}: must be positive")
+    if unit == "it":
+        if not value.is_integer():
+            raise MetaloopError(f"--budget {text!r}: iterations must be a whole number")
+        return {"iterations": int(value)}
+    return {"time_budget": value * {"s": 1, "m": 60, "h": 3600}[unit]}
+
+
+def _train(algo: str, benchmark: str, run: Path, sets: Sequence[str], config_file: str | None,
+           progress: bool) -> str | None:
+    """Run ``metaloop train`` in a child process; return its last error line, or None on success."""
+    cmd = [sys.executable, "-m", "metaloop", "train", "--algo", algo, "--benchmark", benchmark,
+           "--out", str(run), "--resume"]
+    if config_file is not None:
+        cmd += ["--config", str(config_file)]
+    for item in sets:
+        cmd += ["--set", item]
+    if not progress:
+        cmd.append("--quiet")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    tail = ""
+    for chunk in iter(lambda: proc.stderr.read(256), ""):
+        if progress:
+            sys.stderr.write(chunk)
+            sys.stderr.flush()
+        tail = (tail + chunk)[-4000:]
+    if proc.wait() == 0:
+        return None
+    lines = [line for line in re.split(r"[\r\n]", tail) if line.strip()]
+    return lines[-1].removeprefix("metaloop: error: ") if lines else f"exit code {proc.returncode}"
+
+
+def compare(
+    benchmark: str,
+    algos: Iterable[str],
+    out: str | Path,
+    *,
+    budget: str | None = None,
+    overrides: Iterable[str] = (),
+    config_file: str | None = None,
+    episodes: int | None = None,
+    progress: bool = True,
+) -> list[dict[str, Any]]:
+    """Train (or reuse) and evaluate each algorithm; write ``compare.md``, ``compare.csv``,
+    ``compare.json`` and ``compare.png`` into ``out``; return the rows."""
+    from metaloop.evaluation import adaptation_latency, evaluate_learner, load_learner
+    from metaloop.plots import metric_vs_time
+
+    algos = list(dict.fromkeys(algos))
+    if not algos:
+        raise MetaloopError("--algos: give at least one algorithm")
+    bench = get_benchmark(benchmark)
+    for algo in algos:
+        check_algorithm(algo)
+    sets = list(overrides)
+    parse_set(sets)  # malformed --set fails here, before any training
+    if budget is not None:
+        sets += [f"{k}={v}" for k, v in parse_budget(budget).items()]
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    for algo in algos:
+        run = out / algo
+        row: dict[str, Any] = {"algo": algo, "run": str(run)}
+        error = _train(algo, benchmark, run, sets, config_file, progress)
+        if error is not None:
+            row["error"] = error
+            rows.append(row)
+            continue
+        learner, _, cfg = load_learner(run)
+        steps = cfg["test_inner_steps"] or cfg["inner_steps"]
+        result = evaluate_learner(learner, bench, cfg, episodes=episodes or cfg["eval_episodes"], steps=[steps])
+        record = json.loads((run / "checkpoint.json").read_text())
+        row.update(
+            metric=bench.metric,
+            steps=steps,
+            mean=result["steps"][str(steps)]["mean"],
+            ci95=result["steps"][str(steps)]["ci95"],
+            episodes=result["episodes"],
+            iterations=record["iteration"],
+            train_seconds=record["elapsed_seconds"],
+            latency_ms=adaptation_latency(learner, bench, cfg, steps=steps),
+            peak_rss_mb=record.get("peak_rss_mb"),
+            peak_cuda_mb=record.get("peak_cuda_mb"),
+            parameters=sum(p.numel() for p in learner.parameters()),
+        )
+        rows.append(row)
+    _write(out, bench.name, bench.metric, rows)
+    metric_vs_time([r for r in rows if r.get("mean") is not None], out / "compare.png",
+                   metric=bench.metric, title=bench.name)
+    return rows
+
+
+def _fmt(value: Any, spec: str, unit: str) -> str:
+    return "–" if value is None else f"{format(value, spec)} {unit}"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def format_markdown(benchmark: str, metric: str, rows: list[dict[str, Any]]) -> str:
+    lines = [
+        f"| {benchmark} | {metric} (mean ± 95% CI) | test inner steps | meta-training time | iterations "
+        "| adaptation latency per task | peak RSS | peak CUDA | meta-parameters |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['algo']} | failed: {r['error'].replace('|', '/')} | | | | | | | |")
+            continue
+        value = "diverged" if r["mean"] is None else f"{r['mean']:.3f} ± {r['ci95']:.3f}"
+        lines.append(
+            f"| {r['algo']} | {value} | {r['steps']} | {_duration(r['train_seconds'])} | {r['iterations']} "
+            f"| {r['latency_ms']:.1f} ms | {_fmt(r['peak_rss_mb'], '.0f', 'MB')} | {_fmt(r['peak_cuda_mb'], '.0f', 'MB')} "
+            f"| {r['parameters']:,} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _write(out: Path, benchmark: str, metric: str, rows: list[dict[str, Any]]) -> None:
+    fields = ["algo", "metric", "mean", "ci95", "episodes", "steps", "iterations", "train_seconds", "latency_ms",
+              "peak_rss_mb", "peak_cuda_mb", "parameters", "error", "run"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(out / "compare.csv", buffer.getvalue())
+    atomic_write_text(out / "compare.md", format_markdown(benchmark, metric, rows))
+    atomic_write_text(out / "compare.json", json.dumps(rows, indent=1))

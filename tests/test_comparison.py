@@ -1,0 +1,65 @@
+"""`metaloop compare`: budgets, the table and CSV, reuse of finished runs, and failures."""
+
+import csv
+import json
+
+import pytest
+
+from metaloop.cli import main
+from metaloop.comparison import compare, parse_budget
+from metaloop.errors import MetaloopError
+
+TINY = ["hidden=[8]", "meta_batch_size=4", "log_every=5", "checkpoint_every=10"]
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2000", {"iterations": 2000}), ("50it", {"iterations": 50}), ("90s", {"time_budget": 90.0}),
+    ("1.5m", {"time_budget": 90.0}), ("1h", {"time_budget": 3600.0}),
+])
+def test_parse_budget(text, expected):
+    """Budgets are iterations or wall time."""
+    assert parse_budget(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "abc", "0", "-5", "1.5it", "10d"])
+def test_bad_budget(text):
+    """A malformed budget names --budget."""
+    with pytest.raises(MetaloopError, match="--budget"):
+        parse_budget(text)
+
+
+def test_compare_writes_table_csv_plot_and_reuses_runs(tmp_path, capsys):
+    """Two algorithms under the same 20-iteration budget: one row each, with every column filled."""
+    out = tmp_path / "cmp"
+    rows = compare("sinusoid", ["maml", "pretrain"], out, budget="20", overrides=TINY, episodes=20, progress=False)
+    assert [r["algo"] for r in rows] == ["maml", "pretrain"]
+    for r in rows:
+        assert r["iterations"] == 20 and r["episodes"] == 20 and r["mean"] > 0 and r["ci95"] > 0
+        assert r["latency_ms"] > 0 and r["peak_rss_mb"] > 0 and r["parameters"] == 1 * 8 + 8 + 8 + 1
+    for name in ["compare.md", "compare.csv", "compare.json", "compare.png"]:
+        assert (out / name).exists()
+    table = list(csv.DictReader((out / "compare.csv").open()))
+    assert [t["algo"] for t in table] == ["maml", "pretrain"]
+    stamp = (out / "maml" / "checkpoint.json").stat().st_mtime_ns
+    again = compare("sinusoid", ["maml"], out, budget="20", overrides=TINY, episodes=20, progress=False)
+    assert (out / "maml" / "checkpoint.json").stat().st_mtime_ns == stamp  # reused, not retrained
+    assert again[0]["mean"] == rows[0]["mean"]
+
+
+def test_compare_reports_a_failed_algorithm_and_exits_1(tmp_path, capsys):
+    """A run that fails is a row with its one-line error, and compare exits with code 1."""
+    code = main(["compare", "--benchmark", "sinusoid", "--algos", "maml", "--budget", "10", "--quiet",
+                 "--out", str(tmp_path / "bad"), "--set", "adapt=nothing.*"])
+    rows = json.loads((tmp_path / "bad" / "compare.json").read_text())
+    assert code == 1 and "adapt" in rows[0]["error"]
+
+
+@pytest.mark.parametrize("args", [
+    ["--algos", "maml,bogus"], ["--algos", ","], ["--algos", "maml", "--budget", "soon"],
+    ["--algos", "maml", "--set", "novalue"],
+])
+def test_bad_compare_input_exits_2_and_trains_nothing(tmp_path, capsys, args):
+    """Unknown algorithms, an empty list, a bad budget or a malformed --set: exit 2 before training."""
+    code = main(["compare", "--benchmark", "sinusoid", "--out", str(tmp_path / "c"), *args])
+    assert code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (tmp_path / "c").exists()
