@@ -3,8 +3,10 @@
 from metaloop.algorithms.anil import ANIL
 from metaloop.algorithms.base import MetaLearner
 from metaloop.algorithms.maml import FOMAML, MAML
+from metaloop.algorithms.metaoptnet import MetaOptNet
 from metaloop.algorithms.metasgd import MetaSGD
 from metaloop.algorithms.pretrain import Pretrain
+from metaloop.algorithms.protonet import ProtoNet
 from metaloop.algorithms.reptile import Reptile
 
 #: CLI name → (class, one-line description).
@@ -15,6 +17,11 @@ ALGORITHMS: dict[str, tuple[type[MetaLearner], str]] = {
     "metasgd": (MetaSGD, "Meta-SGD: learned per-parameter inner rates (Li et al. 2017)"),
     "reptile": (Reptile, "Reptile: θ ← θ + ε·mean(φ − θ) (Nichol et al. 2018)"),
     "pretrain": (Pretrain, "baseline: multi-task pretraining, then fine-tuning (Finn et al. 2017)"),
+    "protonet": (ProtoNet, "Prototypical Networks: nearest class mean in embedding space (Snell et al. 2017)"),
+    "metaoptnet-svm": (MetaOptNet, "MetaOptNet, Crammer-Singer SVM head (Lee et al. 2019)"),
+    "metaoptnet-ridge": (MetaOptNet, "MetaOptNet, ridge-regression head (Lee et al. 2019)"),
 }
 
-__all__ = ["ALGORITHMS", "ANIL", "FOMAML", "MAML", "MetaLearner", "MetaSGD", "Pretrain", "Reptile"]
+__all__ = [
+    "ALGORITHMS", "ANIL", "FOMAML", "MAML", "MetaLearner", "MetaOptNet", "MetaSGD", "Pretrain", "ProtoNet", "Reptile",
+]

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from metaloop.algorithms import ALGORITHMS, MetaLearner
+from metaloop.algorithms import ALGORITHMS, MAML, MetaLearner, MetaOptNet
 from metaloop.benchmarks.base import Benchmark, TaskSource
 from metaloop.benchmarks.fewshot_images import MINIIMAGENET, OMNIGLOT
 from metaloop.benchmarks.sinusoid import SINUSOID
@@ -91,20 +91,22 @@ def build_learner(cfg: Mapping[str, Any]) -> tuple[MetaLearner, Benchmark]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg["seed"])
         model = bench.make_model(dict(cfg))
-    kwargs: dict[str, Any] = dict(
-        inner_lr=cfg["inner_lr"],
-        inner_steps=cfg["inner_steps"],
-        test_inner_steps=cfg["test_inner_steps"],
-        adapt=cfg["adapt"],
-        clip_norm=cfg["inner_clip"],
-        inner_optimizer=cfg["inner_optimizer"],
-        bn_mode=cfg["bn_mode"],
-        path=cfg["path"],
-        chunk_size=cfg["chunk_size"],
-    )
+    kwargs: dict[str, Any] = dict(bn_mode=cfg["bn_mode"], path=cfg["path"], chunk_size=cfg["chunk_size"])
+    if issubclass(cls, MAML):  # the gradient-based family
+        kwargs.update(
+            inner_lr=cfg["inner_lr"],
+            inner_steps=cfg["inner_steps"],
+            test_inner_steps=cfg["test_inner_steps"],
+            adapt=cfg["adapt"],
+            clip_norm=cfg["inner_clip"],
+            inner_optimizer=cfg["inner_optimizer"],
+        )
     if cfg["algo"] == "maml":
         kwargs["first_order"] = cfg["first_order"]
     if cfg["algo"] == "reptile":
         kwargs["anneal"] = cfg["anneal"]
+    if cls is MetaOptNet:
+        kwargs.update(head=cfg["algo"].removeprefix("metaoptnet-"), C_reg=cfg["svm_c"],
+                      lambda_reg=cfg["ridge_lambda"])
     learner = cls(model, bench.loss_fn, **kwargs)
     return learner.to(cfg["device"]), bench

@@ -74,3 +74,16 @@ def test_missing_miniimagenet_images_is_a_one_line_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and str(tmp_path) in err
     assert not (tmp_path / "run").exists()
+
+
+@needs_omniglot
+@pytest.mark.parametrize("algo", ["protonet", "metaoptnet-ridge", "metaoptnet-svm"])
+def test_tiny_metric_runs_on_omniglot(tmp_path, algo):
+    """ProtoNet (60-way training by default) and both MetaOptNet heads train and evaluate on Omniglot."""
+    torch.set_num_threads(1)
+    overrides = {**TINY, "iterations": 2, "meta_batch_size": 1, "train_ways": 8}
+    run = metaloop.train(algo, "omniglot-5w1s", tmp_path / algo, overrides=overrides, progress=False)
+    result = metaloop.evaluate(run, plots=False)
+    assert list(result["steps"]) == ["0"] and 0 <= result["steps"]["0"]["mean"] <= 100
+    learner, _, cfg = metaloop.load_learner(run)
+    assert cfg["train_ways"] == 8 and not any(n.endswith("5.weight") for n, _ in learner.named_parameters())

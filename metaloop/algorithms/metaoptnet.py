@@ -1,0 +1,174 @@
+"""MetaOptNet: a linear classifier fitted in closed form or by a QP on the support embeddings.
+
+Lee, Maji, Ravichandran and Soatto, "Meta-Learning with Differentiable Convex Optimization", CVPR 2019
+(arXiv:1904.03758), and their code (github.com/kjunelee/MetaOptNet, ``models/classification_heads.py``).
+The embedding ``f_φ`` (the user's model) maps the ``n`` support examples to ``X`` (``n × d``) and the
+queries to ``Q``; a base learner fits class weights ``W`` (``d × classes``) on ``(X, Y)``, ``Y`` one-hot;
+the query logits are ``γ · Q W`` and the meta-objective is their cross-entropy, differentiated through
+the base learner into φ and γ (eq. 3-4). There is no inner gradient loop.
+
+Heads (``head=``):
+
+* ``"ridge"`` (``MetaOptNetHead_Ridge``; the R2D2 closed form of Bertinetto et al. 2019)::
+
+      W = argmin_W ‖X W − Y‖² + λ ‖W‖²
+        = Xᵀ (X Xᵀ + λ I)⁻¹ Y     when d > n  (dual / Woodbury form: an n × n solve)
+        = (Xᵀ X + λ I)⁻¹ Xᵀ Y     otherwise   (primal form: a d × d solve)
+
+  No bias (neither head in MetaOptNet's code has one), so it equals scikit-learn's
+  ``Ridge(alpha=λ, fit_intercept=False)``. ``lambda_reg`` defaults to 50, the code's default. Note:
+  the code solves this as a QP with linear term ``−2Y``, so its logits are ``2 Q W``; the factor is
+  absorbed by the learnable scale (use ``scale_init=2.0`` to start from exactly their logits).
+* ``"svm"`` (``MetaOptNetHead_SVM_CS``, the head of the paper's final results): the Crammer–Singer
+  multi-class SVM, solved in the dual (eq. 6) with ``W = Xᵀ α``; see
+  :mod:`metaloop.algorithms.crammer_singer` for the QP, the solver, the gradients and why ``C_reg`` is
+  the ``C`` of scikit-learn's ``LinearSVC(multi_class="crammer_singer")``. ``C_reg`` defaults to 0.1,
+  the code's default. No bias.
+
+The learnable scale γ (the paper, §3.3: "we found it important to ... learn a scale parameter"; the
+code's ``ClassificationHead``) is an ``nn.Parameter`` initialized to 1.0 as in the code, shared by all
+tasks and meta-learned with φ (``learn_scale=False`` keeps it fixed).
+
+Ways: N is not a constructor argument. Both heads use ``n`` class columns, a static bound, and classes
+with no support example get ``-inf`` logits (:mod:`metaloop.algorithms.labels`), so the same learner
+trains and tests with different ways. The ridge solution decouples over classes (an absent class's
+column is zero) and runs under both execution paths. The SVM couples the classes through its
+constraints, so the QP is solved for the classes present only, found from the labels: a data-dependent
+step, like the solver's stopping test, that ``vmap`` cannot express. The SVM head therefore runs on the
+``loop`` path only: ``path="auto"`` resolves to ``loop`` and ``path="vmap"`` is refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from metaloop.algorithms.base import LossFn, MetaLearner
+from metaloop.algorithms.crammer_singer import CrammerSingerDual
+from metaloop.algorithms.labels import mask_logits, one_hot_bound
+from metaloop.core.inner import ParamDict
+from metaloop.errors import MetaloopError
+
+HEADS: tuple[str, ...] = ("ridge", "svm")
+
+
+class MetaOptState(NamedTuple):
+    """A task state: the embedding parameters and the fitted linear head."""
+
+    params: ParamDict
+    weights: Tensor  # [d, n]: column k is w_k (zero for an absent class)
+    dual: Tensor  # [n, n]: α with weights = Xᵀ α
+    present: Tensor  # [n] bool: class k has at least one support example
+
+
+def ridge_weights(X: Tensor, Y: Tensor, lam: float) -> tuple[Tensor, Tensor]:
+    """``(W, α)`` of ridge regression without bias: ``W = argmin ‖XW − Y‖² + λ‖W‖² = Xᵀα``.
+
+    The dual (Woodbury) form ``α = (XXᵀ + λI)⁻¹ Y`` when there are more features than examples,
+    the primal ``W = (XᵀX + λI)⁻¹ XᵀY`` (then ``α = (Y − XW)/λ``) otherwise. The choice depends on
+    shapes only, so it is the same under ``vmap``.
+    """
+    n, d = X.shape
+    if d > n:
+        gram = X @ X.T + lam * torch.eye(n, dtype=X.dtype, device=X.device)
+        alpha = torch.linalg.solve(gram, Y)
+        return X.T @ alpha, alpha
+    gram = X.T @ X + lam * torch.eye(d, dtype=X.dtype, device=X.device)
+    W = torch.linalg.solve(gram, X.T @ Y)
+    return W, (Y - X @ W) / lam
+
+
+def svm_weights(X: Tensor, Y: Tensor, C: float, *, tol: float = 1e-9, max_iter: int = 100) -> tuple[Tensor, Tensor]:
+    """``(W, α)`` of the Crammer–Singer SVM without bias, ``W = Xᵀα`` (``Y``: ``n × n`` one-hot bound).
+
+    The QP is solved over the classes that have support examples; the columns of the others are zero.
+    Differentiable in ``X`` (see :class:`~metaloop.algorithms.crammer_singer.CrammerSingerDual`).
+    Loop path only: selecting the present classes is data-dependent.
+    """
+    present = torch.nonzero(Y.sum(0) > 0).squeeze(-1)
+    alpha_present = CrammerSingerDual.apply(X @ X.T, Y[:, present], C, tol, max_iter)
+    alpha = torch.zeros_like(Y).index_copy(1, present, alpha_present)
+    return X.T @ alpha, alpha
+
+
+class MetaOptNet(MetaLearner):
+    """MetaOptNet (Lee et al. 2019) with a ridge or SVM head. See the module docstring.
+
+    Args:
+        model: the embedding network ``f_φ``; its output is flattened to ``[examples, d]``.
+        loss_fn: applied to the query logits and labels (default ``F.cross_entropy``).
+        head: ``"svm"`` (Crammer–Singer, the paper's final head) or ``"ridge"``.
+        C_reg: the SVM's cost ``C`` (> 0; default 0.1 as in MetaOptNet's code).
+        lambda_reg: the ridge penalty ``λ`` (> 0; default 50.0 as in MetaOptNet's code).
+        scale_init: initial value of the logit scale γ (1.0 as in the code).
+        learn_scale: meta-learn γ (an ``nn.Parameter``) or keep it fixed (a buffer).
+        tol: the SVM solver's bound on the scaled KKT residual.
+        max_iter: the SVM solver's iteration limit (it warns if ``tol`` is not reached).
+        bn_mode, path, chunk_size: see :class:`~metaloop.algorithms.base.MetaLearner`; the SVM head
+            needs ``path="loop"`` (``"auto"`` resolves to it; ``"vmap"`` raises :class:`MetaloopError`).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn = F.cross_entropy,
+        *,
+        head: str = "svm",
+        C_reg: float = 0.1,
+        lambda_reg: float = 50.0,
+        scale_init: float = 1.0,
+        learn_scale: bool = True,
+        tol: float = 1e-9,
+        max_iter: int = 100,
+        **kwargs: Any,
+    ) -> None:
+        if head not in HEADS:
+            raise MetaloopError(f"option 'head': {head!r} is not one of {', '.join(HEADS)}")
+        if head == "svm":
+            path = kwargs.get("path", "auto")
+            if path == "vmap":
+                raise MetaloopError(
+                    "option 'path': the SVM head needs path=loop (its QP solver stops on a tolerance and "
+                    "solves over the classes present, both data-dependent steps that vmap cannot run)"
+                )
+            if path == "auto":
+                kwargs["path"] = "loop"
+        super().__init__(model, loss_fn, **kwargs)
+        if not C_reg > 0:
+            raise MetaloopError(f"option 'C_reg': must be positive, got {C_reg}")
+        if not lambda_reg > 0:
+            raise MetaloopError(f"option 'lambda_reg': must be positive, got {lambda_reg}")
+        if not tol > 0 or max_iter < 1:
+            raise MetaloopError(f"options 'tol', 'max_iter': must be positive, got {tol}, {max_iter}")
+        self.head = head
+        self.C_reg = float(C_reg)
+        self.lambda_reg = float(lambda_reg)
+        self.tol = float(tol)
+        self.max_iter = int(max_iter)
+        dtype = next((p.dtype for p in model.parameters()), torch.get_default_dtype())
+        scale = torch.tensor(float(scale_init), dtype=dtype)
+        if learn_scale:
+            self.scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("scale", scale)
+
+    def embed(self, params: ParamDict, x: Any) -> Tensor:
+        """``f_φ(x)`` flattened to ``[examples, d]``."""
+        return self.fmodel(params, x, training=self.training).flatten(1)
+
+    def adapt(self, params: ParamDict, support: tuple[Any, Tensor], *, steps: int | None = None) -> MetaOptState:
+        x, y = support
+        X = self.embed(params, x)
+        Y = one_hot_bound(y, X.dtype)  # [n, n]
+        if self.head == "ridge":
+            W, alpha = ridge_weights(X, Y, self.lambda_reg)
+        else:
+            W, alpha = svm_weights(X, Y, self.C_reg, tol=self.tol, max_iter=self.max_iter)
+        return MetaOptState(params, W, alpha, Y.sum(0) > 0)
+
+    def predict(self, state: MetaOptState, x: Any) -> Tensor:
+        """Logits ``γ · f_φ(x) W`` (``-inf`` for absent classes)."""
+        return mask_logits(self.scale * (self.embed(state.params, x) @ state.weights), state.present)

@@ -1,0 +1,290 @@
+"""MetaOptNet (Lee et al. 2019): the ridge head against scikit-learn's Ridge, the Crammer–Singer SVM
+head against scikit-learn's LinearSVC (liblinear) and scipy, gradients against finite differences,
+execution paths, ways, and end-to-end training."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from scipy.optimize import minimize
+from sklearn.linear_model import Ridge
+from sklearn.svm import LinearSVC
+from torch import nn
+
+from metaloop.algorithms import MetaOptNet
+from metaloop.algorithms.crammer_singer import CrammerSingerDual, solve_dual
+from metaloop.algorithms.metaoptnet import ridge_weights, svm_weights
+from metaloop.errors import MetaloopError
+from metaloop.tasks.base import TaskBatch
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny ops are far slower with intra-op threads on a busy 2-core machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def clustered(ways: int, shots: int, d: int, seed: int, queries: int = 4, sep: float = 0.7):
+    """Support ``X`` (shuffled labels), labels ``y``, one-hot ``Y`` with the class bound n, queries ``Q``."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.arange(ways).repeat_interleave(shots)[torch.randperm(ways * shots, generator=gen)]
+    means = sep * torch.randn(ways, d, generator=gen, dtype=torch.float64)
+    X = means[y] + torch.randn(ways * shots, d, generator=gen, dtype=torch.float64)
+    Q = torch.randn(queries, d, generator=gen, dtype=torch.float64)
+    Y = (y.unsqueeze(-1) == torch.arange(ways * shots)).double()
+    return X, y, Y, Q
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+def mlp(d_in: int = 4, d_out: int = 6) -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(d_in, 8), nn.Tanh(), nn.Linear(8, d_out)).double()
+
+
+def episodes(tasks: int, ways: int, shots: int, queries: int, d: int, seed: int, sep: float = 1.5) -> TaskBatch:
+    gen = torch.Generator().manual_seed(seed)
+    labels = torch.arange(ways)
+    sy = labels.repeat_interleave(shots).expand(tasks, -1).clone()
+    qy = labels.repeat_interleave(queries).expand(tasks, -1).clone()
+    means = sep * torch.randn(tasks, ways, d, generator=gen, dtype=torch.float64)
+    pick = lambda y: means.gather(1, y.unsqueeze(-1).expand(-1, -1, d))
+    sx = pick(sy) + torch.randn(tasks, ways * shots, d, generator=gen, dtype=torch.float64)
+    qx = pick(qy) + torch.randn(tasks, ways * queries, d, generator=gen, dtype=torch.float64)
+    return TaskBatch(sx, sy, qx, qy)
+
+
+# ----------------------------------------------------------------------------------------- ridge
+
+
+@pytest.mark.parametrize("d, form", [(20, "dual"), (5, "primal")])
+def test_ridge_equals_sklearn(monkeypatch, d, form):
+    """W = argmin ‖XW − Y‖² + λ‖W‖² equals Ridge(alpha=λ, fit_intercept=False) to 1e-8, in the dual
+    (Woodbury, n × n solve: d > n) and the primal (d × d solve: d ≤ n) regimes."""
+    ways, shots, lam = 3, 4, 2.5
+    X, _, Y, _ = clustered(ways, shots, d, seed=0)
+    n = ways * shots
+    sizes = []
+    solve = torch.linalg.solve
+    monkeypatch.setattr(torch.linalg, "solve", lambda A, B: sizes.append(A.shape[0]) or solve(A, B))
+    W, alpha = ridge_weights(X, Y, lam)
+    assert sizes == [n if form == "dual" else d]
+    reference = Ridge(alpha=lam, fit_intercept=False, solver="cholesky").fit(X.numpy(), Y[:, :ways].numpy())
+    coef = torch.from_numpy(reference.coef_).T
+    assert rel_err(W[:, :ways], coef) < 1e-8
+    assert torch.all(W[:, ways:] == 0)  # absent classes: zero weights
+    torch.testing.assert_close(X.T @ alpha, W, rtol=1e-10, atol=1e-12)  # W = Xᵀα in both forms
+
+
+def test_ridge_learner_logits():
+    """The learner's logits are γ · f(x) W with W the ridge solution, -inf for absent classes."""
+    model = mlp()
+    learner = MetaOptNet(model, head="ridge", lambda_reg=1.5, scale_init=2.0)
+    (sx, sy), (qx, _) = episodes(1, 3, 2, 2, 4, seed=1).task(0)
+    state = learner.adapt(learner.params(), (sx, sy))
+    logits = learner.predict(state, qx)
+    with torch.no_grad():
+        X, Q = model(sx), model(qx)
+    reference = Ridge(alpha=1.5, fit_intercept=False).fit(X.numpy(), F.one_hot(sy, 3).double().numpy())
+    expected = 2.0 * Q @ torch.from_numpy(reference.coef_).T
+    assert rel_err(logits[:, :3].detach(), expected) < 1e-8
+    assert torch.all(logits[:, 3:] == float("-inf"))
+
+
+@pytest.mark.parametrize("d", [9, 4])
+def test_ridge_gradients_match_finite_differences(d):
+    """Query logits through the ridge solution, w.r.t. support and query embeddings, both regimes."""
+    X, _, Y, Q = clustered(3, 2, d, seed=2)
+
+    def logits(X, Q):
+        return Q @ ridge_weights(X, Y, 0.7)[0]
+
+    inputs = (X.clone().requires_grad_(True), Q.clone().requires_grad_(True))
+    assert torch.autograd.gradcheck(logits, inputs, eps=1e-6, atol=1e-8, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------- SVM
+
+
+def linear_svc(X: torch.Tensor, y: torch.Tensor, C: float) -> torch.Tensor:
+    """scikit-learn's liblinear Crammer–Singer solver; returns W as d × classes."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # liblinear may warn about the iteration cap at this tolerance
+        svc = LinearSVC(C=C, multi_class="crammer_singer", fit_intercept=False, tol=1e-12, max_iter=1_000_000)
+        svc.fit(X.numpy(), y.numpy())
+    return torch.from_numpy(svc.coef_).T
+
+
+def scipy_dual(K: torch.Tensor, Y: torch.Tensor, C: float) -> torch.Tensor:
+    """The MetaOptNet dual (min ½Σ_m α_mᵀKα_m − ⟨Y, α⟩, α ≤ CY, Σ_m α_m = 0) by scipy's SLSQP."""
+    n, M = Y.shape
+    Kn, Yn = K.numpy(), Y.numpy()
+
+    def objective(a):
+        A = a.reshape(n, M)
+        return 0.5 * np.sum(A * (Kn @ A)) - np.sum(Yn * A), (Kn @ A - Yn).ravel()
+
+    bounds = [(None, C * v) for v in Yn.ravel()]
+    rows = {"type": "eq", "fun": lambda a: a.reshape(n, M).sum(1), "jac": lambda a: np.kron(np.eye(n), np.ones(M))}
+    result = minimize(objective, np.zeros(n * M), jac=True, bounds=bounds, constraints=[rows],
+                      method="SLSQP", options={"ftol": 1e-15, "maxiter": 2000})
+    assert result.success, result.message
+    return torch.from_numpy(result.x.reshape(n, M))
+
+
+@pytest.mark.parametrize(
+    "ways, shots, d, C",
+    [(4, 3, 20, 0.1), (3, 2, 16, 1.0), (5, 4, 6, 0.1)],  # the last has more examples than features
+)
+def test_svm_matches_liblinear_and_scipy(ways, shots, d, C):
+    """The solution matches reference solvers to 1e-4: primal weights W = Xᵀα and the query logits
+    against LinearSVC(crammer_singer, fit_intercept=False, same C); the dual variables α against
+    scipy's SLSQP on MetaOptNet's dual when α is unique (K = XXᵀ non-singular, d ≥ n)."""
+    X, y, Y, Q = clustered(ways, shots, d, seed=ways + d)
+    n = ways * shots
+    W, alpha = svm_weights(X, Y, C, tol=1e-10)
+    info = CrammerSingerDual.last_info
+    assert info is not None and info.converged and info.residual <= 1e-10
+    assert torch.all(alpha[:, ways:] == 0) and torch.all(W[:, ways:] == 0)
+    reference = linear_svc(X, y, C)
+    assert rel_err(W[:, :ways], reference) < 1e-4
+    assert rel_err(Q @ W[:, :ways], Q @ reference) < 1e-4
+    # the dual is feasible: α ≤ C·Y and every row sums to 0
+    assert float((alpha - C * Y).max()) <= 1e-10 and float(alpha.sum(1).abs().max()) <= 1e-10
+    if d >= n:
+        assert info.polished  # the active set was identified: α is exact to rounding
+        assert rel_err(alpha[:, :ways], scipy_dual(X @ X.T, Y[:, :ways], C)) < 1e-4
+
+
+def test_svm_dual_is_liblinear_primal():
+    """The C convention: MetaOptNet's dual optimum equals −(liblinear's primal optimum
+    ½Σ‖w_m‖² + C Σ_i max_m(1 − δ_{y_i m} + w_m·x_i − w_{y_i}·x_i)) with the same C (strong duality)."""
+    X, y, Y, _ = clustered(4, 3, 20, seed=7)
+    C = 0.3
+    Yc = Y[:, :4]
+    alpha, _, _ = solve_dual(X @ X.T, Yc, C, tol=1e-12)
+    dual = 0.5 * ((X.T @ alpha) ** 2).sum() - (Yc * alpha).sum()
+    W = linear_svc(X, y, C)
+    scores = X @ W
+    hinge = (1 - Yc + scores - (scores * Yc).sum(1, keepdim=True)).max(1).values
+    primal = 0.5 * (W**2).sum() + C * hinge.sum()
+    assert abs(float(primal + dual)) < 1e-8 * float(primal)
+
+
+def test_svm_gradients_match_finite_differences():
+    """Implicit differentiation of the KKT conditions: d logits / d(support, query embeddings)
+    match central finite differences (non-degenerate random data; polished solution)."""
+    X, _, Y, Q = clustered(3, 2, 8, seed=11, queries=3)
+
+    def logits(X, Q):
+        return Q @ svm_weights(X, Y, 0.1, tol=1e-12)[0]
+
+    inputs = (X.clone().requires_grad_(True), Q.clone().requires_grad_(True))
+    logits(*inputs)
+    info = CrammerSingerDual.last_info
+    assert info is not None and info.polished
+    active = int((solve_dual(X @ X.T, Y[:, :3], 0.1)[1] == 0).sum())
+    assert 0 < active < 18  # some bounds active, some not: the active set matters
+    assert torch.autograd.gradcheck(logits, inputs, eps=1e-6, atol=1e-8, rtol=1e-6)
+
+
+@pytest.mark.parametrize("head", ["svm", "ridge"])
+def test_meta_gradient_matches_finite_differences(head):
+    """∇ of the query cross-entropy w.r.t. the embedding parameters and the logit scale."""
+    model = mlp(3, 7)
+    learner = MetaOptNet(model, head=head, tol=1e-12, lambda_reg=0.5)
+    names = list(learner.params())
+    (support, query) = episodes(1, 3, 2, 2, 3, seed=12).task(0)
+
+    def outer(scale, *tensors):
+        with torch.no_grad():
+            learner.scale.copy_(scale)
+        state = learner.adapt(dict(zip(names, tensors)), support)
+        logits = scale * (learner.embed(state.params, query[0]) @ state.weights)
+        return F.cross_entropy(logits[:, :3], query[1])
+
+    inputs = (learner.scale.detach().clone().requires_grad_(True),) + tuple(
+        p.detach().clone().requires_grad_(True) for p in learner.params().values()
+    )
+    assert torch.autograd.gradcheck(outer, inputs, eps=1e-6, atol=1e-7, rtol=1e-6)
+    # the learner's own loss (with the masked columns) has the same value and gradient
+    learner.zero_grad(set_to_none=True)
+    loss = learner.outer_loss(learner.params(), support, query)
+    loss.backward()
+    torch.testing.assert_close(loss.detach(), outer(*inputs).detach(), rtol=1e-12, atol=0)
+    assert learner.scale.grad is not None and all(p.grad is not None for p in model.parameters())
+
+
+# ----------------------------------------------------------------------------------------- the learner
+
+
+def test_svm_path_rules():
+    """The SVM head runs on the loop path: 'auto' resolves to loop, 'vmap' is refused."""
+    assert MetaOptNet(mlp(), head="svm").path == "loop"
+    with pytest.raises(MetaloopError, match="path"):
+        MetaOptNet(mlp(), head="svm", path="vmap")
+    assert MetaOptNet(mlp(), head="ridge").path == "vmap"  # Linear-only model: auto → vmap
+    for bad in ({"head": "lasso"}, {"C_reg": 0.0}, {"lambda_reg": -1.0}):
+        with pytest.raises(MetaloopError):
+            MetaOptNet(mlp(), **bad)
+
+
+def test_ridge_loop_equals_vmap():
+    """The ridge head's meta-gradient (embedding and scale) agrees across paths to 1e-10."""
+    model = mlp()
+    batch = episodes(3, 3, 2, 2, 4, seed=13)
+    grads = {}
+    for path in ("loop", "vmap"):
+        learner = MetaOptNet(model, head="ridge", path=path)
+        learner.zero_grad(set_to_none=True)
+        learner.meta_gradient(batch)
+        grads[path] = torch.cat([p.grad.flatten() for p in learner.parameters()])
+    assert float((grads["loop"] - grads["vmap"]).abs().max() / grads["loop"].abs().max()) < 1e-10
+
+
+@pytest.mark.parametrize("head, path", [("svm", "loop"), ("ridge", "loop"), ("ridge", "vmap")])
+def test_train_5_way_test_3_way(head, path):
+    """One learner trains on 5-way episodes and evaluates 3-way ones: the metrics equal the head
+    fitted on exactly 3 classes."""
+    model = mlp()
+    learner = MetaOptNet(model, head=head, path=path, lambda_reg=1.0)
+    optimizer = learner.make_optimizer(1e-2)
+    learner.meta_step(episodes(2, 5, 2, 2, 4, seed=14), optimizer)
+    test = episodes(2, 3, 3, 3, 4, seed=15)
+    ce = learner.evaluate_batch(test, [0], F.cross_entropy)
+    with torch.no_grad():
+        for i in range(2):
+            (sx, sy), (qx, qy) = test.task(i)
+            X, Q, Y3 = model(sx), model(qx), F.one_hot(sy, 3).double()
+            if head == "ridge":
+                W = ridge_weights(X, Y3, 1.0)[0]
+            else:
+                W = X.T @ solve_dual(X @ X.T, Y3, 0.1)[0]
+            expected = F.cross_entropy(learner.scale * Q @ W, qy)
+            torch.testing.assert_close(ce[i, 0], expected, rtol=1e-7, atol=0)
+
+
+@pytest.mark.parametrize("head", ["svm", "ridge"])
+def test_training_lowers_the_loss(head):
+    """A few meta-steps on a small random problem lower the meta-training loss."""
+    model = mlp(6, 8)
+    learner = MetaOptNet(model, head=head, lambda_reg=1.0)
+    optimizer = learner.make_optimizer(1e-2)
+    batch = episodes(4, 3, 2, 3, 6, seed=16)
+    losses = [learner.meta_step(batch, optimizer) for _ in range(15)]
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_unconverged_solver_warns():
+    X, _, Y, _ = clustered(3, 2, 8, seed=17)
+    with pytest.warns(RuntimeWarning, match="KKT residual"):
+        solve_dual(X @ X.T, Y[:, :3], 0.1, max_iter=1, polish=False)
