@@ -91,7 +91,7 @@ def compare(
         raise MetaloopError("--algos: give at least one algorithm")
     bench = get_benchmark(benchmark)
     for algo in algos:
-        check_algorithm(algo)
+        check_algorithm(algo, bench)
     sets = list(overrides)
     parse_set(sets)  # malformed --set fails here, before any training
     if budget is not None:

@@ -155,9 +155,13 @@ def test_list_names_algorithms_and_benchmarks(capsys):
     """list prints one line per algorithm and one per benchmark."""
     code, out, _ = cli(capsys, "list")
     assert code == 0
+    from metaloop.algorithms import ALGORITHMS
+    from metaloop.benchmarks import BENCHMARKS
+
     rows = [line.split()[:2] for line in out.splitlines()]
     algos = ["maml", "fomaml", "anil", "metasgd", "reptile", "pretrain"]
-    assert sorted(rows) == sorted([["algorithm", a] for a in algos] + [["benchmark", "sinusoid"]])
+    assert all(["algorithm", a] in rows for a in algos) and ["benchmark", "sinusoid"] in rows
+    assert sorted(rows) == sorted([["algorithm", a] for a in ALGORITHMS] + [["benchmark", b] for b in BENCHMARKS])
 
 
 # ------------------------------------------------------------------------------------------------ bad input

@@ -26,9 +26,15 @@ def get_benchmark(name: str) -> Benchmark:
     return BENCHMARKS[name]
 
 
-def check_algorithm(name: str) -> None:
+#: Algorithms that only classify (their heads are class prototypes or per-class solvers).
+CLASSIFICATION_ONLY = frozenset({"protonet", "metaoptnet-svm", "metaoptnet-ridge"})
+
+
+def check_algorithm(name: str, benchmark: Benchmark | None = None) -> None:
     if name not in ALGORITHMS:
         raise MetaloopError(f"unknown algorithm '{name}' (known: {', '.join(ALGORITHMS)})")
+    if benchmark is not None and name in CLASSIFICATION_ONLY and not benchmark.classification:
+        raise MetaloopError(f"algorithm '{name}' classifies; benchmark '{benchmark.name}' is a regression benchmark")
 
 
 def resolve_config(
@@ -50,8 +56,8 @@ def resolve_config(
     file_layer.pop("benchmark", None)
     if algo is None or benchmark is None:
         raise MetaloopError("both an algorithm (--algo) and a benchmark (--benchmark) are needed")
-    check_algorithm(algo)
     bench = get_benchmark(benchmark)
+    check_algorithm(algo, bench)
     if overrides is None:
         set_layer: Mapping[str, Any] = {}
     elif isinstance(overrides, Mapping):

@@ -42,6 +42,7 @@ class Benchmark:
     algo_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     plot: Callable[["MetaLearner", dict[str, Any], Path], list[Path]] | None = None
     published: Mapping[str, Any] = field(default_factory=dict)
+    classification: bool = True
 
     def all_options(self) -> dict[str, Option]:
         return {**OPTIONS, **{o.name: o for o in self.options}}

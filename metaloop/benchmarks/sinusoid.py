@@ -68,4 +68,5 @@ SINUSOID = Benchmark(
         "reptile": {"inner_optimizer": "adam", "inner_steps": 5, "inner_lr": 0.01, "outer_lr": 0.1, "anneal": True},
     },
     plot=_sinusoid_plot,
+    classification=False,
 )
