@@ -2,6 +2,7 @@
 
 from metaloop.algorithms.anil import ANIL
 from metaloop.algorithms.base import MetaLearner
+from metaloop.algorithms.leo import LEO
 from metaloop.algorithms.maml import FOMAML, MAML
 from metaloop.algorithms.metaoptnet import MetaOptNet
 from metaloop.algorithms.metasgd import MetaSGD
@@ -20,8 +21,10 @@ ALGORITHMS: dict[str, tuple[type[MetaLearner], str]] = {
     "protonet": (ProtoNet, "Prototypical Networks: nearest class mean in embedding space (Snell et al. 2017)"),
     "metaoptnet-svm": (MetaOptNet, "MetaOptNet, Crammer-Singer SVM head (Lee et al. 2019)"),
     "metaoptnet-ridge": (MetaOptNet, "MetaOptNet, ridge-regression head (Lee et al. 2019)"),
+    "leo": (LEO, "LEO: optimization in a latent space of classifier weights (Rusu et al. 2019)"),
 }
 
 __all__ = [
-    "ALGORITHMS", "ANIL", "FOMAML", "MAML", "MetaLearner", "MetaOptNet", "MetaSGD", "Pretrain", "ProtoNet", "Reptile",
+    "ALGORITHMS", "ANIL", "FOMAML", "LEO", "MAML", "MetaLearner", "MetaOptNet", "MetaSGD", "Pretrain",
+    "ProtoNet", "Reptile",
 ]

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from metaloop.algorithms import ALGORITHMS, MAML, MetaLearner, MetaOptNet
+from metaloop.algorithms import ALGORITHMS, LEO, MAML, MetaLearner, MetaOptNet
 from metaloop.benchmarks.base import Benchmark, TaskSource
 from metaloop.benchmarks.fewshot_images import MINIIMAGENET, OMNIGLOT
 from metaloop.benchmarks.sinusoid import SINUSOID
@@ -27,7 +27,7 @@ def get_benchmark(name: str) -> Benchmark:
 
 
 #: Algorithms that only classify (their heads are class prototypes or per-class solvers).
-CLASSIFICATION_ONLY = frozenset({"protonet", "metaoptnet-svm", "metaoptnet-ridge"})
+CLASSIFICATION_ONLY = frozenset({"protonet", "metaoptnet-svm", "metaoptnet-ridge", "leo"})
 
 
 def check_algorithm(name: str, benchmark: Benchmark | None = None) -> None:
@@ -94,6 +94,13 @@ def build_learner(cfg: Mapping[str, Any]) -> tuple[MetaLearner, Benchmark]:
     bench = get_benchmark(cfg["benchmark"])
     check_algorithm(cfg["algo"])
     cls = ALGORITHMS[cfg["algo"]][0]
+    if cls is LEO:
+        if bench.feature_dim is None:
+            raise MetaloopError(f"algorithm 'leo' needs pretrained features, which benchmark '{bench.name}' lacks")
+        learner = LEO(bench.feature_dim(dict(cfg)), inner_lr_init=cfg["inner_lr"], inner_steps=cfg["inner_steps"],
+                      test_inner_steps=cfg["test_inner_steps"], seed=cfg["seed"], outer_clip_value=0.1,
+                      outer_clip_norm=0.1, path=cfg["path"], chunk_size=cfg["chunk_size"])
+        return learner.to(cfg["device"]), bench
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg["seed"])
         model = bench.make_model(dict(cfg))

@@ -43,6 +43,8 @@ class Benchmark:
     plot: Callable[["MetaLearner", dict[str, Any], Path], list[Path]] | None = None
     published: Mapping[str, Any] = field(default_factory=dict)
     classification: bool = True
+    #: The dimension of the pretrained features that feature-based algorithms (LEO) receive.
+    feature_dim: Callable[[dict[str, Any]], int] | None = None
 
     def all_options(self) -> dict[str, Option]:
         return {**OPTIONS, **{o.name: o for o in self.options}}

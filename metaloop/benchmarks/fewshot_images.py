@@ -28,7 +28,9 @@ from metaloop.models.resnet12 import ResNet12
 from metaloop.tasks.episodes import EpisodicTasks
 
 #: Algorithms whose model is an embedding network (no classifier head).
-EMBEDDING_ALGOS = frozenset({"protonet", "metaoptnet-svm", "metaoptnet-ridge"})
+EMBEDDING_ALGOS = frozenset({"protonet", "metaoptnet-svm", "metaoptnet-ridge", "leo"})
+#: Algorithms that work on pretrained features rather than images.
+FEATURE_ALGOS = frozenset({"leo"})
 
 
 def accuracy(logits: Tensor, y: Tensor) -> Tensor:
@@ -69,12 +71,25 @@ def _omniglot_model(cfg: dict[str, Any]) -> nn.Module:
     return Conv4(1, None if cfg["algo"] in EMBEDDING_ALGOS else cfg["ways"], hidden=cfg["filters"])
 
 
+def _omniglot_data(cfg: dict[str, Any], split: str) -> Any:
+    if cfg["algo"] not in FEATURE_ALGOS:
+        return _omniglot(split, cfg["data"])
+    from metaloop.features import feature_splits
+    from metaloop.tasks.omniglot import omniglot_root
+
+    return feature_splits(
+        "omniglot", lambda s: _omniglot(s, cfg["data"]), lambda: (Conv4(1, None, hidden=cfg["filters"]), cfg["filters"]),
+        data_key=f"{omniglot_root(cfg['data']).resolve()}|conv4-{cfg['filters']}", epochs=cfg["feature_epochs"],
+        seed=cfg["seed"],
+    )[split]
+
+
 def _omniglot_train(cfg: dict[str, Any]) -> TaskSource:
-    return _episodes(_omniglot("train", cfg["data"]), cfg, train=True)
+    return _episodes(_omniglot_data(cfg, "train"), cfg, train=True)
 
 
 def _omniglot_test(cfg: dict[str, Any]) -> TaskSource:
-    return _episodes(_omniglot("test", cfg["data"]), cfg, train=False)
+    return _episodes(_omniglot_data(cfg, "test"), cfg, train=False)
 
 
 COMMON_OPTIONS = (
@@ -85,11 +100,17 @@ COMMON_OPTIONS = (
            positive=True, nullable=True),
     Option("eval_queries", int, 15, "query examples per class in test episodes", positive=True),
     Option("data", str, None, "data root (default: $METALOOP_DATA, then ../shared/data)", nullable=True),
+    Option("feature_epochs", int, 3, "leo: epochs of supervised pretraining of the feature extractor "
+           "on the meta-training classes", positive=True),
 )
 
 _REPTILE_OMNIGLOT = {"inner_optimizer": "adam", "inner_lr": 0.001, "inner_steps": 5, "test_inner_steps": 50,
                      "outer_lr": 1.0, "anneal": True, "meta_batch_size": 5, "train_shots": 10}
 _METRIC = {"eval_steps": [0]}
+# LEO (Rusu et al. 2019; deepmind/leo config.py): latent lr 1.0 (learned), 5 latent steps, Adam 1e-4,
+# meta-batch 12, outer gradients clipped to 0.1 (set in build_learner).
+_LEO = {"inner_lr": 1.0, "inner_steps": 5, "test_inner_steps": 5, "outer_lr": 1e-4, "meta_batch_size": 12,
+        "eval_steps": [0, 5]}
 
 
 def _omniglot_benchmark(name: str, ways: int, shots: int, *, inner_lr: float, inner_steps: int, meta_batch: int,
@@ -117,7 +138,9 @@ def _omniglot_benchmark(name: str, ways: int, shots: int, *, inner_lr: float, in
                          "queries": 5},
             "metaoptnet-svm": {**_METRIC, "meta_batch_size": 8},
             "metaoptnet-ridge": {**_METRIC, "meta_batch_size": 8},
+            "leo": _LEO,
         },
+        feature_dim=lambda cfg: cfg["filters"],
     )
 
 
@@ -144,12 +167,30 @@ def _miniimagenet_model(cfg: dict[str, Any]) -> nn.Module:
     return Conv4(3, ways, hidden=cfg["filters"], image_size=84)
 
 
+def _miniimagenet_data(cfg: dict[str, Any], split: str) -> Any:
+    if cfg["algo"] not in FEATURE_ALGOS:
+        return _miniimagenet(split, cfg["images"], cfg["data"])
+    from metaloop.features import feature_splits
+
+    def backbone() -> tuple[nn.Module, int]:
+        if cfg["backbone"] == "resnet12":
+            net = ResNet12(3, None)
+            return net, net.out_features
+        return Conv4(3, None, hidden=cfg["filters"], image_size=84), cfg["filters"] * 25
+
+    return feature_splits(
+        "miniimagenet", lambda s: _miniimagenet(s, cfg["images"], cfg["data"]), backbone,
+        data_key=f"{cfg['images']}|{cfg['data']}|{cfg['backbone']}-{cfg['filters']}", epochs=cfg["feature_epochs"],
+        seed=cfg["seed"],
+    )[split]
+
+
 def _miniimagenet_train(cfg: dict[str, Any]) -> TaskSource:
-    return _episodes(_miniimagenet("train", cfg["images"], cfg["data"]), cfg, train=True)
+    return _episodes(_miniimagenet_data(cfg, "train"), cfg, train=True)
 
 
 def _miniimagenet_test(cfg: dict[str, Any]) -> TaskSource:
-    return _episodes(_miniimagenet("test", cfg["images"], cfg["data"]), cfg, train=False)
+    return _episodes(_miniimagenet_data(cfg, "test"), cfg, train=False)
 
 
 def _miniimagenet_benchmark(name: str, shots: int) -> Benchmark:
@@ -181,7 +222,9 @@ def _miniimagenet_benchmark(name: str, shots: int) -> Benchmark:
             "protonet": {**_METRIC, "meta_batch_size": 1, "train_ways": 20 if shots == 1 else 15},
             "metaoptnet-svm": {**_METRIC, "meta_batch_size": 8},
             "metaoptnet-ridge": {**_METRIC, "meta_batch_size": 8},
+            "leo": _LEO,
         },
+        feature_dim=lambda cfg: 640 * 25 if cfg["backbone"] == "resnet12" else cfg["filters"] * 25,
     )
 
 
