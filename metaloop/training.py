@@ -30,7 +30,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from metaloop.benchmarks import build_learner, resolve_config
+from metaloop.benchmarks import build_learner, get_benchmark, resolve_config
 from metaloop.checkpoint import atomic_write_text, has_checkpoint, load_checkpoint, save_checkpoint
 from metaloop.config import RESUMABLE_CHANGES
 from metaloop.errors import MetaloopError
@@ -68,9 +68,12 @@ def _check_run_dir(out: Path, cfg: Mapping[str, Any], resume: bool) -> dict[str,
     if not occupied:
         return None  # nothing to resume: start fresh
     stored = read_config(out)
+    defaults = {k: o.default for k, o in get_benchmark(cfg["benchmark"]).all_options().items()}
     for key in sorted(set(stored) | set(cfg)):
         if key in RESUMABLE_CHANGES:
             continue
+        if key not in stored and key in defaults and cfg.get(key) == defaults[key]:
+            continue  # an option newer than the run, at its default: the run is unchanged
         if stored.get(key) != cfg.get(key):
             raise MetaloopError(
                 f"RUN_DIR '{out}' holds a different run: '{key}' is {stored.get(key)!r} there, "

@@ -150,3 +150,14 @@ def test_time_budget_stops_training_with_a_checkpoint(tmp_path: Path):
     pointer = json.loads((run / "checkpoint.json").read_text())
     assert 0 < pointer["iteration"] < 10**6
     assert pointer["elapsed_seconds"] >= 0.5 and pointer["peak_rss_mb"] > 0
+
+
+def test_resume_accepts_a_run_written_before_an_option_existed(tmp_path: Path):
+    """A stored config that lacks an option added later (at its default) still resumes."""
+    run = tmp_path / "r"
+    train("maml", run, 10)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    del cfg["time_budget"]
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    train("maml", run, 20, resume=True)
+    assert json.loads((run / "checkpoint.json").read_text())["iteration"] == 20
