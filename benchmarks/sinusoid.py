@@ -112,7 +112,6 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md")
     args = parser.parse_args()
     command = "python benchmarks/sinusoid.py " + " ".join(sys.argv[1:])
-    t0 = time.time()
     jobs = [(a, k) for k in args.shots for a in args.algos]
     with ThreadPoolExecutor(args.jobs) as pool:
         futures = {job: pool.submit(run_one, *job, args.iterations, args.runs) for job in jobs}

@@ -23,7 +23,6 @@ def _images(n_classes: int, per_class: int, seed: int) -> LabelledImages:
 def test_feature_splits_pretrain_on_train_only_and_cache(tmp_path, monkeypatch):
     """The extractor sees only the train split; features are unit-norm, cached, and reloaded as they were."""
     monkeypatch.setenv("METALOOP_CACHE", str(tmp_path))
-    torch.set_num_threads(1)
     seen = []
 
     def load(split):
@@ -51,7 +50,6 @@ def _clusters(split: str, seed: int) -> LabelledFeatures:
 
 def test_leo_trains_and_evaluates_through_the_registry(tmp_path, monkeypatch):
     """`metaloop.train('leo', ...)` on a feature benchmark: checkpoints, resumes and evaluates."""
-    torch.set_num_threads(1)
     bench = Benchmark(
         name="toy-features", description="synthetic features", metric="accuracy %", higher_is_better=True,
         make_model=lambda cfg: None, loss_fn=F.cross_entropy, metric_fn=accuracy,

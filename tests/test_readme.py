@@ -3,14 +3,11 @@
 import re
 from pathlib import Path
 
-import torch
-
 README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def test_readme_python_blocks_run(tmp_path, monkeypatch):
     """Every ```python block of the README executes without error (in a temporary directory)."""
-    torch.set_num_threads(1)
     monkeypatch.chdir(tmp_path)
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
     assert blocks

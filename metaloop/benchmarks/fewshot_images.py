@@ -14,6 +14,7 @@ needs ``train_ways == ways``, since its classifier head has one output per class
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -50,6 +51,14 @@ def _check_ways(cfg: dict[str, Any]) -> None:
         )
 
 
+def _sources(data: Callable[[dict[str, Any], str], Any]) -> dict[str, Callable[[dict[str, Any]], TaskSource]]:
+    """``train_tasks`` and ``test_tasks`` episodes over ``data(cfg, split)``."""
+    return {
+        "train_tasks": lambda cfg: _episodes(data(cfg, "train"), cfg, train=True),
+        "test_tasks": lambda cfg: _episodes(data(cfg, "test"), cfg, train=False),
+    }
+
+
 def _episodes(dataset: Any, cfg: dict[str, Any], *, train: bool) -> EpisodicTasks:
     if train:
         return EpisodicTasks(dataset, _train_ways(cfg), cfg["train_shots"] or cfg["shots"],
@@ -84,14 +93,6 @@ def _omniglot_data(cfg: dict[str, Any], split: str) -> Any:
     )[split]
 
 
-def _omniglot_train(cfg: dict[str, Any]) -> TaskSource:
-    return _episodes(_omniglot_data(cfg, "train"), cfg, train=True)
-
-
-def _omniglot_test(cfg: dict[str, Any]) -> TaskSource:
-    return _episodes(_omniglot_data(cfg, "test"), cfg, train=False)
-
-
 COMMON_OPTIONS = (
     Option("ways", int, 5, "classes per test episode (N)", positive=True),
     Option("train_ways", int, None, "classes per meta-training episode (default: ways)", positive=True,
@@ -123,8 +124,7 @@ def _omniglot_benchmark(name: str, ways: int, shots: int, *, inner_lr: float, in
         make_model=_omniglot_model,
         loss_fn=F.cross_entropy,
         metric_fn=accuracy,
-        train_tasks=_omniglot_train,
-        test_tasks=_omniglot_test,
+        **_sources(_omniglot_data),
         options=(*COMMON_OPTIONS, Option("filters", int, 64, "Conv-4 filters per layer", positive=True)),
         defaults={
             "ways": ways, "shots": shots, "queries": queries, "inner_lr": inner_lr, "inner_steps": inner_steps,
@@ -185,14 +185,6 @@ def _miniimagenet_data(cfg: dict[str, Any], split: str) -> Any:
     )[split]
 
 
-def _miniimagenet_train(cfg: dict[str, Any]) -> TaskSource:
-    return _episodes(_miniimagenet_data(cfg, "train"), cfg, train=True)
-
-
-def _miniimagenet_test(cfg: dict[str, Any]) -> TaskSource:
-    return _episodes(_miniimagenet_data(cfg, "test"), cfg, train=False)
-
-
 def _miniimagenet_benchmark(name: str, shots: int) -> Benchmark:
     return Benchmark(
         name=name,
@@ -202,8 +194,7 @@ def _miniimagenet_benchmark(name: str, shots: int) -> Benchmark:
         make_model=_miniimagenet_model,
         loss_fn=F.cross_entropy,
         metric_fn=accuracy,
-        train_tasks=_miniimagenet_train,
-        test_tasks=_miniimagenet_test,
+        **_sources(_miniimagenet_data),
         options=(
             *COMMON_OPTIONS,
             Option("filters", int, 32, "Conv-4 filters per layer (MAML: 32 on mini-ImageNet)", positive=True),

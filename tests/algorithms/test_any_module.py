@@ -14,15 +14,6 @@ from metaloop.tasks.base import TaskBatch
 from metaloop.tasks.sinusoid import SinusoidTasks
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny conv/attention ops are far slower with intra-op threads on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def conv_net() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(

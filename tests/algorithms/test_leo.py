@@ -19,14 +19,6 @@ from metaloop.tasks.base import TaskBatch
 D, L = 6, 3  # feature and latent dimensions of the small cases
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny ops are far slower with intra-op threads on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def learner(**kwargs) -> LEO:
     return LEO(kwargs.pop("feature_dim", D), **{"latent_dim": L, "inner_lr_init": 0.1, **kwargs}).double()

@@ -22,15 +22,6 @@ from metaloop.errors import MetaloopError
 from metaloop.tasks.base import TaskBatch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny ops are far slower with intra-op threads on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def clustered(ways: int, shots: int, d: int, seed: int, queries: int = 4, sep: float = 0.7):
     """Support ``X`` (shuffled labels), labels ``y``, one-hot ``Y`` with the class bound n, queries ``Q``."""
     gen = torch.Generator().manual_seed(seed)

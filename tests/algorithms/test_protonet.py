@@ -12,15 +12,6 @@ from metaloop.errors import MetaloopError
 from metaloop.tasks.base import TaskBatch
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny ops are far slower with intra-op threads on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def mlp(d_in: int = 4, d_out: int = 5) -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(d_in, 8), nn.Tanh(), nn.Linear(8, d_out)).double()

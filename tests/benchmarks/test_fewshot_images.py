@@ -50,7 +50,6 @@ def test_gradient_methods_need_matching_ways():
 @needs_omniglot
 def test_tiny_maml_run_on_omniglot(tmp_path):
     """A 3-iteration MAML run on Omniglot trains, checkpoints and evaluates to a valid accuracy."""
-    torch.set_num_threads(1)
     run = metaloop.train("maml", "omniglot-5w1s", tmp_path / "run", overrides=TINY, progress=False)
     result = metaloop.evaluate(run, steps=[0, 1], plots=False)
     assert result["metric"] == "accuracy %" and result["episodes"] == 10
@@ -80,7 +79,6 @@ def test_missing_miniimagenet_images_is_a_one_line_error(tmp_path, capsys):
 @pytest.mark.parametrize("algo", ["protonet", "metaoptnet-ridge", "metaoptnet-svm"])
 def test_tiny_metric_runs_on_omniglot(tmp_path, algo):
     """ProtoNet (60-way training by default) and both MetaOptNet heads train and evaluate on Omniglot."""
-    torch.set_num_threads(1)
     overrides = {**TINY, "iterations": 2, "meta_batch_size": 1, "train_ways": 8}
     run = metaloop.train(algo, "omniglot-5w1s", tmp_path / algo, overrides=overrides, progress=False)
     result = metaloop.evaluate(run, plots=False)

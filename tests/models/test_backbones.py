@@ -29,7 +29,6 @@ def test_conv4_shapes_and_head():
 
 def test_resnet12_shapes():
     """ResNet-12 gives 640·5·5 features on 84×84 inputs; a head gives logits."""
-    torch.set_num_threads(1)
     net = ResNet12(channels=(8, 8, 8, 8))
     assert net(torch.randn(2, 3, 84, 84)).shape == (2, 8 * 5 * 5)
     assert ResNet12().out_features == 640 * 5 * 5
@@ -38,7 +37,6 @@ def test_resnet12_shapes():
 
 def test_conv4_maml_meta_step_runs():
     """One second-order MAML step on Conv-4 (transductive BatchNorm) changes the weights."""
-    torch.set_num_threads(1)
     torch.manual_seed(0)
     net = Conv4(1, 3, hidden=8)
     learner = MAML(net, F.cross_entropy, inner_lr=0.4)
