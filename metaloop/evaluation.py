@@ -64,6 +64,8 @@ def evaluate_learner(
     if episodes < 1:
         raise MetaloopError(f"option 'episodes': must be positive, got {episodes}")
     tasks = bench.test_tasks(cfg)
+    if hasattr(tasks, "__len__") and episodes > len(tasks):
+        raise MetaloopError(f"option 'episodes': {episodes} requested, benchmark '{bench.name}' has {len(tasks)} test tasks")
     device = next(learner.parameters()).device
     values: list[Tensor] = []
     with tqdm(total=episodes, disable=not progress, desc="eval", unit="task") as bar:

@@ -10,14 +10,14 @@ import torch
 
 from metaloop.algorithms import ALGORITHMS, LEO, MAML, MetaLearner, MetaOptNet
 from metaloop.benchmarks.base import Benchmark, TaskSource
-from metaloop.benchmarks.fewshot_images import MINIIMAGENET, OMNIGLOT
+from metaloop.benchmarks.fewshot_images import MINIIMAGENET, OMNIGLOT, OMNIGLOT_LAKE
 from metaloop.benchmarks.sinusoid import SINUSOID
 from metaloop.config import load_yaml, parse_set, resolve
 from metaloop.errors import MetaloopError
 
 __all__ = ["BENCHMARKS", "Benchmark", "TaskSource", "build_learner", "get_benchmark", "resolve_config"]
 
-BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [SINUSOID, *OMNIGLOT, *MINIIMAGENET]}
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [SINUSOID, *OMNIGLOT, OMNIGLOT_LAKE, *MINIIMAGENET]}
 
 
 def get_benchmark(name: str) -> Benchmark:

@@ -26,6 +26,7 @@ from metaloop.config import Option
 from metaloop.errors import MetaloopError
 from metaloop.models.conv import Conv4
 from metaloop.models.resnet12 import ResNet12
+from metaloop.tasks.base import TaskBatch
 from metaloop.tasks.episodes import EpisodicTasks
 
 #: Algorithms whose model is an embedding network (no classifier head).
@@ -149,6 +150,66 @@ OMNIGLOT = [
     _omniglot_benchmark("omniglot-5w5s", 5, 5, inner_lr=0.4, inner_steps=1, meta_batch=32, queries=15),
     _omniglot_benchmark("omniglot-20w1s", 20, 1, inner_lr=0.1, inner_steps=5, meta_batch=16, queries=5),
 ]
+
+
+# ------------------------------------------------------------------------------ Lake et al.'s one-shot runs
+class FixedTasks:
+    """A fixed set of test tasks (for example Lake et al.'s 20 runs) as a task source."""
+
+    def __init__(self, tasks: TaskBatch) -> None:
+        self.tasks = tasks
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def batch(self, start: int, count: int) -> TaskBatch:
+        if start + count > len(self.tasks):
+            raise MetaloopError(f"option 'episodes': this benchmark has {len(self.tasks)} test tasks")
+        return self.tasks.slice(start, start + count)
+
+
+@lru_cache(maxsize=2)
+def _omniglot_without_lake(root: str | None) -> Any:
+    from metaloop.tasks.omniglot import lake_run_characters, omniglot_split
+
+    lake = {c for run in lake_run_characters(root) for c in run}
+    return omniglot_split("train", root, exclude=lake)
+
+
+def _lake_train(cfg: dict[str, Any]) -> TaskSource:
+    return _episodes(_omniglot_without_lake(cfg["data"]), cfg, train=True)
+
+
+def _lake_test(cfg: dict[str, Any]) -> TaskSource:
+    from metaloop.tasks.omniglot import lake_runs
+
+    return FixedTasks(lake_runs(cfg["data"]))
+
+
+OMNIGLOT_LAKE = Benchmark(
+    name="omniglot-lake",
+    description="Lake et al.'s 20 official 20-way 1-shot runs; trained on the Vinyals train split "
+    "without the runs' characters",
+    metric="accuracy %",
+    higher_is_better=True,
+    make_model=_omniglot_model,
+    loss_fn=F.cross_entropy,
+    metric_fn=accuracy,
+    train_tasks=_lake_train,
+    test_tasks=_lake_test,
+    options=(*COMMON_OPTIONS, Option("filters", int, 64, "Conv-4 filters per layer", positive=True)),
+    defaults={
+        "ways": 20, "shots": 1, "queries": 5, "inner_lr": 0.1, "inner_steps": 5, "test_inner_steps": 5,
+        "meta_batch_size": 16, "iterations": 60000, "outer_lr": 1e-3, "eval_steps": [0, 1, 5, 10],
+        "eval_episodes": 20, "checkpoint_every": 500, "log_every": 50,
+    },
+    algo_defaults={
+        "reptile": _REPTILE_OMNIGLOT,
+        "protonet": {**_METRIC, "meta_batch_size": 1, "train_ways": 60, "queries": 5},
+        "metaoptnet-svm": {**_METRIC, "meta_batch_size": 8},
+        "metaoptnet-ridge": {**_METRIC, "meta_batch_size": 8},
+    },
+)
 
 
 # ----------------------------------------------------------------------------------------- mini-ImageNet

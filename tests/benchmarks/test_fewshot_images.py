@@ -85,3 +85,16 @@ def test_tiny_metric_runs_on_omniglot(tmp_path, algo):
     assert list(result["steps"]) == ["0"] and 0 <= result["steps"]["0"]["mean"] <= 100
     learner, _, cfg = metaloop.load_learner(run)
     assert cfg["train_ways"] == 8 and not any(n.endswith("5.weight") for n, _ in learner.named_parameters())
+
+
+@needs_omniglot
+def test_lake_runs_benchmark_trains_without_the_runs_characters(tmp_path, capsys):
+    """omniglot-lake tests on the 20 official runs and meta-trains on 4112 − 4·78 classes."""
+    cfg = resolve_config("protonet", "omniglot-lake", overrides={"filters": 4})
+    train = BENCHMARKS["omniglot-lake"].train_tasks(cfg)
+    assert len(train.class_ids) == 4112 - 4 * 78
+    run = metaloop.train("protonet", "omniglot-lake", tmp_path / "r", progress=False,
+                         overrides={**TINY, "iterations": 2, "meta_batch_size": 1, "train_ways": 6})
+    assert metaloop.evaluate(run, episodes=20, plots=False)["episodes"] == 20
+    code = main(["eval", str(run), "--episodes", "21"])
+    assert code == 2 and "20 test tasks" in capsys.readouterr().err
