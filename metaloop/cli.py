@@ -126,11 +126,13 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     from metaloop.algorithms import ALGORITHMS
     from metaloop.benchmarks import BENCHMARKS
+    from metaloop.benchmarks.user_images import user_image_benchmark
 
     for name, (_, text) in ALGORITHMS.items():
         print(f"algorithm  {name:<18} {text}")
     for name, bench in BENCHMARKS.items():
         print(f"benchmark  {name:<18} {bench.description}")
+    print(f"benchmark  {'images:PATH':<18} {user_image_benchmark('images:PATH').description}")
     if args.options:
         seen = {}
         for bench in BENCHMARKS.values():

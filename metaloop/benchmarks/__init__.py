@@ -12,6 +12,8 @@ from metaloop.algorithms import ALGORITHMS, LEO, MAML, MetaLearner, MetaOptNet
 from metaloop.benchmarks.base import Benchmark, TaskSource
 from metaloop.benchmarks.fewshot_images import MINIIMAGENET, OMNIGLOT, OMNIGLOT_LAKE
 from metaloop.benchmarks.sinusoid import SINUSOID
+from metaloop.benchmarks.user_images import PREFIX as USER_PREFIX
+from metaloop.benchmarks.user_images import user_image_benchmark
 from metaloop.config import load_yaml, parse_set, resolve
 from metaloop.errors import MetaloopError
 
@@ -21,8 +23,11 @@ BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [SINUSOID, *OMNIGLOT, OMN
 
 
 def get_benchmark(name: str) -> Benchmark:
+    """The registered benchmark ``name``, or the user's images for ``images:PATH``."""
+    if name.startswith(USER_PREFIX):
+        return user_image_benchmark(name)
     if name not in BENCHMARKS:
-        raise MetaloopError(f"unknown benchmark '{name}' (known: {', '.join(BENCHMARKS)})")
+        raise MetaloopError(f"unknown benchmark '{name}' (known: {', '.join(BENCHMARKS)}, images:PATH)")
     return BENCHMARKS[name]
 
 

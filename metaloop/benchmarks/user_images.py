@@ -1,0 +1,108 @@
+"""The user's own images as a benchmark: ``--benchmark images:PATH``.
+
+``PATH`` is either
+
+- a folder with ``train/`` and ``test/`` subfolders, each holding one folder per class (the classes of
+  the two splits should differ: meta-testing is on new classes); or
+- a CSV file with a header and the columns ``path``, ``label`` and ``split`` (``train`` or ``test``;
+  rows of other splits are ignored), paths relative to the CSV's folder. The column names are options.
+
+Episodes are N-way K-shot as in the other image benchmarks (``ways``, ``shots``, ``train_ways``,
+``train_shots``, ``queries``, ``eval_queries``), on a Conv-4 (or ResNet-12) backbone, with MAML's
+mini-ImageNet presets for the gradient-based family.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch.nn.functional as F
+from torch import nn
+
+from metaloop.benchmarks.base import Benchmark
+from metaloop.benchmarks.fewshot_images import (
+    COMMON_OPTIONS,
+    EMBEDDING_ALGOS,
+    _check_ways,
+    _sources,
+    accuracy,
+)
+from metaloop.config import Option
+from metaloop.errors import MetaloopError
+from metaloop.models.conv import Conv4
+from metaloop.models.resnet12 import ResNet12
+from metaloop.tasks.folder import ImageCSVDataset, ImageFolderDataset, read_csv_columns
+from metaloop.tasks.images import LabelledImages
+
+PREFIX = "images:"
+
+
+@lru_cache(maxsize=4)
+def _split(path: str, split: str, size: int, channels: int, columns: tuple[str, str, str]) -> LabelledImages:
+    root = Path(path).expanduser()
+    if root.is_dir():
+        folder = root / split
+        if not folder.is_dir():
+            raise MetaloopError(f"benchmark 'images:{path}': expected a folder {folder} of class folders")
+        return ImageFolderDataset(folder, size, channels)
+    if not root.is_file():
+        raise MetaloopError(f"benchmark 'images:{path}': no such folder or CSV file")
+    path_col, label_col, split_col = columns
+    splits = [s for (s,) in read_csv_columns(root, (split_col,))]
+    keep = [i for i, s in enumerate(splits) if s == split]
+    if not keep:
+        raise MetaloopError(f"{root}: no row has {split_col}={split!r}")
+    full = ImageCSVDataset(root, size, channels, path_column=path_col, label_column=label_col)
+    return LabelledImages(full.images[keep], full.labels[keep], full.classes)
+
+
+def _data(cfg: dict[str, Any], split: str) -> LabelledImages:
+    path = cfg["benchmark"].removeprefix(PREFIX)
+    columns = (cfg["path_column"], cfg["label_column"], cfg["split_column"])
+    return _split(path, split, cfg["image_size"], cfg["channels"], columns)
+
+
+def _model(cfg: dict[str, Any]) -> nn.Module:
+    _check_ways(cfg)
+    ways = None if cfg["algo"] in EMBEDDING_ALGOS else cfg["ways"]
+    if cfg["backbone"] == "resnet12":
+        return ResNet12(cfg["channels"], ways, image_size=cfg["image_size"])
+    return Conv4(cfg["channels"], ways, hidden=cfg["filters"], image_size=cfg["image_size"])
+
+
+def user_image_benchmark(name: str) -> Benchmark:
+    """The benchmark for ``images:PATH`` (nothing is read until tasks are drawn)."""
+    if not name.removeprefix(PREFIX).strip():
+        raise MetaloopError("benchmark 'images:': give a folder or CSV file after 'images:'")
+    return Benchmark(
+        name=name,
+        description="your own images: images:FOLDER (train/, test/) or images:FILE.csv (path,label,split)",
+        metric="accuracy %",
+        higher_is_better=True,
+        make_model=_model,
+        loss_fn=F.cross_entropy,
+        metric_fn=accuracy,
+        **_sources(_data),
+        options=(
+            *COMMON_OPTIONS,
+            Option("image_size", int, 84, "images are resized to this square size", positive=True),
+            Option("channels", int, 3, "1 (grayscale) or 3 (RGB)", positive=True),
+            Option("filters", int, 64, "Conv-4 filters per layer", positive=True),
+            Option("backbone", str, "conv4", "feature extractor", choices=("conv4", "resnet12")),
+            Option("path_column", str, "path", "CSV: the column of image paths"),
+            Option("label_column", str, "label", "CSV: the column of labels"),
+            Option("split_column", str, "split", "CSV: the column of splits (train, test)"),
+        ),
+        defaults={
+            "ways": 5, "shots": 1, "queries": 15, "inner_lr": 0.01, "inner_steps": 5, "test_inner_steps": 10,
+            "meta_batch_size": 4, "iterations": 10000, "eval_steps": [0, 1, 5, 10], "eval_episodes": 600,
+            "checkpoint_every": 500, "log_every": 50,
+        },
+        algo_defaults={
+            "protonet": {"eval_steps": [0], "meta_batch_size": 1},
+            "metaoptnet-svm": {"eval_steps": [0], "meta_batch_size": 4},
+            "metaoptnet-ridge": {"eval_steps": [0], "meta_batch_size": 4},
+        },
+    )
