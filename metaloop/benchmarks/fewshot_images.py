@@ -40,6 +40,12 @@ def accuracy(logits: Tensor, y: Tensor) -> Tensor:
     return (logits.argmax(-1) == y).float().mean() * 100
 
 
+def classification_benchmark(**fields: Any) -> Benchmark:
+    """A :class:`Benchmark` scored by query accuracy (%) and trained with cross-entropy."""
+    return Benchmark(metric="accuracy %", higher_is_better=True, loss_fn=F.cross_entropy, metric_fn=accuracy,
+                     **fields)
+
+
 def _train_ways(cfg: dict[str, Any]) -> int:
     return cfg["train_ways"] or cfg["ways"]
 
@@ -106,6 +112,8 @@ COMMON_OPTIONS = (
            "on the meta-training classes", positive=True),
 )
 
+OMNIGLOT_OPTIONS = (*COMMON_OPTIONS, Option("filters", int, 64, "Conv-4 filters per layer", positive=True))
+
 _REPTILE_OMNIGLOT = {"inner_optimizer": "adam", "inner_lr": 0.001, "inner_steps": 5, "test_inner_steps": 50,
                      "outer_lr": 1.0, "anneal": True, "meta_batch_size": 5, "train_shots": 10}
 _METRIC = {"eval_steps": [0]}
@@ -117,16 +125,12 @@ _LEO = {"inner_lr": 1.0, "inner_steps": 5, "test_inner_steps": 5, "outer_lr": 1e
 
 def _omniglot_benchmark(name: str, ways: int, shots: int, *, inner_lr: float, inner_steps: int, meta_batch: int,
               queries: int) -> Benchmark:
-    return Benchmark(
+    return classification_benchmark(
         name=name,
         description=f"Omniglot {ways}-way {shots}-shot, Vinyals split with rotations, Conv-4",
-        metric="accuracy %",
-        higher_is_better=True,
         make_model=_omniglot_model,
-        loss_fn=F.cross_entropy,
-        metric_fn=accuracy,
         **_sources(_omniglot_data),
-        options=(*COMMON_OPTIONS, Option("filters", int, 64, "Conv-4 filters per layer", positive=True)),
+        options=OMNIGLOT_OPTIONS,
         defaults={
             "ways": ways, "shots": shots, "queries": queries, "inner_lr": inner_lr, "inner_steps": inner_steps,
             "test_inner_steps": max(3, inner_steps), "meta_batch_size": meta_batch, "iterations": 60000,
@@ -186,18 +190,14 @@ def _lake_test(cfg: dict[str, Any]) -> TaskSource:
     return FixedTasks(lake_runs(cfg["data"]))
 
 
-OMNIGLOT_LAKE = Benchmark(
+OMNIGLOT_LAKE = classification_benchmark(
     name="omniglot-lake",
     description="Lake et al.'s 20 official 20-way 1-shot runs; trained on the Vinyals train split "
     "without the runs' characters",
-    metric="accuracy %",
-    higher_is_better=True,
     make_model=_omniglot_model,
-    loss_fn=F.cross_entropy,
-    metric_fn=accuracy,
     train_tasks=_lake_train,
     test_tasks=_lake_test,
-    options=(*COMMON_OPTIONS, Option("filters", int, 64, "Conv-4 filters per layer", positive=True)),
+    options=OMNIGLOT_OPTIONS,
     defaults={
         "ways": 20, "shots": 1, "queries": 5, "inner_lr": 0.1, "inner_steps": 5, "test_inner_steps": 5,
         "meta_batch_size": 16, "iterations": 60000, "outer_lr": 1e-3, "eval_steps": [0, 1, 5, 10],
@@ -247,14 +247,10 @@ def _miniimagenet_data(cfg: dict[str, Any], split: str) -> Any:
 
 
 def _miniimagenet_benchmark(name: str, shots: int) -> Benchmark:
-    return Benchmark(
+    return classification_benchmark(
         name=name,
         description=f"mini-ImageNet 5-way {shots}-shot, Ravi split, 84×84 (--set images=FOLDER)",
-        metric="accuracy %",
-        higher_is_better=True,
         make_model=_miniimagenet_model,
-        loss_fn=F.cross_entropy,
-        metric_fn=accuracy,
         **_sources(_miniimagenet_data),
         options=(
             *COMMON_OPTIONS,

@@ -18,7 +18,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import torch.nn.functional as F
 from torch import nn
 
 from metaloop.benchmarks.base import Benchmark
@@ -27,7 +26,7 @@ from metaloop.benchmarks.fewshot_images import (
     EMBEDDING_ALGOS,
     _check_ways,
     _sources,
-    accuracy,
+    classification_benchmark,
 )
 from metaloop.config import Option
 from metaloop.errors import MetaloopError
@@ -76,14 +75,10 @@ def user_image_benchmark(name: str) -> Benchmark:
     """The benchmark for ``images:PATH`` (nothing is read until tasks are drawn)."""
     if not name.removeprefix(PREFIX).strip():
         raise MetaloopError("benchmark 'images:': give a folder or CSV file after 'images:'")
-    return Benchmark(
+    return classification_benchmark(
         name=name,
         description="your own images: images:FOLDER (train/, test/) or images:FILE.csv (path,label,split)",
-        metric="accuracy %",
-        higher_is_better=True,
         make_model=_model,
-        loss_fn=F.cross_entropy,
-        metric_fn=accuracy,
         **_sources(_data),
         options=(
             *COMMON_OPTIONS,
