@@ -186,10 +186,10 @@ def train(
                                **peak_memory(device, previous=record)})
 
     budget = cfg["time_budget"]
+    if budget is not None and elapsed >= budget:
+        n_iter = iteration  # the time budget was spent before this (resumed) call: nothing to do
     with bar, _deferred_interrupt() as interrupted, open(out / METRICS, "a") as log:
         while iteration < n_iter:
-            if budget is not None and time.perf_counter() - t0 >= budget:
-                break  # the time budget was spent before this (resumed) call
             batch = tasks.batch(iteration * batch_size, batch_size).to(device)
             learner.before_step(optimizer, iteration, n_iter)
             loss = learner.meta_step(batch, optimizer)
