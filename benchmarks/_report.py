@@ -21,8 +21,11 @@ def machine_summary() -> str:
                 break
     except OSError:
         pass
-    return (f"Machine: {cpu}, {os.cpu_count()} cores, no GPU; Python {platform.python_version()}, "
-            f"torch {torch.__version__}; {datetime.date.today().isoformat()}.")
+    used = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    pinned = "" if used == os.cpu_count() else f", run pinned to {used} of them"
+    return (f"Machine: {cpu}, {os.cpu_count()} cores{pinned}, no GPU, torch using {torch.get_num_threads()} "
+            f"thread(s); Python {platform.python_version()}, torch {torch.__version__}; "
+            f"{datetime.date.today().isoformat()}.")
 
 
 def replace_block(page: Path, name: str, text: str, header: str = HEADER) -> None:

@@ -3,6 +3,7 @@
     python benchmarks/omniglot.py                    # 20 minutes of meta-training per algorithm and benchmark
     python benchmarks/omniglot.py --budget 60m       # more
     python benchmarks/omniglot.py --algos maml protonet --benchmarks omniglot-5w1s
+    python benchmarks/omniglot.py --budget 5m --set feature_epochs=1   # a shorter run (extra --set to every run)
 
 Each (benchmark, algorithm) is `metaloop compare`'s run in runs/bench-omniglot/<benchmark>/<algo>:
 trained in its own process with `--resume`, so an interrupted benchmark continues where it stopped
@@ -42,6 +43,8 @@ def main() -> None:
     parser.add_argument("--algos", nargs="+", default=ALGOS)
     parser.add_argument("--benchmarks", nargs="+", default=BENCHMARKS)
     parser.add_argument("--episodes", type=int, default=1000)
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra config override for every run (e.g. feature_epochs=1)")
     parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-omniglot")
     parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md")
     args = parser.parse_args()
@@ -57,12 +60,12 @@ def main() -> None:
         "in transductive mode for the gradient-based family), Vinyals split with rotations as classes, "
         f"{args.episodes} fixed test episodes with 15 queries per class. LEO works on 64-d features of a "
         "Conv-4 pretrained by classification on the meta-training classes (`feature_epochs` epochs; not "
-        "counted in its meta-training time).",
+        "counted in its meta-training time)." + (f" Extra settings: `{' '.join(args.sets)}`." if args.sets else ""),
         "",
     ]
     for bench in args.benchmarks:
         rows = compare(bench, args.algos, args.runs / bench, budget=args.budget, episodes=args.episodes,
-                       overrides=["checkpoint_every=50"], progress=False)
+                       overrides=["checkpoint_every=50", *args.sets], progress=False)
         bar, who = BARS.get(bench, (None, set()))
         lines += [f"### {bench}", "",
                   "| algorithm | accuracy % (± 95% CI) | published | bar | iterations | meta-training time "

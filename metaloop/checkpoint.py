@@ -80,7 +80,9 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint of ``learner`` and ``optimizer`` after ``iteration`` meta-steps."""
     run_dir = Path(run_dir)
-    tensors = {f"learner.{k}": v.detach().cpu().contiguous() for k, v in learner.state_dict().items()}
+    frozen = _frozen(learner)
+    tensors = {f"learner.{k}": v.detach().cpu().contiguous() for k, v in learner.state_dict().items()
+               if k not in frozen}
     opt_tensors, opt_meta = _split_optimizer(optimizer.state_dict())
     tensors.update(opt_tensors)
     name = f"checkpoint-{iteration}.safetensors"
@@ -103,6 +105,7 @@ def save_checkpoint(
         "sha256": _sha256(target),
         "optimizer": opt_meta,
         "torch": torch.__version__,
+        **({"frozen": {"parameters": len(frozen), "sha256": _frozen_digest(learner, frozen)}} if frozen else {}),
         **(extra or {}),
     }
     atomic_write_text(run_dir / POINTER, json.dumps(pointer, indent=1))
@@ -110,6 +113,21 @@ def save_checkpoint(
         if stale.name != name:
             stale.unlink(missing_ok=True)
     return target
+
+
+def _frozen(learner: torch.nn.Module) -> set[str]:
+    """Names of the parameters that are not meta-learned (``requires_grad=False``, e.g. a pretrained
+    encoder under LoRA): checkpoints omit them, since the model is rebuilt with them, and store a digest."""
+    return {name for name, p in learner.named_parameters() if not p.requires_grad}
+
+
+def _frozen_digest(learner: torch.nn.Module, frozen: set[str]) -> str:
+    digest = hashlib.sha256()
+    for name, p in sorted(learner.named_parameters()):
+        if name in frozen:
+            digest.update(name.encode())
+            digest.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _read_pointer(run_dir: Path, *, required: bool = True) -> dict[str, Any] | None:
@@ -155,11 +173,19 @@ def load_checkpoint(
     except (SafetensorError, OSError, ValueError) as exc:
         raise MetaloopError(f"corrupt checkpoint '{path}': {exc}") from None
     state = {k[len("learner."):]: v for k, v in tensors.items() if k.startswith("learner.")}
+    frozen = _frozen(learner) - state.keys()
     try:
-        learner.load_state_dict(state, strict=True)
+        missing, unexpected = learner.load_state_dict(state, strict=False)
+        wrong = sorted(set(missing) - frozen) or sorted(unexpected)
+        if wrong:
+            raise RuntimeError(f"{'missing' if set(missing) - frozen else 'unexpected'} key {wrong[0]!r}")
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()[0]
         raise MetaloopError(f"checkpoint '{path}' does not fit the model: {first}") from None
+    recorded = pointer.get("frozen")
+    if frozen and (recorded is None or recorded.get("sha256") != _frozen_digest(learner, frozen)):
+        raise MetaloopError(f"checkpoint '{path}': the frozen (not meta-learned) weights of the model built now "
+                            "differ from those the run was trained with (another encoder or version?)")
     if optimizer is not None:
         meta = pointer.get("optimizer", {})
         opt_state: dict[int, dict[str, Any]] = {}

@@ -41,7 +41,7 @@ def _positive(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="metaloop", description="Meta-learning on torch.func: train, evaluate, compare.")
+    parser = _Parser(prog="metaloop", description="Meta-learning on torch.func: train, evaluate, compare, adapt.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("train", help="meta-train an algorithm on a benchmark")
@@ -71,6 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=_positive, help="test tasks (default: the benchmark's eval_episodes)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the runs and the table")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("adapt", help="adapt a trained classifier to your labelled examples; predict queries")
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    p.add_argument("--support", required=True, metavar="FILE", help="CSV or JSONL with columns text,label "
+                   "(image runs: path,label)")
+    p.add_argument("--query", required=True, metavar="FILE", help="CSV or JSONL with the column text (or path)")
+    p.add_argument("--out", metavar="FILE", help="write predictions here (.csv or .jsonl); default: print CSV")
+    p.add_argument("--input-column", help="column of the inputs (default: text, or path for image runs)")
+    p.add_argument("--label-column", default="label", help="column of the support labels (default: label)")
+    p.add_argument("--steps", type=_positive, help="inner steps (default: the run's test_inner_steps)")
+    p.add_argument("--min-shots", type=_positive, help="examples needed per label (default: the run's shots)")
 
     p = sub.add_parser("list", help="list algorithms and benchmarks")
     p.add_argument("--options", action="store_true", help="also list the config options")
@@ -123,6 +134,18 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0 if all("error" not in r for r in rows) else 1
 
 
+def _cmd_adapt(args: argparse.Namespace) -> int:
+    from metaloop.adaptation import adapt_files, format_rows
+
+    rows = adapt_files(args.run_dir, args.support, args.query, args.out, label_column=args.label_column,
+                       input_column=args.input_column, steps=args.steps, min_shots=args.min_shots)
+    if args.out is None:
+        sys.stdout.write(format_rows(rows, ".csv", list(rows[0])))
+    else:
+        print(f"{len(rows)} predictions written to {args.out}")
+    return 0
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from metaloop.algorithms import ALGORITHMS
     from metaloop.benchmarks import BENCHMARKS
@@ -133,6 +156,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     for name, bench in BENCHMARKS.items():
         print(f"benchmark  {name:<18} {bench.description}")
     print(f"benchmark  {'images:PATH':<18} {user_image_benchmark('images:PATH').description}")
+    print(f"benchmark  {'text:FILE':<18} your own texts: text:FILE.csv|.jsonl (text,label[,split])")
     if args.options:
         seen = {}
         for bench in BENCHMARKS.values():
@@ -158,7 +182,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "compare": _cmd_compare, "list": _cmd_list, "demo": _cmd_demo}
+COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "compare": _cmd_compare, "adapt": _cmd_adapt, "list": _cmd_list,
+            "demo": _cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -83,6 +83,8 @@ OPTIONS: dict[str, Option] = {
         Option("inner_optimizer", str, "sgd", "inner-loop optimizer (adam: first-order algorithms only)",
                choices=("sgd", "adam")),
         Option("anneal", bool, False, "reptile: decay ε linearly to 0"),
+        Option("distance", str, "sqeuclidean", "protonet: squared Euclidean (the paper) or 10·cosine",
+               choices=("sqeuclidean", "cosine")),
         Option("svm_c", float, 0.1, "metaoptnet-svm: the SVM's cost C", positive=True),
         Option("ridge_lambda", float, 50.0, "metaoptnet-ridge: the ridge penalty λ", positive=True),
         Option("path", str, "auto", "execution path over tasks", choices=("auto", "loop", "vmap")),

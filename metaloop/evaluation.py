@@ -27,6 +27,12 @@ from metaloop.training import read_config
 EVAL = "eval.json"
 
 
+def learner_device(learner: MetaLearner) -> torch.device:
+    """The device of the learner's parameters (CPU for a learner without any, e.g. a fixed embedding)."""
+    first = next(learner.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
 def mean_ci95(values: Tensor) -> tuple[float, float]:
     """Mean and 95% confidence half-width of a 1-D tensor of per-task values."""
     values = values.double()
@@ -66,7 +72,7 @@ def evaluate_learner(
     tasks = bench.test_tasks(cfg)
     if hasattr(tasks, "__len__") and episodes > len(tasks):
         raise MetaloopError(f"option 'episodes': {episodes} requested, benchmark '{bench.name}' has {len(tasks)} test tasks")
-    device = next(learner.parameters()).device
+    device = learner_device(learner)
     values: list[Tensor] = []
     with tqdm(total=episodes, disable=not progress, desc="eval", unit="task") as bar:
         for start in range(0, episodes, chunk):
@@ -96,7 +102,7 @@ def adaptation_latency(learner: MetaLearner, bench: Benchmark, cfg: dict[str, An
     with ``steps`` inner steps (default: the run's ``test_inner_steps``); after one warm-up task."""
     steps = cfg["test_inner_steps"] or cfg["inner_steps"] if steps is None else steps
     source = bench.test_tasks(cfg)
-    device = next(learner.parameters()).device
+    device = learner_device(learner)
     times = []
     for i in range(tasks + 1):
         batch = source.batch(i, 1).to(device)

@@ -161,7 +161,8 @@ def test_list_names_algorithms_and_benchmarks(capsys):
     rows = [line.split()[:2] for line in out.splitlines()]
     algos = ["maml", "fomaml", "anil", "metasgd", "reptile", "pretrain"]
     assert all(["algorithm", a] in rows for a in algos) and ["benchmark", "sinusoid"] in rows
-    expected = [["algorithm", a] for a in ALGORITHMS] + [["benchmark", b] for b in [*BENCHMARKS, "images:PATH"]]
+    expected = [["algorithm", a] for a in ALGORITHMS] + [
+        ["benchmark", b] for b in [*BENCHMARKS, "images:PATH", "text:FILE"]]
     assert sorted(rows) == sorted(expected)
 
 

@@ -33,7 +33,9 @@ from metaloop.algorithms.labels import mask_logits, one_hot_bound
 from metaloop.core.inner import ParamDict
 from metaloop.errors import MetaloopError
 
-DISTANCES: tuple[str, ...] = ("sqeuclidean",)
+DISTANCES: tuple[str, ...] = ("sqeuclidean", "cosine")
+#: The temperature of cosine logits (as in Chen et al. 2019, "A Closer Look at Few-shot Classification").
+COSINE_SCALE = 10.0
 
 
 class ProtoState(NamedTuple):
@@ -50,7 +52,8 @@ class ProtoNet(MetaLearner):
     Args:
         model: the embedding network ``f_φ``; its output is flattened to ``[examples, d]``.
         loss_fn: applied to the query logits and labels (default ``F.cross_entropy``, the paper's loss).
-        distance: ``"sqeuclidean"``, the squared Euclidean distance of the paper.
+        distance: ``"sqeuclidean"``, the squared Euclidean distance of the paper, or ``"cosine"``:
+            logits ``10·cos(f_φ(x), c_k)`` (nearest-centroid by cosine, the usual frozen-encoder baseline).
         bn_mode, path, chunk_size: see :class:`~metaloop.algorithms.base.MetaLearner`.
     """
 
@@ -79,5 +82,8 @@ class ProtoNet(MetaLearner):
     def predict(self, state: ProtoState, x: Any) -> Tensor:
         """Logits ``−‖f_φ(x) − c_k‖²`` for every class bound ``k`` (``-inf`` for absent classes)."""
         z = self.embed(state.params, x)
+        if self.distance == "cosine":
+            cos = F.normalize(z, dim=-1) @ F.normalize(state.prototypes, dim=-1).T
+            return mask_logits(COSINE_SCALE * cos, state.present)
         squared = (z.unsqueeze(1) - state.prototypes.unsqueeze(0)).pow(2).sum(-1)  # [queries, n]
         return mask_logits(-squared, state.present)

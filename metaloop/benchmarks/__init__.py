@@ -11,7 +11,10 @@ import torch
 from metaloop.algorithms import ALGORITHMS, LEO, MAML, MetaLearner, MetaOptNet
 from metaloop.benchmarks.base import Benchmark, TaskSource
 from metaloop.benchmarks.fewshot_images import MINIIMAGENET, OMNIGLOT, OMNIGLOT_LAKE
+from metaloop.benchmarks.lm import LM
 from metaloop.benchmarks.sinusoid import SINUSOID
+from metaloop.benchmarks.text import PREFIX as TEXT_PREFIX
+from metaloop.benchmarks.text import TEXT, user_text_benchmark
 from metaloop.benchmarks.user_images import PREFIX as USER_PREFIX
 from metaloop.benchmarks.user_images import user_image_benchmark
 from metaloop.config import load_yaml, parse_set, resolve
@@ -19,15 +22,17 @@ from metaloop.errors import MetaloopError
 
 __all__ = ["BENCHMARKS", "Benchmark", "TaskSource", "build_learner", "get_benchmark", "resolve_config"]
 
-BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [SINUSOID, *OMNIGLOT, OMNIGLOT_LAKE, *MINIIMAGENET]}
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [SINUSOID, *OMNIGLOT, OMNIGLOT_LAKE, *MINIIMAGENET, *TEXT, *LM]}
 
 
 def get_benchmark(name: str) -> Benchmark:
-    """The registered benchmark ``name``, or the user's images for ``images:PATH``."""
+    """The registered benchmark ``name``, or the user's data: ``images:PATH`` or ``text:FILE``."""
     if name.startswith(USER_PREFIX):
         return user_image_benchmark(name)
+    if name.startswith(TEXT_PREFIX):
+        return user_text_benchmark(name)
     if name not in BENCHMARKS:
-        raise MetaloopError(f"unknown benchmark '{name}' (known: {', '.join(BENCHMARKS)}, images:PATH)")
+        raise MetaloopError(f"unknown benchmark '{name}' (known: {', '.join(BENCHMARKS)}, images:PATH, text:FILE)")
     return BENCHMARKS[name]
 
 
@@ -123,6 +128,8 @@ def build_learner(cfg: Mapping[str, Any]) -> tuple[MetaLearner, Benchmark]:
         kwargs["first_order"] = cfg["first_order"]
     if cfg["algo"] == "reptile":
         kwargs["anneal"] = cfg["anneal"]
+    if cfg["algo"] == "protonet":
+        kwargs["distance"] = cfg["distance"]
     if cls is MetaOptNet:
         kwargs.update(head=cfg["algo"].removeprefix("metaoptnet-"), C_reg=cfg["svm_c"],
                       lambda_reg=cfg["ridge_lambda"])

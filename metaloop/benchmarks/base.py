@@ -45,6 +45,10 @@ class Benchmark:
     classification: bool = True
     #: The dimension of the pretrained features that feature-based algorithms (LEO) receive.
     feature_dim: Callable[[dict[str, Any]], int] | None = None
+    #: For ``metaloop adapt``: the column of the user's files holding the raw inputs (``text`` or ``path``)
+    #: and ``encode_inputs(cfg, values, base_dir)`` turning them into the model's input tensor ``[n, ...]``.
+    input_column: str | None = None
+    encode_inputs: Callable[[dict[str, Any], list[str], Path], Any] | None = None
 
     def all_options(self) -> dict[str, Option]:
         return {**OPTIONS, **{o.name: o for o in self.options}}

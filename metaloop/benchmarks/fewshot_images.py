@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import torch.nn.functional as F
@@ -56,6 +57,24 @@ def _check_ways(cfg: dict[str, Any]) -> None:
             f"option 'train_ways': {cfg['algo']} has a {cfg['ways']}-way classifier head, so it must "
             f"meta-train with ways={cfg['ways']} (got train_ways={cfg['train_ways']})"
         )
+
+
+def image_encoder(size: int | None, channels: int | None, *, invert: bool = False) -> Callable[..., Tensor]:
+    """``encode_inputs`` for ``metaloop adapt``: image files (relative to the data file's folder) as the
+    benchmark's model input ``float32 [n, channels, size, size]``; ``invert`` for Omniglot's strokes.
+    ``None`` takes the size or channels from the run's ``image_size`` / ``channels`` options."""
+
+    def encode(cfg: dict[str, Any], paths: list[str], base_dir: Path) -> Tensor:
+        if cfg["algo"] in FEATURE_ALGOS:
+            raise MetaloopError(f"adapt: algorithm '{cfg['algo']}' works on pretrained features; "
+                                "adapting it to image files is not supported")
+        from metaloop.tasks.images import load_images, to_float
+
+        side = cfg["image_size"] if size is None else size
+        images = load_images([base_dir / p for p in paths], (side, side), channels or cfg["channels"])
+        return to_float(255 - images if invert else images)
+
+    return encode
 
 
 def _sources(data: Callable[[dict[str, Any], str], Any]) -> dict[str, Callable[[dict[str, Any]], TaskSource]]:
@@ -146,6 +165,8 @@ def _omniglot_benchmark(name: str, ways: int, shots: int, *, inner_lr: float, in
             "leo": _LEO,
         },
         feature_dim=lambda cfg: cfg["filters"],
+        input_column="path",
+        encode_inputs=image_encoder(28, 1, invert=True),
     )
 
 
@@ -203,6 +224,8 @@ OMNIGLOT_LAKE = classification_benchmark(
         "meta_batch_size": 16, "iterations": 60000, "outer_lr": 1e-3, "eval_steps": [0, 1, 5, 10],
         "eval_episodes": 20, "checkpoint_every": 500, "log_every": 50,
     },
+    input_column="path",
+    encode_inputs=image_encoder(28, 1, invert=True),
     algo_defaults={
         "reptile": _REPTILE_OMNIGLOT,
         "protonet": {**_METRIC, "meta_batch_size": 1, "train_ways": 60, "queries": 5},
@@ -273,6 +296,8 @@ def _miniimagenet_benchmark(name: str, shots: int) -> Benchmark:
             "leo": _LEO,
         },
         feature_dim=lambda cfg: 640 * 25 if cfg["backbone"] == "resnet12" else cfg["filters"] * 25,
+        input_column="path",
+        encode_inputs=image_encoder(84, 3),
     )
 
 

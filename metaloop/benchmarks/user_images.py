@@ -27,6 +27,7 @@ from metaloop.benchmarks.fewshot_images import (
     _check_ways,
     _sources,
     classification_benchmark,
+    image_encoder,
 )
 from metaloop.config import Option
 from metaloop.errors import MetaloopError
@@ -78,6 +79,8 @@ def user_image_benchmark(name: str) -> Benchmark:
     return classification_benchmark(
         name=name,
         description="your own images: images:FOLDER (train/, test/) or images:FILE.csv (path,label,split)",
+        input_column="path",
+        encode_inputs=image_encoder(None, None),
         make_model=_model,
         **_sources(_data),
         options=(

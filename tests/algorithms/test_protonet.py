@@ -155,7 +155,7 @@ def test_meta_gradient_matches_finite_differences():
 
 def test_bad_options_and_labels():
     with pytest.raises(MetaloopError, match="distance"):
-        ProtoNet(mlp(), distance="cosine")
+        ProtoNet(mlp(), distance="manhattan")
     learner = ProtoNet(mlp())
     with pytest.raises(MetaloopError, match="support labels"):
         learner.adapt(learner.params(), (torch.randn(3, 4, dtype=torch.float64), torch.tensor([0, 1, 3])))

@@ -1,0 +1,221 @@
+"""``metaloop adapt``: adapt a meta-trained classifier to the user's labelled examples, then predict.
+
+From Python, :class:`Adapter` adapts once and predicts many times::
+
+    adapter = Adapter("runs/clinc-protonet")
+    adapter.fit(["book a flight to rome", "cancel my card", ...], ["travel", "banking", ...])
+    adapter.predict(["fly me to paris"])      # [("travel", 0.93)]
+
+From the shell::
+
+    metaloop adapt RUN_DIR --support support.csv --query query.csv --out predictions.csv
+
+The support file has the columns ``text,label`` (image runs: ``path,label``, paths relative to the
+file's folder), the query file only ``text`` (or ``path``); CSV with a header, or JSON lines
+(``.jsonl``). Predictions are written as CSV or JSON lines (by the ``--out`` suffix), one row per
+query: the input, the predicted label and its probability (softmax of the adapted model's logits).
+
+The adaptation is the run's own ``adapt`` (its inner loop with ``test_inner_steps``, or its closed-form
+head): exactly what ``metaloop eval`` measures on test episodes.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metaloop.algorithms import MAML
+from metaloop.benchmarks.fewshot_images import EMBEDDING_ALGOS
+from metaloop.checkpoint import atomic_write_text
+from metaloop.errors import MetaloopError
+from metaloop.evaluation import load_learner
+
+FORMATS = (".csv", ".jsonl")
+
+
+def read_rows(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    """``(line number, row)`` pairs of a CSV (with a header) or JSON-lines file."""
+    path = Path(path)
+    if not path.is_file():
+        raise MetaloopError(f"{path}: file does not exist")
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a spreadsheet's byte-order mark is not a column
+    except UnicodeDecodeError as e:
+        raise MetaloopError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    rows: list[tuple[int, dict[str, Any]]] = []
+    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise MetaloopError(f"{path}, line {number}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict):
+                raise MetaloopError(f"{path}, line {number}: expected a JSON object")
+            rows.append((number, row))
+    else:
+        reader = csv.DictReader(io.StringIO(text))
+        if not reader.fieldnames:
+            raise MetaloopError(f"{path}: empty file (expected a CSV header)")
+        for row in reader:
+            if None in row:
+                raise MetaloopError(f"{path}, line {reader.line_num}: more fields than the header has columns "
+                                    "(quote a text that contains commas)")
+            rows.append((reader.line_num, row))
+    if not rows:
+        raise MetaloopError(f"{path}: no rows")
+    return rows
+
+
+def column(path: str | Path, rows: list[tuple[int, dict[str, Any]]], name: str, *, what: str) -> list[str]:
+    """The non-empty string values of column ``name`` (one-line errors naming file, column and line)."""
+    present = {key for _, row in rows for key in row if isinstance(key, str)}  # csv: None holds extra fields
+    if name not in present:
+        raise MetaloopError(f"{path}: no column '{name}' ({what}; columns: {', '.join(sorted(present))})")
+    values = []
+    for number, row in rows:
+        value = row.get(name)
+        if value is None or not str(value).strip():
+            raise MetaloopError(f"{path}, line {number}: empty '{name}'")
+        values.append(str(value))
+    return values
+
+
+class Adapter:
+    """A meta-trained run, adapted once to labelled examples, then predicting any number of inputs.
+
+    Args:
+        run_dir: a ``metaloop train`` run directory (its last checkpoint is used).
+        steps: inner steps of the adaptation (default: the run's ``test_inner_steps``).
+        min_shots: each label needs at least this many examples (default: the run's ``shots``).
+        device: torch device (default: the run's).
+    """
+
+    def __init__(self, run_dir: str | Path, *, steps: int | None = None, min_shots: int | None = None,
+                 device: str | None = None) -> None:
+        self.run_dir = Path(run_dir)
+        if not (self.run_dir / "config.yaml").is_file():
+            raise MetaloopError(f"{self.run_dir}: not a run directory (no config.yaml)")
+        self.learner, self.bench, self.cfg = load_learner(self.run_dir, device=device)
+        if not self.bench.classification or self.bench.encode_inputs is None:
+            raise MetaloopError(f"{self.run_dir}: adapt needs a classifier; benchmark '{self.cfg['benchmark']}' "
+                                "is not a classification benchmark")
+        self.input_column = self.bench.input_column or "text"
+        self.steps = steps
+        self.min_shots = self.cfg["shots"] if min_shots is None else min_shots
+        if self.min_shots < 1:
+            raise MetaloopError(f"--min-shots must be positive, got {self.min_shots}")
+        self.classes: list[str] = []
+        self._state: Any = None
+        self._device = next(self.learner.parameters()).device
+
+    # ------------------------------------------------------------------ adapt once
+    def fit(self, inputs: Sequence[str], labels: Sequence[str], *, base_dir: str | Path = ".",
+            source: str = "support") -> "Adapter":
+        """Adapt to labelled examples (texts, or image paths relative to ``base_dir``)."""
+        if len(inputs) != len(labels) or not inputs:
+            raise MetaloopError(f"{source}: need as many labels as inputs, and at least one example")
+        for i, value in enumerate(inputs):
+            if not str(value).strip():
+                raise MetaloopError(f"{source}: example {i + 1} has an empty {self.input_column}")
+        counts = Counter(str(label) for label in labels)
+        self.classes = sorted(counts)
+        short = [c for c in self.classes if counts[c] < self.min_shots]
+        if short:
+            c = short[0]
+            raise MetaloopError(f"{source}: label '{c}' has {counts[c]} example(s); this run needs at least "
+                                f"{self.min_shots} per label (--min-shots to allow fewer)")
+        if len(self.classes) < 2:
+            raise MetaloopError(f"{source}: need at least 2 labels, got {len(self.classes)}")
+        ways = self.cfg["ways"]
+        if self.cfg["algo"] not in EMBEDDING_ALGOS and len(self.classes) > ways:
+            raise MetaloopError(f"{self.run_dir}: its classifier head has {ways} outputs, but {source} has "
+                                f"{len(self.classes)} labels (use a run trained with ways ≥ {len(self.classes)}, "
+                                "or ProtoNet/MetaOptNet, which take any number)")
+        x = self._encode(list(inputs), base_dir, source)
+        y = torch.tensor([self.classes.index(str(label)) for label in labels], device=self._device)
+        params = {k: v.detach() for k, v in self.learner.params().items()}
+        with torch.no_grad() if not isinstance(self.learner, MAML) else torch.enable_grad():
+            state = self.learner.adapt(params, (x, y), steps=self.steps)
+        self._state = _detach(state)
+        return self
+
+    def _encode(self, inputs: list[str], base_dir: str | Path, source: str) -> Any:
+        assert self.bench.encode_inputs is not None
+        try:
+            x = self.bench.encode_inputs(self.cfg, inputs, Path(base_dir))
+        except MetaloopError as e:
+            raise MetaloopError(f"{source}: {e}") from None
+        return x.to(self._device)
+
+    # ------------------------------------------------------------------ predict many times
+    @torch.no_grad()
+    def predict_proba(self, inputs: Sequence[str], *, base_dir: str | Path = ".", source: str = "query") -> torch.Tensor:
+        """Class probabilities ``[n, len(classes)]`` (columns in the order of :attr:`classes`)."""
+        if self._state is None:
+            raise MetaloopError("Adapter: call fit(support examples) before predicting")
+        if not inputs:
+            return torch.zeros(0, len(self.classes))
+        for i, value in enumerate(inputs):
+            if not str(value).strip():
+                raise MetaloopError(f"{source}: example {i + 1} has an empty {self.input_column}")
+        x = self._encode(list(inputs), base_dir, source)
+        logits = self.learner.predict(self._state, x)[:, : len(self.classes)]
+        return torch.softmax(logits.float(), dim=-1).cpu()
+
+    def predict(self, inputs: Sequence[str], *, base_dir: str | Path = ".", source: str = "query") -> list[tuple[str, float]]:
+        """``(label, probability)`` of the most probable class for each input."""
+        probs = self.predict_proba(inputs, base_dir=base_dir, source=source)
+        scores, index = probs.max(-1)
+        return [(self.classes[int(i)], float(s)) for i, s in zip(index, scores)]
+
+
+def _detach(state: Any) -> Any:
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    if isinstance(state, dict):
+        return {k: _detach(v) for k, v in state.items()}
+    if isinstance(state, tuple) and hasattr(state, "_fields"):
+        return type(state)(*(_detach(v) for v in state))
+    if isinstance(state, (list, tuple)):
+        return type(state)(_detach(v) for v in state)
+    return state
+
+
+def adapt_files(run_dir: str | Path, support: str | Path, query: str | Path, out: str | Path | None = None, *,
+                label_column: str = "label", input_column: str | None = None, steps: int | None = None,
+                min_shots: int | None = None) -> list[dict[str, Any]]:
+    """``metaloop adapt``: read the files, adapt, predict; write ``out`` (CSV or JSONL) if given."""
+    if out is not None and Path(out).suffix.lower() not in FORMATS:
+        raise MetaloopError(f"--out {out}: expected a .csv or .jsonl file")
+    # Read and check both files before the (slower) model load, so that a typo fails fast.
+    support_rows, query_rows = read_rows(support), read_rows(query)
+    adapter = Adapter(run_dir, steps=steps, min_shots=min_shots)
+    name = input_column or adapter.input_column
+    inputs = column(support, support_rows, name, what=f"the run's {adapter.input_column} inputs")
+    labels = column(support, support_rows, label_column, what="the labels")
+    queries = column(query, query_rows, name, what=f"the run's {adapter.input_column} inputs")
+    adapter.fit(inputs, labels, base_dir=Path(support).parent, source=str(support))
+    predictions = adapter.predict(queries, base_dir=Path(query).parent, source=str(query))
+    rows = [{name: q, "prediction": label, "score": round(score, 6)} for q, (label, score) in zip(queries, predictions)]
+    if out is not None:
+        atomic_write_text(Path(out), format_rows(rows, Path(out).suffix.lower(), [name, "prediction", "score"]))
+    return rows
+
+
+def format_rows(rows: list[dict[str, Any]], suffix: str, fields: list[str]) -> str:
+    if suffix == ".jsonl":
+        return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()

@@ -1,0 +1,328 @@
+"""Few-shot text classification benchmarks on a pretrained sentence encoder (all-MiniLM-L6-v2 + LoRA).
+
+Named benchmarks ``{clinc150,hwu64,huffpost,fewrel}-5w{1,5}s`` and ``clinc150-allw10s`` (all 45 test
+intents, 10 shots), and the user's own file as ``text:FILE.csv|FILE.jsonl``. Classes of the test split
+are never seen in meta-training (see :mod:`metaloop.tasks.text` for each split). FewRel has only its
+validation file, which is for testing: its benchmarks meta-train on the mix of the intent and news
+sources (``train_sources``), as does ``text:FILE`` without a ``split`` column.
+
+The backbone is :class:`~metaloop.models.text.TextEncoder`: frozen pretrained weights, LoRA adapters
+(rank ``lora_rank``) on the attention projections and a zero-initialized linear head for the
+gradient-based family; ProtoNet and the MetaOptNet heads work on its pooled embeddings (encoder
+meta-trained through LoRA); LEO works on the frozen encoder's pooled embeddings, computed once.
+The inner loop of the gradient-based family adapts the head and the LoRA parameters
+(``adapt="head.*,*lora_*"``); ``train_encoder=full`` meta-learns every weight instead.
+
+Token ids are computed once per (encoder, max_length, texts) and cached in ``cache_dir()/tokens``.
+
+Baseline (reported next to every meta-trained result): the frozen encoder with cosine nearest-centroid
+classification and no meta-training — ``protonet`` with ``distance=cosine``, ``train_encoder=frozen``
+and no training step (``benchmarks/text.py`` evaluates it directly).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from metaloop.benchmarks.base import Benchmark
+from metaloop.benchmarks.fewshot_images import (
+    COMMON_OPTIONS,
+    EMBEDDING_ALGOS,
+    FEATURE_ALGOS,
+    _check_ways,
+    _sources,
+    classification_benchmark,
+)
+from metaloop.config import Option
+from metaloop.data import cache_dir
+from metaloop.errors import MetaloopError
+from metaloop.tasks.images import digest, load_cache, save_cache
+
+PREFIX = "text:"
+#: Sources for meta-training when the benchmark's own data has no training classes.
+DEFAULT_MIX = "clinc150,hwu64,huffpost"
+
+
+class LabelledTokens:
+    """Packed token tensors ``int64 [n, 2, L]`` with labels, in the form the episode sampler indexes fastest."""
+
+    def __init__(self, images: Tensor, labels: Tensor, classes: list[str]) -> None:
+        self.images = images  # named `images` for EpisodicTasks' fast path
+        self.labels = labels
+        self.classes = classes
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, index: int) -> Tensor:
+        return self.images[index]
+
+    def __repr__(self) -> str:
+        return f"LabelledTokens({len(self)} texts of ≤ {self.images.shape[-1]} tokens, {len(self.classes)} classes)"
+
+
+def tokens_for(texts: list[str], encoder: str | None, max_length: int) -> Tensor:
+    """Packed tokens of ``texts`` (see :func:`~metaloop.models.text.tokenize`), cached on disk."""
+    from metaloop.models.text import encoder_path, load_tokenizer, tokenize
+
+    tokenizer = load_tokenizer(encoder)
+    key = digest(encoder_path(encoder).resolve(), len(tokenizer), max_length, digest(*texts, length=64))
+    path = cache_dir() / "tokens" / f"{key}.safetensors"
+    cached = load_cache(path)
+    if cached is not None and cached[0]["tokens"].shape[0] == len(texts):
+        return cached[0]["tokens"]
+    out = torch.cat([tokenize(texts[i:i + 4096], tokenizer, max_length) for i in range(0, len(texts), 4096)])
+    save_cache(path, {"tokens": out}, {"encoder": str(encoder), "max_length": max_length, "texts": len(texts)})
+    return out
+
+
+def _source_split(name: str, split: str, root: str | None) -> Any:
+    from metaloop.tasks.text import TEXT_SOURCES
+
+    if name not in TEXT_SOURCES:
+        raise MetaloopError(f"option 'train_sources': unknown source {name!r} (known: {', '.join(TEXT_SOURCES)})")
+    return TEXT_SOURCES[name](split, root)
+
+
+def _mix(names: str, split: str, root: str | None) -> Any:
+    from metaloop.tasks.text import mixed
+
+    parts = [n.strip() for n in names.split(",") if n.strip()]
+    if not parts:
+        raise MetaloopError("option 'train_sources': no source given")
+    if len(parts) == 1:
+        return _source_split(parts[0], split, root)
+    return mixed([_source_split(p, split, root) for p in parts], parts)
+
+
+@lru_cache(maxsize=8)
+def _texts(source: str, split: str, root: str | None, train_sources: str | None, columns: tuple[str, ...]) -> Any:
+    """The labelled texts of a split: the benchmark's own source, or the mix of ``train_sources``."""
+    if split == "train" and train_sources:
+        return _mix(train_sources, split, root)
+    if source.startswith(PREFIX):
+        return _user_split(source.removeprefix(PREFIX), split, columns)
+    return _source_split(source, split, root)
+
+
+@lru_cache(maxsize=8)
+def _tokens(source: str, split: str, root: str | None, train_sources: str | None, columns: tuple[str, ...],
+            encoder: str, max_length: int) -> LabelledTokens:
+    data = _texts(source, split, root, train_sources, columns)
+    return LabelledTokens(tokens_for(list(data.texts), encoder, max_length), data.labels, list(data.classes))
+
+
+@lru_cache(maxsize=8)
+def _features(source: str, split: str, root: str | None, train_sources: str | None, columns: tuple[str, ...],
+              encoder: str, max_length: int) -> Any:
+    """Frozen-encoder embeddings (unit norm) of every text of a split, for LEO; cached on disk."""
+    from metaloop.features import LabelledFeatures
+    from metaloop.models.text import TextEncoder, encoder_path, load_encoder
+
+    tokens = _tokens(source, split, root, train_sources, columns, encoder, max_length)
+    key = digest("text-features", encoder_path(encoder).resolve(), digest(tokens.images.numpy().tobytes(), length=64))
+    path = cache_dir() / "features" / f"{key}.safetensors"
+    cached = load_cache(path)
+    if cached is None:
+        model = TextEncoder(load_encoder(encoder), None, train_encoder="frozen", scale=1.0).eval()
+        with torch.no_grad():
+            feats = torch.cat([model(tokens.images[i:i + 256]) for i in range(0, len(tokens), 256)])
+        save_cache(path, {"features": feats}, {"encoder": str(encoder)})
+    else:
+        feats = cached[0]["features"]
+    return LabelledFeatures(feats, tokens.labels)
+
+
+def _train_sources(cfg: dict[str, Any]) -> str | None:
+    value = cfg["train_sources"]
+    return value or None
+
+
+def _data(source: str | None) -> Callable[[dict[str, Any], str], Any]:
+    def data(cfg: dict[str, Any], split: str) -> Any:
+        name = source or cfg["benchmark"]
+        columns = (cfg["text_column"], cfg["label_column"], cfg["split_column"])
+        args = (name, split, cfg["data"], _train_sources(cfg), columns)
+        _check_length(cfg)
+        if cfg["algo"] in FEATURE_ALGOS:
+            return _features(*args, cfg["encoder"], cfg["max_length"])
+        return _tokens(*args, cfg["encoder"], cfg["max_length"])
+
+    return data
+
+
+def make_text_model(cfg: dict[str, Any]) -> nn.Module:
+    """The :class:`~metaloop.models.text.TextEncoder` for ``cfg`` (a head unless an embedding algorithm)."""
+    from metaloop.models.text import TextEncoder, load_encoder
+
+    _check_ways(cfg)
+    if cfg["path"] == "vmap":  # transformers inspects the attention mask's values (data-dependent control flow)
+        raise MetaloopError("option 'path': the text encoder runs on path=loop only (a Hugging Face encoder "
+                            "cannot run under vmap)")
+    ways = None if cfg["algo"] in EMBEDDING_ALGOS else cfg["ways"]
+    train_encoder = cfg["train_encoder"]
+    rank = cfg["lora_rank"] if train_encoder == "lora" else 0
+    # Scale of the unit-norm embedding: 10 before a linear head; √10 for distance heads, whose squared
+    # distances then span [0, 40].
+    scale = 10.0 if ways is not None else 10.0 ** 0.5
+    return TextEncoder(load_encoder(cfg["encoder"]), ways, lora_rank=rank, train_encoder=train_encoder, scale=scale)
+
+
+def _encoder_config(encoder: str) -> dict[str, Any]:
+    from metaloop.models.text import encoder_path
+
+    return json.loads((encoder_path(encoder) / "config.json").read_text())
+
+
+def _feature_dim(cfg: dict[str, Any]) -> int:
+    return int(_encoder_config(cfg["encoder"])["hidden_size"])
+
+
+def _check_length(cfg: dict[str, Any]) -> None:
+    """``max_length`` within the encoder's position embeddings (else the forward pass fails on long texts)."""
+    limit = _encoder_config(cfg["encoder"]).get("max_position_embeddings")
+    if isinstance(limit, int) and cfg["max_length"] > limit:
+        raise MetaloopError(f"option 'max_length': {cfg['max_length']} tokens, but the encoder has "
+                            f"{limit} positions")
+
+
+TEXT_OPTIONS = (
+    *COMMON_OPTIONS[:4],
+    Option("data", str, None, "data root (default: $METALOOP_DATA, then ../shared/data)", nullable=True),
+    Option("encoder", str, "minilm", "'minilm' (packaged all-MiniLM-L6-v2) or a local Hugging Face model folder"),
+    Option("max_length", int, 64, "tokens per text (longer texts are truncated)", positive=True),
+    Option("lora_rank", int, 8, "LoRA rank on the attention projections", positive=True),
+    Option("train_encoder", str, "lora", "which encoder weights are meta-learned",
+           choices=("lora", "full", "frozen")),
+    Option("train_sources", str, None, "meta-train on this comma-separated mix of sources "
+           "(clinc150, hwu64, huffpost) instead of the benchmark's training classes", nullable=True),
+    Option("text_column", str, "text", "text:FILE: the column (or JSON field) of texts"),
+    Option("label_column", str, "label", "text:FILE: the column (or JSON field) of labels"),
+    Option("split_column", str, "split", "text:FILE: the column of splits (train, test); if the file has none, "
+           "all its classes are for testing and meta-training uses train_sources"),
+)
+
+#: Presets: the gradient-based family adapts head + LoRA: 3 inner steps at lr 0.1 in meta-training (each
+#: one back-propagates through the encoder), 10 at test time.
+_GRADIENT = {"inner_lr": 0.1, "inner_steps": 3, "test_inner_steps": 10, "adapt": "head.*,*lora_*"}
+_ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
+    "maml": _GRADIENT,
+    "fomaml": _GRADIENT,
+    "anil": {"inner_lr": 0.1, "inner_steps": 5, "test_inner_steps": 10},
+    "metasgd": {**_GRADIENT, "inner_steps": 1, "test_inner_steps": 1, "eval_steps": [0, 1]},
+    "reptile": {"inner_optimizer": "adam", "inner_lr": 0.001, "inner_steps": 5, "test_inner_steps": 10,
+                "outer_lr": 1.0, "anneal": True, "adapt": "head.*,*lora_*"},
+    "protonet": {"eval_steps": [0], "meta_batch_size": 1},
+    "metaoptnet-svm": {"eval_steps": [0]},
+    "metaoptnet-ridge": {"eval_steps": [0]},
+    "leo": {"inner_lr": 1.0, "inner_steps": 5, "test_inner_steps": 5, "outer_lr": 1e-4, "meta_batch_size": 12,
+            "eval_steps": [0, 5]},
+}
+
+
+def encode_texts(cfg: dict[str, Any], texts: list[str], base_dir: Path) -> Tensor:
+    """Raw texts as the run's model input: packed tokens, or frozen-encoder features for LEO."""
+    from metaloop.models.text import load_tokenizer, tokenize
+
+    tokens = tokenize(texts, load_tokenizer(cfg["encoder"]), cfg["max_length"])
+    if cfg["algo"] not in FEATURE_ALGOS:
+        return tokens
+    from metaloop.models.text import TextEncoder, load_encoder
+
+    model = TextEncoder(load_encoder(cfg["encoder"]), None, train_encoder="frozen", scale=1.0).eval()
+    with torch.no_grad():
+        return model(tokens)
+
+
+def _text_benchmark(name: str, source: str | None, description: str, *, ways: int, shots: int,
+                    train_sources: str | None = None, max_length: int = 64, eval_queries: int = 15) -> Benchmark:
+    return classification_benchmark(
+        name=name,
+        description=description,
+        make_model=make_text_model,
+        **_sources(_data(source)),
+        options=TEXT_OPTIONS,
+        defaults={
+            "ways": ways, "shots": shots, "queries": 5, "eval_queries": eval_queries, "meta_batch_size": 4,
+            "iterations": 2000, "outer_lr": 5e-4, "eval_steps": [0, 1, 5, 10], "eval_episodes": 600,
+            "checkpoint_every": 100, "log_every": 20, "path": "loop", "train_sources": train_sources,
+            "max_length": max_length,
+        },
+        algo_defaults=_ALGO_DEFAULTS,
+        feature_dim=_feature_dim,
+        input_column="text",
+        encode_inputs=encode_texts,
+    )
+
+
+def _named() -> list[Benchmark]:
+    out = []
+    for src, what, mix, length in [
+        ("clinc150", "CLINC150 intents, held-out domains", None, 64),
+        ("hwu64", "HWU64 intents, held-out scenarios", None, 64),
+        ("huffpost", "HuffPost headlines, Bao et al. 2020 class split", None, 64),
+        ("fewrel", "FewRel 1.0 val relations (entities marked), meta-trained on the intent+news mix",
+         DEFAULT_MIX, 128),
+    ]:
+        for shots in (1, 5):
+            out.append(_text_benchmark(f"{src}-5w{shots}s", src, f"{what}, 5-way {shots}-shot", ways=5, shots=shots,
+                                       train_sources=mix, max_length=length))
+    out.append(_text_benchmark("clinc150-allw10s", "clinc150", "CLINC150, all 45 intents of the held-out domains, "
+                               "10-shot", ways=45, shots=10, eval_queries=5))
+    return out
+
+
+TEXT = _named()
+
+
+# ------------------------------------------------------------------------------------- the user's own file
+@lru_cache(maxsize=8)
+def _user_file(path: str, text_col: str, label_col: str) -> Any:
+    from metaloop.tasks.text import text_file
+
+    return text_file(path, text_field=text_col, label_field=label_col)
+
+
+def _user_split(path: str, split: str, columns: tuple[str, ...]) -> Any:
+    """The rows of ``split`` (by the split column), or the whole file as the test split without one."""
+    from metaloop.tasks.text import LabelledTexts, text_file
+
+    text_col, label_col, split_col = columns
+    try:
+        full = text_file(path, text_field=text_col, label_field=split_col)
+    except MetaloopError as e:  # no split column: every class is a test class; any other error is the user's
+        if f"no column {split_col!r}" not in str(e) and f"no field {split_col!r}" not in str(e):
+            raise
+        full = None
+    data = _user_file(path, text_col, label_col)
+    if full is None:
+        if split == "train":
+            raise MetaloopError(f"benchmark 'text:{path}': no '{split_col}' column, so meta-training needs "
+                                "--set train_sources=clinc150,hwu64 (or other sources)")
+        return data
+    splits = [full.classes[int(i)] for i in full.labels]
+    keep = [i for i, s in enumerate(splits) if s == split]
+    if not keep:
+        raise MetaloopError(f"benchmark 'text:{path}': no row has {split_col}={split}")
+    names = sorted({data.classes[int(data.labels[i])] for i in keep})
+    index = {c: k for k, c in enumerate(names)}
+    return LabelledTexts([data.texts[i] for i in keep],
+                         torch.tensor([index[data.classes[int(data.labels[i])]] for i in keep]), names)
+
+
+def user_text_benchmark(name: str) -> Benchmark:
+    """The benchmark for ``text:FILE`` (nothing is read until tasks are drawn)."""
+    path = name.removeprefix(PREFIX).strip()
+    if not path:
+        raise MetaloopError("benchmark 'text:': give a CSV or JSONL file after 'text:'")
+    if not Path(path).is_file():
+        raise MetaloopError(f"benchmark '{name}': file {path} does not exist")
+    return _text_benchmark(name, None, "your own texts: text:FILE.csv|.jsonl (text,label[,split])", ways=5,
+                           shots=5)

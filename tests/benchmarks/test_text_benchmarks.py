@@ -1,0 +1,283 @@
+"""Text benchmarks (metaloop.benchmarks.text): presets for every algorithm, the token cache, CLI runs on
+CLINC150 with a tiny offline encoder, and the user's own ``text:FILE``."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+
+import pytest
+import torch
+
+from metaloop.algorithms import ALGORITHMS, LEO, MAML, ProtoNet
+from metaloop.benchmarks import build_learner, get_benchmark, resolve_config
+from metaloop.benchmarks.text import DEFAULT_MIX, TEXT, tokens_for
+from metaloop.cli import main
+from metaloop.errors import MetaloopError
+
+NAMES = [b.name for b in TEXT]
+GRADIENT = {"maml", "fomaml", "metasgd", "reptile"}
+
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def sets(**values) -> list[str]:
+    return [a for k, v in values.items() for a in ("--set", f"{k}={v}")]
+
+
+def assert_one_line_error(code, err, needle) -> None:
+    assert code == 2, err
+    assert err.startswith("metaloop: error: ") and err.count("\n") == 1, err
+    assert needle in err, err
+
+
+# ---------------------------------------------------------------------------------------------- presets
+
+
+def test_named_text_benchmarks():
+    assert NAMES == [f"{s}-5w{k}s" for s in ("clinc150", "hwu64", "huffpost", "fewrel") for k in (1, 5)] + [
+        "clinc150-allw10s"]
+    for name in NAMES:
+        bench = get_benchmark(name)
+        assert bench.classification and bench.input_column == "text" and bench.encode_inputs is not None
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_presets_resolve_for_every_algorithm(name):
+    for algo in ALGORITHMS:
+        cfg = resolve_config(algo, name)
+        assert cfg["encoder"] == "minilm" and cfg["train_encoder"] == "lora" and cfg["lora_rank"] == 8
+        assert cfg["path"] == "loop"
+        if algo in GRADIENT:
+            assert cfg["adapt"] == "head.*,*lora_*", algo
+        if name == "clinc150-allw10s":
+            assert (cfg["ways"], cfg["shots"], cfg["eval_queries"]) == (45, 10, 5)
+        else:
+            assert cfg["ways"] == 5 and cfg["shots"] == int(name[-2])
+    assert resolve_config("protonet", name)["eval_steps"] == [0]
+
+
+def test_fewrel_meta_trains_on_the_mix():
+    for shots in (1, 5):
+        cfg = resolve_config("maml", f"fewrel-5w{shots}s")
+        assert cfg["train_sources"] == DEFAULT_MIX == "clinc150,hwu64,huffpost"
+        assert cfg["max_length"] == 128
+    assert resolve_config("maml", "clinc150-5w1s")["train_sources"] is None
+    # the benchmark's own split, or the mix, decides the training classes
+    from metaloop.benchmarks.text import _texts
+
+    columns = ("text", "label", "split")
+    try:
+        mix = _texts("fewrel", "train", None, DEFAULT_MIX, columns)
+        test = _texts("fewrel", "test", None, DEFAULT_MIX, columns)
+    except MetaloopError as e:
+        pytest.skip(f"text data absent: {e}")
+    prefixes = {c.split("/")[0] for c in mix.classes}
+    assert prefixes == {"clinc150", "hwu64", "huffpost"}
+    assert len(mix.classes) == 90 + 42 + 20
+    assert len(test.classes) == 16 and not any(c.startswith(("clinc150/", "hwu64/")) for c in test.classes)
+
+
+@pytest.mark.usefixtures("clinc_data")
+def test_every_algorithm_builds_on_the_tiny_encoder(text_env):
+    for algo in ALGORITHMS:
+        cfg = resolve_config(algo, "clinc150-5w1s", overrides={"encoder": str(text_env)})
+        learner, _ = build_learner(cfg)
+        if isinstance(learner, LEO):
+            assert learner.params()["decoder.weight"].shape[0] == 2 * 16  # feature_dim from config.json
+            continue
+        names = {n for n, p in learner.model.named_parameters() if p.requires_grad}
+        assert names and all("lora_" in n or n in ("scale", "head.weight", "head.bias") for n in names), algo
+        if isinstance(learner, MAML):
+            adapted = set(learner.adapted_names)
+            assert {"head.weight", "head.bias"} <= adapted, algo
+            assert any("lora_" in n for n in adapted) == (algo not in ("anil",)), algo
+        else:
+            assert learner.model.head is None, algo
+    learner, _ = build_learner(resolve_config("protonet", "clinc150-5w1s",
+                                              overrides={"encoder": str(text_env), "distance": "cosine"}))
+    assert isinstance(learner, ProtoNet) and learner.distance == "cosine"
+
+
+@pytest.mark.usefixtures("clinc_data")
+def test_all_way_test_episodes(text_env):
+    cfg = resolve_config("protonet", "clinc150-allw10s", overrides={"encoder": str(text_env)})
+    batch = get_benchmark("clinc150-allw10s").test_tasks(cfg).batch(0, 1)
+    assert batch.support_x.shape == (1, 450, 2, 64) and batch.support_x.dtype == torch.int64
+    assert batch.query_x.shape == (1, 225, 2, 64)
+    assert sorted(batch.support_y[0].unique().tolist()) == list(range(45))
+
+
+# ------------------------------------------------------------------------------------------- token cache
+
+
+def test_tokens_cache_hit(tiny_bert, tmp_path, monkeypatch):
+    import metaloop.models.text as text_model
+
+    monkeypatch.setenv("METALOOP_CACHE", str(tmp_path))
+    texts = ["book a flight", "cancel my card", "play music"]
+    first = tokens_for(texts, str(tiny_bert), 16)
+    files = list((tmp_path / "tokens").glob("*.safetensors"))
+    assert len(files) == 1 and first.shape == (3, 2, 16) and first.dtype == torch.int64
+
+    def fail(*args, **kwargs):
+        raise AssertionError("tokenized again: the cache was not read")
+
+    monkeypatch.setattr(text_model, "tokenize", fail)
+    assert torch.equal(tokens_for(texts, str(tiny_bert), 16), first)
+    for other in [(texts[:2], 16), (texts, 8)]:  # other texts or another length: another key
+        with pytest.raises(AssertionError, match="tokenized again"):
+            tokens_for(other[0], str(tiny_bert), other[1])
+    files[0].write_bytes(b"not safetensors")  # an unreadable cache file is rebuilt
+    monkeypatch.undo()
+    monkeypatch.setenv("METALOOP_CACHE", str(tmp_path))
+    assert torch.equal(tokens_for(texts, str(tiny_bert), 16), first)
+    assert files[0].stat().st_size > 100
+
+
+# -------------------------------------------------------------------------------------- CLI runs, CLINC150
+
+RUN_SETS = {"iterations": 2, "meta_batch_size": 1, "eval_episodes": 2, "log_every": 1, "checkpoint_every": 2,
+            "queries": 2, "eval_queries": 3}
+ALGO_SETS = {
+    "maml": {"inner_steps": 1, "test_inner_steps": 2, "eval_steps": "[0,2]"},
+    "protonet": {},
+    "metaoptnet-ridge": {},
+    "leo": {"inner_steps": 1, "test_inner_steps": 1, "eval_steps": "[0,1]"},
+}
+
+
+@pytest.mark.usefixtures("clinc_data")
+@pytest.mark.parametrize("algo", list(ALGO_SETS))
+def test_train_and_eval_on_clinc150(algo, text_env, tmp_path, capsys):
+    run = tmp_path / "run"
+    code, out, err = cli(capsys, "train", "--algo", algo, "--benchmark", "clinc150-5w1s", "--out", run, "--quiet",
+                         *sets(encoder=text_env, **RUN_SETS, **ALGO_SETS[algo]))
+    assert code == 0, err
+    assert (run / "checkpoint-2.safetensors").is_file()
+    code, out, err = cli(capsys, "eval", run, "--json", "--no-plots")
+    assert code == 0, err
+    result = json.loads(out)
+    assert (result["algo"], result["benchmark"], result["episodes"], result["iteration"]) == (
+        algo, "clinc150-5w1s", 2, 2)
+    steps = {"maml": ["0", "2"], "leo": ["0", "1"]}.get(algo, ["0"])
+    assert list(result["steps"]) == steps
+    for s in steps:
+        assert 0 <= result["steps"][s]["mean"] <= 100
+
+
+@pytest.mark.usefixtures("clinc_data")
+def test_bad_encoder_folder_is_a_cli_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("METALOOP_CACHE", str(tmp_path / "cache"))
+    code, _, err = cli(capsys, "train", "--algo", "protonet", "--benchmark", "clinc150-5w1s", "--out",
+                       tmp_path / "run", "--quiet", *sets(encoder=tmp_path, **RUN_SETS))
+    assert_one_line_error(code, err, "is not 'minilm' nor a Hugging Face model folder")
+
+
+@pytest.mark.usefixtures("clinc_data")
+def test_option_errors_are_cli_errors(text_env, tmp_path, capsys):
+    """Options the encoder cannot run with fail in one line, not deep inside transformers."""
+    for options, needle in [
+        ({"path": "vmap"}, "option 'path': the text encoder runs on path=loop only"),
+        ({"max_length": 100}, "option 'max_length': 100 tokens, but the encoder has 64 positions"),
+        ({"train_encoder": "lora", "lora_rank": 0}, "option 'lora_rank'"),
+    ]:
+        code, _, err = cli(capsys, "train", "--algo", "protonet", "--benchmark", "clinc150-5w1s", "--out",
+                           tmp_path / "run", "--quiet", *sets(encoder=text_env, **RUN_SETS, **options))
+        assert_one_line_error(code, err, needle)
+        assert not (tmp_path / "run" / "checkpoint.json").exists()
+
+
+@pytest.mark.usefixtures("clinc_data")
+def test_unknown_train_source(text_env):
+    cfg = resolve_config("protonet", "clinc150-5w1s", overrides={"encoder": str(text_env),
+                                                                 "train_sources": "clinc150,imdb"})
+    with pytest.raises(MetaloopError, match="option 'train_sources': unknown source 'imdb'"):
+        get_benchmark("clinc150-5w1s").train_tasks(cfg)
+
+
+# ------------------------------------------------------------------------------------------- text:FILE
+
+WORDS = "book flight rome paris cancel card bank money weather rain alarm music pizza dinner email mom".split()
+
+
+def write_texts(path, classes, per_class, split=None, seed=0):
+    rng = random.Random(seed)
+    rows = []
+    for c in classes:
+        for _ in range(per_class):
+            row = {"text": " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 6))), "label": c}
+            if split is not None:
+                row["split"] = split
+            rows.append(row)
+    return rows
+
+
+def save_csv(path, rows):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+USER_SETS = {"ways": 3, "shots": 1, "queries": 1, "eval_queries": 1, "iterations": 2, "meta_batch_size": 1,
+             "eval_episodes": 2, "log_every": 1, "checkpoint_every": 2}
+
+
+def test_user_file_with_split_column(text_env, tmp_path, capsys):
+    rows = (write_texts(tmp_path, [f"train{i}" for i in range(4)], 3, "train", seed=1)
+            + write_texts(tmp_path, ["alpha", "beta", "gamma"], 2, "test", seed=2))
+    data = save_csv(tmp_path / "mine.csv", rows)
+    from metaloop.benchmarks.text import _texts
+
+    columns = ("text", "label", "split")
+    train = _texts(f"text:{data}", "train", None, None, columns)
+    test = _texts(f"text:{data}", "test", None, None, columns)
+    assert train.classes == [f"train{i}" for i in range(4)] and len(train) == 12
+    assert test.classes == ["alpha", "beta", "gamma"] and test.labels.tolist() == [0, 0, 1, 1, 2, 2]
+    assert test.texts == [r["text"] for r in rows[12:]]
+    run = tmp_path / "run"
+    code, _, err = cli(capsys, "train", "--algo", "protonet", "--benchmark", f"text:{data}", "--out", run,
+                       "--quiet", *sets(encoder=text_env, **USER_SETS))
+    assert code == 0, err
+    code, out, err = cli(capsys, "eval", run, "--json", "--no-plots")
+    assert code == 0, err
+    assert json.loads(out)["benchmark"] == f"text:{data}"
+
+
+def test_user_file_without_split_column(text_env, tmp_path, capsys, request):
+    data = save_csv(tmp_path / "mine.csv", write_texts(tmp_path, ["alpha", "beta", "gamma"], 2))
+    code, _, err = cli(capsys, "train", "--algo", "protonet", "--benchmark", f"text:{data}", "--out",
+                       tmp_path / "run", "--quiet", *sets(encoder=text_env, **USER_SETS))
+    assert_one_line_error(code, err, "no 'split' column, so meta-training needs --set train_sources=")
+    request.getfixturevalue("clinc_data")
+    code, _, err = cli(capsys, "train", "--algo", "protonet", "--benchmark", f"text:{data}", "--out",
+                       tmp_path / "run2", "--quiet", *sets(encoder=text_env, train_sources="clinc150", **USER_SETS))
+    assert code == 0, err
+    code, out, err = cli(capsys, "eval", tmp_path / "run2", "--json", "--no-plots")
+    assert code == 0, err
+
+
+def test_user_file_errors(text_env, tmp_path, capsys):
+    code, _, err = cli(capsys, "train", "--algo", "protonet", "--benchmark", f"text:{tmp_path / 'none.csv'}",
+                       "--out", tmp_path / "run", "--quiet")
+    assert_one_line_error(code, err, "none.csv does not exist")
+    # a split column with a blank cell is an error about that cell, not a file without splits
+    rows = write_texts(tmp_path, ["a", "b", "c"], 2, "train") + write_texts(tmp_path, ["d", "e", "f"], 2, "test")
+    rows[7]["split"] = ""
+    data = save_csv(tmp_path / "holes.csv", rows)
+    for split in ("train", "test"):
+        cfg = resolve_config("protonet", f"text:{data}", overrides={"encoder": str(text_env)})
+        from metaloop.benchmarks.text import _texts
+
+        with pytest.raises(MetaloopError, match=r"holes.csv:9: empty label in column 'split'"):
+            _texts(f"text:{data}", split, None, None, (cfg["text_column"], "label", "split"))

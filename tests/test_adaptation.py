@@ -1,0 +1,287 @@
+"""`metaloop adapt` and :class:`metaloop.adaptation.Adapter`: adapt a trained run to the user's labelled
+texts (or images) and predict; every mistake in the files is a one-line error with exit code 2."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import metaloop
+from metaloop.adaptation import Adapter
+from metaloop.cli import main
+from metaloop.data import data_root
+from metaloop.errors import MetaloopError
+
+TEXT_SETS = {"iterations": 1, "meta_batch_size": 1, "queries": 2, "eval_episodes": 1, "log_every": 1,
+             "checkpoint_every": 1}
+SUPPORT = [("book a flight to rome", "travel"), ("fly me to paris", "travel"),
+           ("transfer money to my bank", "banking"), ("what is my bank balance", "banking"),
+           ("play a song please", "music"), ("play music", "music")]
+QUERIES = ["Book a flight to Rome!", "TRANSFER money to my bank.", "play a song please?"]
+EXPECTED = ["travel", "banking", "music"]
+
+
+def _train(factory, cache, encoder, algo, overrides, name):
+    out = factory.mktemp(name) / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("METALOOP_CACHE", str(cache))
+        return metaloop.train(algo, "clinc150-5w1s", out, overrides={"encoder": str(encoder), **TEXT_SETS,
+                                                                     **overrides}, progress=False)
+
+
+@pytest.fixture(scope="module")
+def proto_run(clinc_data, tiny_bert, text_cache, tmp_path_factory):
+    return _train(tmp_path_factory, text_cache, tiny_bert, "protonet", {}, "proto")
+
+
+@pytest.fixture(scope="module")
+def maml_run(clinc_data, tiny_bert, text_cache, tmp_path_factory):
+    return _train(tmp_path_factory, text_cache, tiny_bert, "maml",
+                  {"inner_steps": 1, "test_inner_steps": 3, "inner_lr": 0.5}, "maml")
+
+
+@pytest.fixture(scope="module")
+def leo_run(clinc_data, tiny_bert, text_cache, tmp_path_factory):
+    return _train(tmp_path_factory, text_cache, tiny_bert, "leo", {"inner_steps": 1, "test_inner_steps": 2}, "leo")
+
+
+@pytest.fixture(scope="module")
+def omniglot_run(tmp_path_factory):
+    try:
+        present = (data_root() / "omniglot" / "images_background.zip").exists()
+    except MetaloopError:
+        present = False
+    if not present:
+        pytest.skip("Omniglot not found under the data root")
+    return metaloop.train("maml", "omniglot-5w1s", tmp_path_factory.mktemp("omniglot") / "run",
+                          overrides={"filters": 4, "iterations": 1, "meta_batch_size": 1, "queries": 1,
+                                     "eval_episodes": 1, "log_every": 1, "checkpoint_every": 1}, progress=False)
+
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    try:
+        code = main(["adapt", *(str(a) for a in argv)])
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(result, needle) -> None:
+    code, out, err = result
+    assert code == 2, (out, err)
+    assert err.startswith("metaloop: error: ") and err.count("\n") == 1, err
+    assert needle in err, err
+
+
+def write_csv(path, rows, fields=("text", "label")):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(fields)
+        writer.writerows(rows)
+    return path
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+# ------------------------------------------------------------------------------------------ Python API
+
+
+def test_adapter_predicts_near_duplicates(proto_run):
+    adapter = Adapter(proto_run)
+    assert adapter.min_shots == 1 and adapter.input_column == "text"
+    with pytest.raises(MetaloopError, match="call fit"):
+        adapter.predict(["book a flight"])
+    adapter.fit([t for t, _ in SUPPORT], [label for _, label in SUPPORT])
+    assert adapter.classes == ["banking", "music", "travel"]
+    assert [label for label, _ in adapter.predict(QUERIES)] == EXPECTED
+    probs = adapter.predict_proba(QUERIES + ["cancel my card"])
+    assert probs.shape == (4, 3)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(4))
+    assert adapter.predict([]) == []
+    # a second fit replaces the first (other labels)
+    adapter.fit(["set an alarm", "play music"], ["alarm", "music"])
+    assert adapter.classes == ["alarm", "music"] and adapter.predict(["PLAY music"])[0][0] == "music"
+
+
+def test_adapter_on_maml_run(maml_run):
+    """The gradient-based family adapts head + LoRA with the run's inner loop; fewer labels than ways."""
+    fast = Adapter(maml_run).fit([t for t, _ in SUPPORT], [label for _, label in SUPPORT])
+    assert fast.learner.test_inner_steps == 3 and {label for label, _ in fast.predict(QUERIES)} <= set(EXPECTED)
+    # a random tiny encoder needs more steps than the run's 3 to fit the support (--steps)
+    adapter = Adapter(maml_run, steps=50).fit([t for t, _ in SUPPORT], [label for _, label in SUPPORT])
+    assert not torch.equal(adapter._state["head.weight"], fast._state["head.weight"])
+    predictions = adapter.predict(QUERIES)
+    assert [label for label, _ in predictions] == EXPECTED
+    assert all(0 < p <= 1 for _, p in predictions)
+    torch.testing.assert_close(adapter.predict_proba(QUERIES).sum(-1), torch.ones(3))
+    with pytest.raises(MetaloopError) as e:
+        adapter.fit([f"text {i}" for i in range(6)], list("abcdef"))
+    assert "its classifier head has 5 outputs, but support has 6 labels" in str(e.value)
+
+
+def test_adapter_on_leo_run(leo_run):
+    """LEO works on the frozen encoder's unit-norm features, which adapt computes from the raw texts."""
+    adapter = Adapter(leo_run)
+    x = adapter.bench.encode_inputs(adapter.cfg, ["BOOK a flight to ROME", "play music", "book a flight to rome"],
+                                    None)
+    assert x.shape == (3, 16) and x.dtype == torch.float32
+    torch.testing.assert_close(x.norm(dim=-1), torch.ones(3))
+    torch.testing.assert_close(x[0], x[2])  # the same tokens (lower-cased)
+    assert not torch.allclose(x[0], x[1])
+    adapter.fit([t for t, _ in SUPPORT], [label for _, label in SUPPORT])
+    predictions = adapter.predict(QUERIES)
+    assert all(label in EXPECTED and 0 < p <= 1 for label, p in predictions)
+    torch.testing.assert_close(adapter.predict_proba(QUERIES).sum(-1), torch.ones(3))
+
+
+def test_adapter_fit_errors(proto_run):
+    adapter = Adapter(proto_run, min_shots=2)
+    with pytest.raises(MetaloopError, match="label 'a' has 1 example"):
+        adapter.fit(["x y", "x z", "y"], ["b", "b", "a"])
+    with pytest.raises(MetaloopError, match="need at least 2 labels"):
+        adapter.fit(["x y", "x z"], ["b", "b"])
+    with pytest.raises(MetaloopError, match="example 2 has an empty text"):
+        adapter.fit(["x y", " ", "a", "b"], ["b", "b", "a", "a"])
+    with pytest.raises(MetaloopError, match="need as many labels as inputs"):
+        adapter.fit(["x y"], ["b", "a"])
+
+
+# ----------------------------------------------------------------------------------------- the command
+
+
+def test_adapt_command_writes_csv_and_jsonl(proto_run, tmp_path, capsys):
+    support = write_csv(tmp_path / "support.csv", SUPPORT)
+    query = write_csv(tmp_path / "query.csv", [[q] for q in QUERIES], fields=("text",))
+    code, out, err = cli(capsys, proto_run, "--support", support, "--query", query, "--out", tmp_path / "p.csv")
+    assert code == 0, err
+    assert out == f"3 predictions written to {tmp_path / 'p.csv'}\n"
+    with open(tmp_path / "p.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["text"] for r in rows] == QUERIES and [r["prediction"] for r in rows] == EXPECTED
+    assert all(1 / 3 < float(r["score"]) <= 1 for r in rows)
+
+    query_jsonl = write_jsonl(tmp_path / "query.jsonl", [{"text": q, "id": i} for i, q in enumerate(QUERIES)])
+    code, out, err = cli(capsys, proto_run, "--support", support, "--query", query_jsonl, "--out",
+                         tmp_path / "p.jsonl")
+    assert code == 0, err
+    lines = (tmp_path / "p.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [r["prediction"] for r in records] == EXPECTED
+    assert [r["text"] for r in records] == QUERIES and all(set(r) == {"text", "prediction", "score"} for r in records)
+    assert [r["score"] for r in records] == [float(r["score"]) for r in rows]
+
+    code, out, err = cli(capsys, proto_run, "--support", support, "--query", query)  # no --out: CSV on stdout
+    assert code == 0, err
+    printed = list(csv.DictReader(out.splitlines()))
+    assert printed == rows
+
+
+def test_adapt_command_other_columns(proto_run, tmp_path, capsys):
+    support = write_jsonl(tmp_path / "s.jsonl", [{"sentence": t, "intent": lab} for t, lab in SUPPORT])
+    query = write_jsonl(tmp_path / "q.jsonl", [{"sentence": q} for q in QUERIES])
+    code, out, err = cli(capsys, proto_run, "--support", support, "--query", query, "--input-column", "sentence",
+                         "--label-column", "intent")
+    assert code == 0, err
+    assert out.splitlines()[0] == "sentence,prediction,score"
+    assert [r["prediction"] for r in csv.DictReader(out.splitlines())] == EXPECTED
+
+
+def test_adapt_command_errors(proto_run, maml_run, tmp_path, capsys):
+    support = write_csv(tmp_path / "support.csv", SUPPORT)
+    query = write_csv(tmp_path / "query.csv", [[q] for q in QUERIES], fields=("text",))
+    run = proto_run
+
+    assert_one_line_error(cli(capsys, run, "--support", support, "--query", query, "--min-shots", 3),
+                          "label 'banking' has 2 example(s); this run needs at least 3 per label")
+    holes = write_csv(tmp_path / "holes.csv", [SUPPORT[0], ("", "travel"), *SUPPORT[2:]])
+    assert_one_line_error(cli(capsys, run, "--support", holes, "--query", query),
+                          f"{holes}, line 3: empty 'text'")
+    empty_query = write_jsonl(tmp_path / "q.jsonl", [{"text": "play music"}, {"text": "  "}])
+    assert_one_line_error(cli(capsys, run, "--support", support, "--query", empty_query),
+                          f"{empty_query}, line 2: empty 'text'")
+    assert_one_line_error(cli(capsys, run, "--support", support, "--query", query, "--input-column", "sentence"),
+                          f"{support}: no column 'sentence' (the run's text inputs; columns: label, text)")
+    assert_one_line_error(cli(capsys, run, "--support", support, "--query", query, "--label-column", "intent"),
+                          f"{support}: no column 'intent'")
+    assert_one_line_error(cli(capsys, run, "--support", support, "--query", tmp_path / "nope.csv"),
+                          f"{tmp_path / 'nope.csv'}: file does not exist")
+    assert_one_line_error(cli(capsys, run, "--support", support, "--query", query, "--out", tmp_path / "p.txt"),
+                          "expected a .csv or .jsonl file")
+    assert not (tmp_path / "p.txt").exists()
+    assert_one_line_error(cli(capsys, tmp_path, "--support", support, "--query", query),
+                          f"{tmp_path}: not a run directory (no config.yaml)")
+    six = write_csv(tmp_path / "six.csv", [(f"play song {i}", f"label{i}") for i in range(6)])
+    assert_one_line_error(cli(capsys, maml_run, "--support", six, "--query", query),
+                          "its classifier head has 5 outputs, but")
+    assert_one_line_error(cli(capsys, run, "--support", support, "--query", query, "--steps", 0),
+                          "--steps")  # argparse: a positive integer
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes("text,label\ncaf\xe9 au lait,drinks\n".encode("latin-1"))
+    assert_one_line_error(cli(capsys, run, "--support", latin, "--query", query), f"{latin}: not UTF-8 text")
+    extra = tmp_path / "extra.csv"  # a row with more fields than the header (an unquoted comma)
+    extra.write_text("text,label\nbook a flight,travel\nplay, music,music\n", encoding="utf-8")
+    assert_one_line_error(cli(capsys, run, "--support", extra, "--query", query),
+                          f"{extra}, line 3: more fields than the header has columns (quote a text")
+
+
+def test_adapt_command_reads_a_spreadsheet_bom(proto_run, tmp_path, capsys):
+    support = tmp_path / "support.csv"
+    support.write_text("\ufefftext,label\n" + "".join(f"{t},{label}\n" for t, label in SUPPORT), encoding="utf-8")
+    query = tmp_path / "query.csv"
+    query.write_text("\ufefftext\n" + "".join(f"{q}\n" for q in QUERIES), encoding="utf-8")
+    code, out, err = cli(capsys, proto_run, "--support", support, "--query", query)
+    assert code == 0, err
+    assert [r["prediction"] for r in csv.DictReader(out.splitlines())] == EXPECTED
+
+
+def test_adapt_command_rejects_a_regression_run(tmp_path, capsys):
+    run = metaloop.train("maml", "sinusoid", tmp_path / "sin", overrides={"iterations": 1, "hidden": [4],
+                                                                           "eval_episodes": 1}, progress=False)
+    support = write_csv(tmp_path / "support.csv", SUPPORT)
+    assert_one_line_error(cli(capsys, run, "--support", support, "--query", support),
+                          "adapt needs a classifier; benchmark 'sinusoid' is not a classification benchmark")
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+
+def test_adapt_image_run(omniglot_run, tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    (tmp_path / "img").mkdir()
+    rows = []
+    for label in ("circle", "cross", "line"):
+        for k in range(2):
+            picture = np.full((40, 40), 255, dtype=np.uint8)  # white paper, dark strokes as in Omniglot
+            picture[rng.random((40, 40)) < 0.25] = 0
+            Image.fromarray(picture).save(tmp_path / "img" / f"{label}{k}.png")
+            rows.append((f"img/{label}{k}.png", label))
+    support = write_csv(tmp_path / "support.csv", rows, fields=("path", "label"))
+    query = write_csv(tmp_path / "query.csv", [[p] for p, _ in rows[::2]], fields=("path",))
+    code, out, err = cli(capsys, omniglot_run, "--support", support, "--query", query, "--out", tmp_path / "p.csv")
+    assert code == 0, err
+    with open(tmp_path / "p.csv", newline="", encoding="utf-8") as f:
+        predictions = list(csv.DictReader(f))
+    assert [p["path"] for p in predictions] == [p for p, _ in rows[::2]]
+    assert all(p["prediction"] in {"circle", "cross", "line"} and 0 < float(p["score"]) <= 1 for p in predictions)
+
+    adapter = Adapter(omniglot_run)
+    assert adapter.input_column == "path"
+    x = adapter.bench.encode_inputs(adapter.cfg, ["img/circle0.png"], tmp_path)
+    assert x.shape == (1, 1, 28, 28) and x.dtype == torch.float32 and 0 <= float(x.min()) <= float(x.max()) <= 1
+    assert float(x.mean()) < 0.5  # inverted: strokes bright on a dark ground, as the training images
+
+    text_support = write_csv(tmp_path / "text.csv", SUPPORT)
+    assert_one_line_error(cli(capsys, omniglot_run, "--support", text_support, "--query", query),
+                          "no column 'path' (the run's path inputs; columns: label, text)")
+    missing = write_csv(tmp_path / "missing.csv", [*rows, ("img/none.png", "line")], fields=("path", "label"))
+    assert_one_line_error(cli(capsys, omniglot_run, "--support", missing, "--query", query),
+                          "none.png does not exist")
