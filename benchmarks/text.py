@@ -145,7 +145,7 @@ def main() -> None:
                 cells.append("diverged" if s["mean"] is None else f"{s['mean']:.2f} ± {s['ci95']:.2f}")
             lines.append(f"| {r['algo']} | {' | '.join(cells)} | {r['iterations']} | "
                          f"{r['train_seconds'] / 60:.1f} min | {r['latency_ms']:.0f} ms |")
-            if source == "clinc150" and r["algo"] == "protonet":
+            if r["algo"] == "protonet" and not latency_note:
                 latency_note = (f"`metaloop adapt` latency, ProtoNet on MiniLM, 5-way 5-shot (fit on 25 texts + "
                                 f"predict 75, tokenization included, median of 5): {_adapt_latency(Path(r['run'])):.0f} ms.")
         lines.append("")
