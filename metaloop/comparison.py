@@ -3,7 +3,8 @@ on the same test tasks, and write one table (Markdown and CSV) and one plot.
 
 Each algorithm trains in its own process (``metaloop train … --resume``), so that its peak memory is
 its own and a finished run in ``OUT/<algo>`` is reused rather than retrained. Evaluation then runs here,
-on the benchmark's fixed test tasks (``eval_seed``), at each run's ``test_inner_steps``.
+on the benchmark's fixed test tasks (``eval_seed``), at each run's ``test_inner_steps``; its row is kept in
+``OUT/<algo>/compare-row.json`` and reused while the checkpoint, the config and ``episodes`` stay the same.
 
 Columns: the metric (mean ± 95% CI), meta-training wall time, adaptation latency per task (adapt on
 one task's support set and predict its queries, median over 10 tasks), peak memory of the training
@@ -13,6 +14,7 @@ process (RSS, and CUDA on a GPU) and the number of meta-parameters.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import re
@@ -107,10 +109,14 @@ def compare(
             row["error"] = error
             rows.append(row)
             continue
+        record = json.loads((run / "checkpoint.json").read_text())
+        cached = _cached_row(run, record, episodes)
+        if cached is not None:
+            rows.append({**cached, **row})
+            continue
         learner, _, cfg = load_learner(run)
         steps = cfg["test_inner_steps"] or cfg["inner_steps"]
         result = evaluate_learner(learner, bench, cfg, episodes=episodes or cfg["eval_episodes"], steps=[steps])
-        record = json.loads((run / "checkpoint.json").read_text())
         row.update(
             metric=bench.metric,
             steps=steps,
@@ -124,11 +130,31 @@ def compare(
             peak_cuda_mb=record.get("peak_cuda_mb"),
             parameters=sum(p.numel() for p in learner.parameters()),
         )
+        atomic_write_text(run / ROW_CACHE, json.dumps({"key": _row_key(run, record, episodes), "row": row}, indent=1))
         rows.append(row)
     _write(out, bench.name, bench.metric, rows)
     metric_vs_time([r for r in rows if r.get("mean") is not None], out / "compare.png",
                    metric=bench.metric, title=bench.name)
     return rows
+
+
+#: A run's evaluated row, reused while its checkpoint, its config and the requested episodes are the same.
+ROW_CACHE = "compare-row.json"
+
+
+def _row_key(run: Path, record: dict[str, Any], episodes: int | None) -> list[Any]:
+    config = hashlib.sha256((run / "config.yaml").read_bytes()).hexdigest()
+    return [record.get("sha256"), config, episodes]
+
+
+def _cached_row(run: Path, record: dict[str, Any], episodes: int | None) -> dict[str, Any] | None:
+    try:
+        cached = json.loads((run / ROW_CACHE).read_text())
+        if cached.get("key") == _row_key(run, record, episodes):
+            return cached["row"]
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    return None
 
 
 def _fmt(value: Any, spec: str, unit: str) -> str:

@@ -46,6 +46,23 @@ def test_compare_writes_table_csv_plot_and_reuses_runs(tmp_path, capsys):
     assert again[0]["mean"] == rows[0]["mean"]
 
 
+def test_compare_reuses_an_evaluation_only_while_run_and_episodes_are_the_same(tmp_path, monkeypatch):
+    import metaloop.evaluation as evaluation
+
+    out = tmp_path / "cmp"
+    first = compare("sinusoid", ["maml"], out, budget="5", overrides=TINY, episodes=10, progress=False)[0]
+    assert (out / "maml" / "compare-row.json").exists()
+    calls = []
+    real = evaluation.evaluate_learner
+    monkeypatch.setattr(evaluation, "evaluate_learner", lambda *a, **k: calls.append(k) or real(*a, **k))
+    again = compare("sinusoid", ["maml"], out, budget="5", overrides=TINY, episodes=10, progress=False)[0]
+    assert calls == [] and again == first  # the same checkpoint and episodes: the row is reused
+    more = compare("sinusoid", ["maml"], out, budget="5", overrides=TINY, episodes=12, progress=False)[0]
+    assert len(calls) == 1 and more["episodes"] == 12  # other episodes: evaluated again
+    longer = compare("sinusoid", ["maml"], out, budget="8", overrides=TINY, episodes=12, progress=False)[0]
+    assert len(calls) == 2 and longer["iterations"] == 8  # trained on: a new checkpoint, evaluated again
+
+
 def test_compare_reports_a_failed_algorithm_and_exits_1(tmp_path, capsys):
     """A run that fails is a row with its one-line error, and compare exits with code 1."""
     code = main(["compare", "--benchmark", "sinusoid", "--algos", "maml", "--budget", "10", "--quiet",

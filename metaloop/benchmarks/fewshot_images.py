@@ -133,8 +133,10 @@ COMMON_OPTIONS = (
 
 OMNIGLOT_OPTIONS = (*COMMON_OPTIONS, Option("filters", int, 64, "Conv-4 filters per layer", positive=True))
 
+# Reptile trains on 10 shots per class and uses no query set (5 queries only log a loss): 10 + 5 ≤ the
+# 20 drawings of an Omniglot character.
 _REPTILE_OMNIGLOT = {"inner_optimizer": "adam", "inner_lr": 0.001, "inner_steps": 5, "test_inner_steps": 50,
-                     "outer_lr": 1.0, "anneal": True, "meta_batch_size": 5, "train_shots": 10}
+                     "outer_lr": 1.0, "anneal": True, "meta_batch_size": 5, "train_shots": 10, "queries": 5}
 _METRIC = {"eval_steps": [0]}
 # LEO (Rusu et al. 2019; deepmind/leo config.py): latent lr 1.0 (learned), 5 latent steps, Adam 1e-4,
 # meta-batch 12, outer gradients clipped to 0.1 (set in build_learner).

@@ -98,3 +98,14 @@ def test_lake_runs_benchmark_trains_without_the_runs_characters(tmp_path, capsys
     assert metaloop.evaluate(run, episodes=20, plots=False)["episodes"] == 20
     code = main(["eval", str(run), "--episodes", "21"])
     assert code == 2 and "20 test tasks" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bench", ["omniglot-5w1s", "omniglot-5w5s", "omniglot-20w1s", "omniglot-lake"])
+def test_every_omniglot_preset_fits_a_characters_20_drawings(bench):
+    """Meta-training episodes draw train_shots + queries drawings of a character, which has 20."""
+    from metaloop.algorithms import ALGORITHMS
+
+    for algo in ALGORITHMS:
+        cfg = resolve_config(algo, bench)
+        need = (cfg["train_shots"] or cfg["shots"]) + (cfg["queries"] or 15)
+        assert need <= 20, (algo, need)
