@@ -128,7 +128,7 @@ def compare(
             latency_ms=adaptation_latency(learner, bench, cfg, steps=steps),
             peak_rss_mb=record.get("peak_rss_mb"),
             peak_cuda_mb=record.get("peak_cuda_mb"),
-            parameters=sum(p.numel() for p in learner.parameters()),
+            parameters=sum(p.numel() for p in learner.parameters() if p.requires_grad),  # meta-learned ones
         )
         atomic_write_text(run / ROW_CACHE, json.dumps({"key": _row_key(run, record, episodes), "row": row}, indent=1))
         rows.append(row)
