@@ -1,15 +1,56 @@
-"""Helpers shared by the benchmark scripts: the machine summary and block replacement in a docs page."""
+"""Helpers shared by the benchmark scripts: their common options, the command line and machine summary
+that every results block records, table cells, and block replacement in a docs page."""
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import platform
+import shlex
+import sys
 from pathlib import Path
 
 import torch
 
+ROOT = Path(__file__).resolve().parent.parent
 HEADER = "# Results\n\nEvery number on this page is written by a script in `benchmarks/`; none is typed in by hand.\n"
+
+
+def benchmark_parser(doc: str | None, *, runs: str, algos: list[str] | None = None, budget: str | None = None,
+                     episodes: int | None = None, sets: bool = True) -> argparse.ArgumentParser:
+    """The options every benchmark script shares: ``--runs`` (default ``runs/<runs>``) and ``--results``
+    (default ``docs/results.md``), and where given ``--algos``, ``--budget``, ``--episodes`` and ``--set``."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    if algos is not None:
+        parser.add_argument("--algos", nargs="+", default=algos)
+    if budget is not None:
+        parser.add_argument("--budget", default=budget, help="meta-training budget per run (compare --budget)")
+    if episodes is not None:
+        parser.add_argument("--episodes", type=int, default=episodes, help="test episodes per evaluation")
+    if sets:
+        parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                            help="extra config override for every run")
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / runs, help="run directories (reused)")
+    parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md", help="page to write")
+    return parser
+
+
+def command_line() -> str:
+    """The command that is running, as it can be pasted into a shell (arguments quoted where needed)."""
+    return "python " + shlex.join([f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+
+
+def extra_settings(sets: list[str]) -> str:
+    """The sentence that records the ``--set`` overrides of a benchmark (empty without any)."""
+    return f" Extra settings: `{' '.join(sets)}`." if sets else ""
+
+
+def mean_ci(value: dict, digits: int = 2) -> str:
+    """``mean ± ci95`` of an evaluation, or "diverged" when the mean is not finite."""
+    if value["mean"] is None:
+        return "diverged"
+    return f"{value['mean']:.{digits}f} ± {value['ci95']:.{digits}f}"
 
 
 def machine_summary() -> str:

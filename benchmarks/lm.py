@@ -28,9 +28,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine_summary, replace_block  # noqa: E402
+from _report import (  # noqa: E402
+    ROOT,
+    benchmark_parser,
+    command_line,
+    extra_settings,
+    machine_summary,
+    mean_ci,
+    replace_block,
+)
 
-ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ["lm-strings", "lm-shakespeare"]
 STEPS = [0, 1, 5, 10]
 #: method name → (algorithm, extra --set items); None: the scratch baseline (no run).
@@ -87,10 +94,7 @@ def run_one(bench: str, method: str, args: argparse.Namespace) -> dict:
 
 
 def cell(value: dict, metric: str) -> str:
-    if value["mean"] is None:
-        return "diverged"
-    digits = 1 if "%" in metric else 3
-    return f"{value['mean']:.{digits}f} ± {value['ci95']:.{digits}f}"
+    return mean_ci(value, 1 if "%" in metric else 3)
 
 
 def minutes(seconds: float | None) -> str:
@@ -133,26 +137,24 @@ def protocol(bench: str, args: argparse.Namespace) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__, runs="bench-lm", episodes=300)
     parser.add_argument("--benchmarks", nargs="+", default=BENCHMARKS, choices=BENCHMARKS)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--iterations", type=int, help="meta-steps for every run (default: each algorithm's preset)")
-    parser.add_argument("--episodes", type=int, default=300, help="held-out test tasks per evaluation")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra config override for every run")
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-lm")
-    parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md")
     args = parser.parse_args()
-    command = "python benchmarks/lm.py " + " ".join(sys.argv[1:])
+    command = command_line()
     jobs = [(b, m) for b in args.benchmarks for m in args.methods]
     started = time.time()
     with ThreadPoolExecutor(args.jobs) as pool:
         futures = {job: pool.submit(run_one, *job, args) for job in jobs}
         results = {job: f.result() for job, f in futures.items()}
 
-    budget = ("each algorithm's preset number of meta-steps (about 12 minutes on one thread; "
-              "`time_budget` stops a run at 20 minutes)" if args.iterations is None
+    from metaloop.benchmarks import resolve_config
+
+    cap = resolve_config("maml", args.benchmarks[0], overrides=args.sets)["time_budget"]
+    budget = (f"each algorithm's preset number of meta-steps (about 12 minutes on one thread), stopped by "
+              f"`time_budget` at {cap / 60:.0f} minutes of meta-training" if args.iterations is None
               else f"**{args.iterations} meta-steps per run (a shortened run, not the presets)**")
     runs = args.runs.relative_to(ROOT) if args.runs.is_relative_to(ROOT) else args.runs
     lines = [
@@ -161,7 +163,7 @@ def main() -> None:
         f"Command: `{command.strip()}`; {args.jobs} runs at a time, one thread each; finished runs in `{runs}` "
         f"are reused. {machine_summary()} Budget: {budget}. Wall time of the whole benchmark: "
         f"{minutes(time.time() - started)}. The times in the tables are each run's own wall time, measured while "
-        "other runs shared the cores." + (f" Extra settings: `{' '.join(args.sets)}`." if args.sets else ""),
+        "other runs shared the cores." + extra_settings(args.sets),
         "",
         "Methods: `maml`, `fomaml`, `reptile`, `metasgd` adapt every weight; `maml-lora` adapts only rank-8 LoRA "
         "adapters on the attention projections (`--set lora_rank=8 --set lora_alpha=32 --set \"adapt='*lora_*'\"`: "

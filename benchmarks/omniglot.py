@@ -17,14 +17,12 @@ meta-step of 32 tasks takes about 3 s, so the budget, not the algorithm, limits 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine_summary, replace_block  # noqa: E402
+from _report import benchmark_parser, command_line, extra_settings, machine_summary, mean_ci, replace_block  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 ALGOS = ["maml", "fomaml", "metasgd", "anil", "reptile", "protonet", "metaoptnet-svm", "metaoptnet-ridge", "leo"]
 BENCHMARKS = ["omniglot-5w1s", "omniglot-20w1s"]
 PUBLISHED = {  # accuracy %, shared/research/published-numbers.md §2.2
@@ -38,17 +36,10 @@ BARS = {"omniglot-5w1s": (97.5, {"maml", "protonet", "metasgd", "metaoptnet-svm"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", default="20m", help="meta-training budget per run (compare --budget)")
-    parser.add_argument("--algos", nargs="+", default=ALGOS)
+    parser = benchmark_parser(__doc__, runs="bench-omniglot", algos=ALGOS, budget="20m", episodes=1000)
     parser.add_argument("--benchmarks", nargs="+", default=BENCHMARKS)
-    parser.add_argument("--episodes", type=int, default=1000)
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra config override for every run (e.g. feature_epochs=1)")
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-omniglot")
-    parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md")
     args = parser.parse_args()
-    command = "python benchmarks/omniglot.py " + " ".join(sys.argv[1:])
+    command = command_line()
 
     from metaloop.comparison import compare
 
@@ -60,7 +51,7 @@ def main() -> None:
         "in transductive mode for the gradient-based family), Vinyals split with rotations as classes, "
         f"{args.episodes} fixed test episodes with 15 queries per class. LEO works on 64-d features of a "
         "Conv-4 pretrained by classification on the meta-training classes (`feature_epochs` epochs; not "
-        "counted in its meta-training time)." + (f" Extra settings: `{' '.join(args.sets)}`." if args.sets else ""),
+        "counted in its meta-training time)." + extra_settings(args.sets),
         "",
     ]
     for bench in args.benchmarks:
@@ -76,7 +67,7 @@ def main() -> None:
             if "error" in r:
                 lines.append(f"| {r['algo']} | failed: {r['error'].replace('|', '/')} | {published} | | | | | | |")
                 continue
-            acc = "diverged" if r["mean"] is None else f"{r['mean']:.2f} ± {r['ci95']:.2f}"
+            acc = mean_ci(r)
             verdict = "–"
             if r["algo"] in who and r["mean"] is not None:
                 verdict = f"≥ {bar}: {'met' if r['mean'] >= bar else '**NOT met**'}"

@@ -21,9 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine_summary, replace_block  # noqa: E402
+from _report import ROOT, benchmark_parser, command_line, machine_summary, mean_ci, replace_block  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 ALGOS = ["maml", "fomaml", "metasgd", "anil", "reptile", "pretrain"]
 STEPS = [0, 1, 5, 10]
 PAPER_K5 = {"maml": {1: 0.67, 5: 0.38, 10: 0.35}, "pretrain": {1: 2.41, 5: 2.23, 10: 2.19}}
@@ -49,9 +48,7 @@ def run_one(algo: str, shots: int, iterations: int, runs: Path) -> dict:
 
 
 def cell(value: dict) -> str:
-    if value["mean"] is None:
-        return "diverged"
-    return f"{value['mean']:.3f} ± {value['ci95']:.3f}"
+    return mean_ci(value, 3)
 
 
 def table(results: dict[str, dict], shots: int) -> list[str]:
@@ -103,15 +100,12 @@ def reptile_preset(results: dict, args: argparse.Namespace) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__, runs="bench-sinusoid", algos=ALGOS, sets=False)
     parser.add_argument("--iterations", type=int, default=70000)
     parser.add_argument("--shots", type=int, nargs="+", default=[5, 10])
-    parser.add_argument("--algos", nargs="+", default=ALGOS)
     parser.add_argument("--jobs", type=int, default=2)
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-sinusoid")
-    parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md")
     args = parser.parse_args()
-    command = "python benchmarks/sinusoid.py " + " ".join(sys.argv[1:])
+    command = command_line()
     jobs = [(a, k) for k in args.shots for a in args.algos]
     with ThreadPoolExecutor(args.jobs) as pool:
         futures = {job: pool.submit(run_one, *job, args.iterations, args.runs) for job in jobs}

@@ -29,9 +29,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine_summary  # noqa: E402
+from _report import ROOT, command_line, machine_summary  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 SETUPS = {"sinusoid": {"reps": 200}, "omniglot-conv4": {"reps": 7}}
 IMPLS = ["plain", "loop", "vmap", "loop-mb1"]
 
@@ -119,7 +118,7 @@ def main() -> None:
     if args.child:
         print(json.dumps(child(args.child[0], args.child[1], int(args.child[2]))))
         return
-    command = "python benchmarks/speed.py " + " ".join(sys.argv[1:])
+    command = command_line()
     rows = []
     for setup, spec in SETUPS.items():
         # Two passes in opposite orders for the implementations compared head to head, so that drift

@@ -16,15 +16,13 @@ docs/results.md.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import machine_summary, replace_block  # noqa: E402
+from _report import benchmark_parser, command_line, extra_settings, machine_summary, mean_ci, replace_block  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 ALGOS = ["protonet", "metaoptnet-svm", "metaoptnet-ridge", "leo", "maml", "fomaml", "anil", "metasgd", "reptile"]
 SOURCES = ["clinc150", "huffpost", "fewrel"]
 HEADLESS = {"protonet", "metaoptnet-svm", "metaoptnet-ridge", "leo"}  # any number of classes at test time
@@ -83,16 +81,12 @@ def _adapt_latency(run: Path, repeats: int = 5) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", default="4m", help="meta-training budget per run (compare --budget)")
-    parser.add_argument("--algos", nargs="+", default=ALGOS)
+    parser = benchmark_parser(__doc__, runs="bench-text", algos=ALGOS, budget="4m", episodes=600)
     parser.add_argument("--sources", nargs="+", default=SOURCES, choices=SOURCES)
-    parser.add_argument("--episodes", type=int, default=600)
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE")
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-text")
-    parser.add_argument("--results", type=Path, default=ROOT / "docs" / "results.md")
+    parser.add_argument("--settings", nargs="+", metavar="LABEL",
+                        help="evaluate only these settings (5w1s, 5w5s, 45w10s; default: all of each source's)")
     args = parser.parse_args()
-    command = "python benchmarks/text.py " + " ".join(sys.argv[1:])
+    command = command_line()
 
     from metaloop.benchmarks import get_benchmark
     from metaloop.comparison import compare
@@ -107,13 +101,16 @@ def main() -> None:
         "LoRA); LEO on the frozen encoder's pooled embeddings. Each run meta-trains once on 5-way 1-shot "
         f"episodes and is tested on {args.episodes} fixed episodes (15 queries per class; 5 for 45-way) of the "
         "held-out classes at each setting. Baseline: the frozen encoder, cosine nearest centroid, no meta-training."
-        + (f" Extra settings: `{' '.join(args.sets)}`." if args.sets else ""),
+        + extra_settings(args.sets),
         "",
     ]
     latency_note = ""
     for source in args.sources:
         bench = f"{source}-5w1s"
-        settings = SETTINGS[source]
+        settings = [s for s in SETTINGS[source] if not args.settings or s[0] in args.settings]
+        if not settings:
+            parser.error(f"--settings: none of {' '.join(args.settings)} is a setting of {source} "
+                         f"({', '.join(label for label, _ in SETTINGS[source])})")
         t0 = time.perf_counter()
         base = _baseline(bench, settings, args.episodes)
         base_time = time.perf_counter() - t0
@@ -124,7 +121,7 @@ def main() -> None:
         lines += [f"### {source}", "", f"Anchors: {ANCHORS[source]}.", "",
                   f"| algorithm | {header} | iterations | meta-training time | adaptation latency (5w1s) |",
                   "|---|" + "---|" * (len(settings) + 3)]
-        cells = " | ".join(f"{base[label]['mean']:.2f} ± {base[label]['ci95']:.2f}" for label, _ in settings)
+        cells = " | ".join(mean_ci(base[label]) for label, _ in settings)
         lines.append(f"| frozen encoder, cosine centroids | {cells} | 0 | – (eval {base_time:.0f} s) | – |")
         for r in rows:
             if "error" in r:
@@ -142,7 +139,7 @@ def main() -> None:
                 else:
                     s = evaluate_learner(learner, b, {**cfg, **over}, episodes=args.episodes,
                                          steps=[steps])["steps"][str(steps)]
-                cells.append("diverged" if s["mean"] is None else f"{s['mean']:.2f} ± {s['ci95']:.2f}")
+                cells.append(mean_ci(s))
             lines.append(f"| {r['algo']} | {' | '.join(cells)} | {r['iterations']} | "
                          f"{r['train_seconds'] / 60:.1f} min | {r['latency_ms']:.0f} ms |")
             if r["algo"] == "protonet" and not latency_note:

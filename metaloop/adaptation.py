@@ -36,57 +36,9 @@ from metaloop.benchmarks.fewshot_images import EMBEDDING_ALGOS
 from metaloop.checkpoint import atomic_write_text
 from metaloop.errors import MetaloopError
 from metaloop.evaluation import load_learner
+from metaloop.tables import read_table
 
 FORMATS = (".csv", ".jsonl")
-
-
-def read_rows(path: str | Path) -> list[tuple[int, dict[str, Any]]]:
-    """``(line number, row)`` pairs of a CSV (with a header) or JSON-lines file."""
-    path = Path(path)
-    if not path.is_file():
-        raise MetaloopError(f"{path}: file does not exist")
-    try:
-        text = path.read_text(encoding="utf-8-sig")  # -sig: a spreadsheet's byte-order mark is not a column
-    except UnicodeDecodeError as e:
-        raise MetaloopError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    rows: list[tuple[int, dict[str, Any]]] = []
-    if path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise MetaloopError(f"{path}, line {number}: not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict):
-                raise MetaloopError(f"{path}, line {number}: expected a JSON object")
-            rows.append((number, row))
-    else:
-        reader = csv.DictReader(io.StringIO(text))
-        if not reader.fieldnames:
-            raise MetaloopError(f"{path}: empty file (expected a CSV header)")
-        for row in reader:
-            if None in row:
-                raise MetaloopError(f"{path}, line {reader.line_num}: more fields than the header has columns "
-                                    "(quote a text that contains commas)")
-            rows.append((reader.line_num, row))
-    if not rows:
-        raise MetaloopError(f"{path}: no rows")
-    return rows
-
-
-def column(path: str | Path, rows: list[tuple[int, dict[str, Any]]], name: str, *, what: str) -> list[str]:
-    """The non-empty string values of column ``name`` (one-line errors naming file, column and line)."""
-    present = {key for _, row in rows for key in row if isinstance(key, str)}  # csv: None holds extra fields
-    if name not in present:
-        raise MetaloopError(f"{path}: no column '{name}' ({what}; columns: {', '.join(sorted(present))})")
-    values = []
-    for number, row in rows:
-        value = row.get(name)
-        if value is None or not str(value).strip():
-            raise MetaloopError(f"{path}, line {number}: empty '{name}'")
-        values.append(str(value))
-    return values
 
 
 class Adapter:
@@ -197,12 +149,13 @@ def adapt_files(run_dir: str | Path, support: str | Path, query: str | Path, out
     if out is not None and Path(out).suffix.lower() not in FORMATS:
         raise MetaloopError(f"--out {out}: expected a .csv or .jsonl file")
     # Read and check both files before the (slower) model load, so that a typo fails fast.
-    support_rows, query_rows = read_rows(support), read_rows(query)
+    support_table, query_table = read_table(support), read_table(query)
     adapter = Adapter(run_dir, steps=steps, min_shots=min_shots)
-    name = input_column or adapter.input_column
-    inputs = column(support, support_rows, name, what=f"the run's {adapter.input_column} inputs")
-    labels = column(support, support_rows, label_column, what="the labels")
-    queries = column(query, query_rows, name, what=f"the run's {adapter.input_column} inputs")
+    name, kind = input_column or adapter.input_column, adapter.input_column
+    what = f"the run's {kind} inputs"
+    inputs = support_table.column(name, kind=kind, what=what, strip=kind != "text")
+    labels = support_table.column(label_column, kind="label", what="the labels", integers=True, strip=True)
+    queries = query_table.column(name, kind=kind, what=what, strip=kind != "text")
     adapter.fit(inputs, labels, base_dir=Path(support).parent, source=str(support))
     predictions = adapter.predict(queries, base_dir=Path(query).parent, source=str(query))
     rows = [{name: q, "prediction": label, "score": round(score, 6)} for q, (label, score) in zip(queries, predictions)]

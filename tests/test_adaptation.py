@@ -204,16 +204,16 @@ def test_adapt_command_errors(proto_run, maml_run, tmp_path, capsys):
                           "label 'banking' has 2 example(s); this run needs at least 3 per label")
     holes = write_csv(tmp_path / "holes.csv", [SUPPORT[0], ("", "travel"), *SUPPORT[2:]])
     assert_one_line_error(cli(capsys, run, "--support", holes, "--query", query),
-                          f"{holes}, line 3: empty 'text'")
+                          f"{holes}:3: empty text in column 'text'")
     empty_query = write_jsonl(tmp_path / "q.jsonl", [{"text": "play music"}, {"text": "  "}])
     assert_one_line_error(cli(capsys, run, "--support", support, "--query", empty_query),
-                          f"{empty_query}, line 2: empty 'text'")
+                          f"{empty_query}:2: empty text in field 'text'")
     assert_one_line_error(cli(capsys, run, "--support", support, "--query", query, "--input-column", "sentence"),
-                          f"{support}: no column 'sentence' (the run's text inputs; columns: label, text)")
+                          f"{support}: no column 'sentence' (the run's text inputs; columns: text, label)")
     assert_one_line_error(cli(capsys, run, "--support", support, "--query", query, "--label-column", "intent"),
                           f"{support}: no column 'intent'")
     assert_one_line_error(cli(capsys, run, "--support", support, "--query", tmp_path / "nope.csv"),
-                          f"{tmp_path / 'nope.csv'}: file does not exist")
+                          f"file {tmp_path / 'nope.csv'} does not exist")
     assert_one_line_error(cli(capsys, run, "--support", support, "--query", query, "--out", tmp_path / "p.txt"),
                           "expected a .csv or .jsonl file")
     assert not (tmp_path / "p.txt").exists()
@@ -230,7 +230,7 @@ def test_adapt_command_errors(proto_run, maml_run, tmp_path, capsys):
     extra = tmp_path / "extra.csv"  # a row with more fields than the header (an unquoted comma)
     extra.write_text("text,label\nbook a flight,travel\nplay, music,music\n", encoding="utf-8")
     assert_one_line_error(cli(capsys, run, "--support", extra, "--query", query),
-                          f"{extra}, line 3: more fields than the header has columns (quote a text")
+                          f"{extra}:3: more fields than the header has columns (quote a text")
 
 
 def test_adapt_command_reads_a_spreadsheet_bom(proto_run, tmp_path, capsys):
@@ -281,7 +281,7 @@ def test_adapt_image_run(omniglot_run, tmp_path, capsys):
 
     text_support = write_csv(tmp_path / "text.csv", SUPPORT)
     assert_one_line_error(cli(capsys, omniglot_run, "--support", text_support, "--query", query),
-                          "no column 'path' (the run's path inputs; columns: label, text)")
+                          "no column 'path' (the run's path inputs; columns: text, label)")
     missing = write_csv(tmp_path / "missing.csv", [*rows, ("img/none.png", "line")], fields=("path", "label"))
     assert_one_line_error(cli(capsys, omniglot_run, "--support", missing, "--query", query),
                           "none.png does not exist")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -217,11 +218,11 @@ _ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
     "fomaml": _GRADIENT,
     "anil": {"inner_lr": 0.1, "inner_steps": 5, "test_inner_steps": 10},
     "metasgd": {**_GRADIENT, "inner_steps": 1, "test_inner_steps": 1, "eval_steps": [0, 1]},
-    "reptile": {"inner_optimizer": "adam", "inner_lr": 0.001, "inner_steps": 5, "test_inner_steps": 10,
-                "outer_lr": 1.0, "anneal": True, "adapt": "head.*,*lora_*"},
+    "reptile": {"inner_optimizer": "sgd", "inner_lr": 0.1, "inner_steps": 5, "test_inner_steps": 10,
+                "outer_lr": 0.1, "anneal": True, "adapt": "head.*,*lora_*"},
     "protonet": {"eval_steps": [0], "meta_batch_size": 1},
-    "metaoptnet-svm": {"eval_steps": [0]},
-    "metaoptnet-ridge": {"eval_steps": [0]},
+    "metaoptnet-svm": {"eval_steps": [0], "svm_c": 1.0},
+    "metaoptnet-ridge": {"eval_steps": [0], "ridge_lambda": 1.0},
     "leo": {"inner_lr": 1.0, "inner_steps": 5, "test_inner_steps": 5, "outer_lr": 1e-4, "meta_batch_size": 12,
             "eval_steps": [0, 5]},
 }
@@ -284,37 +285,28 @@ TEXT = _named()
 
 # ------------------------------------------------------------------------------------- the user's own file
 @lru_cache(maxsize=8)
-def _user_file(path: str, text_col: str, label_col: str) -> Any:
-    from metaloop.tasks.text import text_file
+def _user_table(path: str) -> Any:
+    from metaloop.tables import read_table
 
-    return text_file(path, text_field=text_col, label_field=label_col)
+    return read_table(path, what="text file")
 
 
 def _user_split(path: str, split: str, columns: tuple[str, ...]) -> Any:
     """The rows of ``split`` (by the split column), or the whole file as the test split without one."""
-    from metaloop.tasks.text import LabelledTexts, text_file
+    from metaloop.tasks.text import table_texts
 
     text_col, label_col, split_col = columns
-    try:
-        full = text_file(path, text_field=text_col, label_field=split_col)
-    except MetaloopError as e:  # no split column: every class is a test class; any other error is the user's
-        if f"no column {split_col!r}" not in str(e) and f"no field {split_col!r}" not in str(e):
-            raise
-        full = None
-    data = _user_file(path, text_col, label_col)
-    if full is None:
+    table = _user_table(path)
+    if not table.has(split_col):  # every class is a test class
         if split == "train":
             raise MetaloopError(f"benchmark 'text:{path}': no '{split_col}' column, so meta-training needs "
                                 "--set train_sources=clinc150,hwu64 (or other sources)")
-        return data
-    splits = [full.classes[int(i)] for i in full.labels]
-    keep = [i for i, s in enumerate(splits) if s == split]
-    if not keep:
+        return table_texts(table, text_col, label_col)
+    splits = table.column(split_col, kind="label", strip=True)
+    rows = tuple(row for row, s in zip(table.rows, splits) if s == split)
+    if not rows:
         raise MetaloopError(f"benchmark 'text:{path}': no row has {split_col}={split}")
-    names = sorted({data.classes[int(data.labels[i])] for i in keep})
-    index = {c: k for k, c in enumerate(names)}
-    return LabelledTexts([data.texts[i] for i in keep],
-                         torch.tensor([index[data.classes[int(data.labels[i])]] for i in keep]), names)
+    return table_texts(replace(table, rows=rows), text_col, label_col)
 
 
 def user_text_benchmark(name: str) -> Benchmark:

@@ -16,15 +16,14 @@ names (numerically when every name is an integer), and :attr:`classes` maps ids 
 
 from __future__ import annotations
 
-import csv
 import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from metaloop.errors import MetaloopError
+from metaloop.tables import label_order, read_table
 from metaloop.tasks.images import (
     IMAGE_EXTENSIONS,
     LabelledImages,
@@ -41,34 +40,8 @@ def read_csv_columns(path: str | os.PathLike[str], columns: Sequence[str]) -> li
         MetaloopError: the file is missing or empty, a column is absent (naming it, the file and the
             columns it has), or a row lacks a value.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise MetaloopError(f"CSV file {path} does not exist")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        for column in columns:
-            if column not in header:
-                have = ", ".join(header) if header else "none: the file is empty"
-                raise MetaloopError(f"{path}: no column {column!r} (columns: {have})")
-        rows = []
-        for row in reader:  # DictReader skips blank lines
-            number = reader.line_num
-            values = tuple((row.get(c) or "").strip() for c in columns)
-            for column, value in zip(columns, values):
-                if not value:
-                    raise MetaloopError(f"{path}:{number}: empty value in column {column!r}")
-            rows.append(values)
-    if not rows:
-        raise MetaloopError(f"{path}: no rows after the header")
-    return rows
-
-
-def _class_order(names: Sequence[str]) -> list[str]:
-    unique = set(names)
-    if all(re.fullmatch(r"-?\d+", n) for n in unique):
-        return sorted(unique, key=int)
-    return sorted(unique)
+    table = read_table(path, what="CSV file")
+    return list(zip(*(table.column(c, strip=True) for c in columns)))
 
 
 def _labelled(
@@ -81,7 +54,7 @@ def _labelled(
         raise MetaloopError(
             f"{where}: {len(missing)} of {len(paths)} image files are missing, e.g. {missing[0]}"
         )
-    classes = _class_order(names)
+    classes = label_order(names)
     ids = {name: i for i, name in enumerate(classes)}
     labels = torch.tensor([ids[n] for n in names], dtype=torch.int64)
     return load_images(paths, size, channels, desc=f"decoding {where}"), labels, classes

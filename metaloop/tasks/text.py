@@ -66,6 +66,7 @@ from torch.utils.data import Dataset
 
 from metaloop.data import data_root
 from metaloop.errors import MetaloopError
+from metaloop.tables import Table, label_order, read_table
 
 SPLITS = ("train", "val", "test")
 
@@ -466,66 +467,6 @@ def fewrel_split(split: str, root: Any = None, *, mark_entities: bool = True) ->
 # ------------------------------------------------------------------------------------- user's files
 
 
-def _class_order(names: set[str]) -> list[str]:
-    if all(re.fullmatch(r"-?\d+", n) for n in names):
-        return sorted(names, key=lambda n: (int(n), n))
-    return sorted(names)
-
-
-def _read_csv(path: Path, text_field: str, label_field: str) -> list[tuple[str, str]]:
-    rows = []
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames or []
-        for field in (text_field, label_field):
-            if field not in header:
-                have = ", ".join(header) if header else "none: the file is empty"
-                raise MetaloopError(f"{path}: no column {field!r} (columns: {have})")
-        for row in reader:  # DictReader skips blank lines
-            if None in row:
-                raise MetaloopError(f"{path}:{reader.line_num}: more fields than the header has columns "
-                                    "(quote a text that contains commas)")
-            text, label = row.get(text_field) or "", (row.get(label_field) or "").strip()
-            if not text.strip():
-                raise MetaloopError(f"{path}:{reader.line_num}: empty text in column {text_field!r}")
-            if not label:
-                raise MetaloopError(f"{path}:{reader.line_num}: empty label in column {label_field!r}")
-            rows.append((text, label))
-    return rows
-
-
-def _read_jsonl(path: Path, text_field: str, label_field: str) -> list[tuple[str, str]]:
-    rows = []
-    with open(path, encoding="utf-8-sig") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise MetaloopError(
-                    f"{where}: invalid JSON ({e.msg}, column {e.colno}); expected one JSON object per line"
-                ) from None
-            if not isinstance(obj, dict):
-                raise MetaloopError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            for field in (text_field, label_field):
-                if field not in obj:
-                    raise MetaloopError(f"{where}: no field {field!r} (fields: {', '.join(obj) or 'none'})")
-            text, label = obj[text_field], obj[label_field]
-            if not isinstance(text, str):
-                raise MetaloopError(f"{where}: field {text_field!r} is a {type(text).__name__}, not a string")
-            if not text.strip():
-                raise MetaloopError(f"{where}: empty text in field {text_field!r}")
-            if isinstance(label, bool) or not isinstance(label, (str, int)):
-                raise MetaloopError(f"{where}: field {label_field!r} must be a string or an integer")
-            label = str(label).strip()
-            if not label:
-                raise MetaloopError(f"{where}: empty label in field {label_field!r}")
-            rows.append((text, label))
-    return rows
-
-
 def text_file(path: Any, *, text_field: str = "text", label_field: str = "label") -> LabelledTexts:
     """The user's labelled texts: a CSV file with a header row (``.csv``) or JSON lines, one object per
     line (``.jsonl``, ``.json``, ``.ndjson``). ``text_field`` and ``label_field`` name the column or
@@ -538,27 +479,16 @@ def text_file(path: Any, *, text_field: str = "text", label_field: str = "label"
             (listing those there are); a text or label is empty, or a line is not a JSON object (giving
             the line number); the file has no examples.
     """
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise MetaloopError(f"text file {path} does not exist")
-    suffix = path.suffix.lower()
-    try:
-        if suffix == ".csv":
-            rows = _read_csv(path, text_field, label_field)
-        elif suffix in (".jsonl", ".json", ".ndjson"):
-            rows = _read_jsonl(path, text_field, label_field)
-        else:
-            raise MetaloopError(
-                f"{path}: unknown file type {suffix or '(no suffix)'!r}; text_file reads .csv or JSON lines "
-                f"(.jsonl, .json)"
-            )
-    except UnicodeDecodeError as e:
-        raise MetaloopError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    if not rows:
-        raise MetaloopError(f"{path}: no examples")
-    classes = _class_order({label for _, label in rows})
+    return table_texts(read_table(path, what="text file"), text_field, label_field)
+
+
+def table_texts(table: Table, text_field: str = "text", label_field: str = "label") -> LabelledTexts:
+    """The labelled texts of a :class:`~metaloop.tables.Table` (see :func:`text_file`)."""
+    texts = table.column(text_field, kind="text")
+    labels = table.column(label_field, kind="label", integers=True, strip=True)
+    classes = label_order(set(labels))
     index = {c: i for i, c in enumerate(classes)}
-    return LabelledTexts([t for t, _ in rows], torch.tensor([index[lb] for _, lb in rows]), classes)
+    return LabelledTexts(texts, torch.tensor([index[label] for label in labels]), classes)
 
 
 # ---------------------------------------------------------------------------------------------- mix

@@ -271,7 +271,8 @@ def test_text_file_jsonl_int_and_string_labels(tmp_path):
         ("t.csv", "text,lbl\nhi,a\n", "t.csv: no column 'label' \\(columns: text, lbl\\)"),
         ("t.csv", "text,label\nhi,a\n  ,b\n", "t.csv:3: empty text in column 'text'"),
         ("t.csv", "text,label\nhi,a\nho,\n", "t.csv:3: empty label in column 'label'"),
-        ("t.csv", "text,label\n", "t.csv: no examples"),
+        ("t.csv", "text,label\n", "t.csv: no rows after the header"),
+        ("t.jsonl", "\n", "t.jsonl: no field 'text' \\(fields: none: the file is empty\\)"),
         ("t.jsonl", '{"text": "hi", "label": 1}\n{"text": "ho", "label": 2', "t.jsonl:2: invalid JSON"),
         (
             "t.jsonl",
@@ -282,7 +283,7 @@ def test_text_file_jsonl_int_and_string_labels(tmp_path):
         (
             "t.jsonl",
             '{"text": "hi", "label": 1.5}\n',
-            "t.jsonl:1: field 'label' must be a string or an integer",
+            "t.jsonl:1: field 'label' must be a string or an integer, not float",
         ),
         ("t.jsonl", '["hi", 1]\n', "t.jsonl:1: expected a JSON object, got list"),
         ("t.txt", "hi\n", "t.txt: unknown file type '.txt'"),
