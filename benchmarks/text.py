@@ -99,7 +99,7 @@ def main() -> None:
         "all-MiniLM-L6-v2 with LoRA (rank 8) on the attention projections (frozen pretrained weights) and a "
         "zero-initialized head for the gradient-based family (inner loop: head + LoRA); LEO on the frozen encoder's "
         "pooled embeddings. Each run meta-trains once on 5-way 1-shot episodes and is tested on "
-        f"{args.episodes} fixed episodes (15 queries per class; 5 for 45-way) of the held-out classes at each "
+        f"{args.episodes} fixed episodes (15 queries per class; 5 at 45-way) of the held-out classes at each "
         "setting. Baseline: the frozen encoder, cosine nearest centroid, no meta-training." + extra_settings(args.sets)
     )
     for source in args.sources:
@@ -149,9 +149,10 @@ def main() -> None:
         lines += ["", verdict(base, rows, settings)]
         if latency_note:
             lines += ["", latency_note]
-        lines += ["", f"Wall time of this source, evaluations included (runs reused from earlier invocations count "
-                      f"only their evaluation, or nothing when their row was cached): "
-                      f"{(time.perf_counter() - started) / 60:.0f} min."]
+        lines += ["", f"Wall time of this invocation for {source}: {(time.perf_counter() - started) / 60:.0f} min. "
+                      "Finished runs are reused and their evaluations cached, so it counts only what this invocation "
+                      f"trained and evaluated; a run's evaluation takes about {args.episodes} × its adaptation "
+                      "latency (plus the query predictions), on top of its meta-training time."]
         replace_block(args.results, f"text-{source}", "\n".join(lines))
         print(f"wrote {source} to {args.results}", flush=True)
 
