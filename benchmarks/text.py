@@ -127,8 +127,7 @@ def main() -> None:
             if "error" in r:
                 lines.append(f"| {r['algo']} | failed: {r['error'].replace('|', '/')} |" + " |" * (len(settings) + 2))
                 continue
-            learner, _, cfg = load_learner(r["run"])
-            steps = r["steps"]
+            steps, loaded = r["steps"], None
             cells = []
             for label, over in settings:
                 if "ways" in over and r["algo"] not in HEADLESS:
@@ -137,6 +136,7 @@ def main() -> None:
                 if label == "5w1s":  # the benchmark's own setting: compare evaluated it
                     s = {"mean": r["mean"], "ci95": r["ci95"]}
                 else:
+                    learner, _, cfg = loaded = loaded or load_learner(r["run"])  # once per run, when needed
                     s = evaluate_learner(learner, b, {**cfg, **over}, episodes=args.episodes,
                                          steps=[steps])["steps"][str(steps)]
                 cells.append(mean_ci(s))
@@ -146,7 +146,7 @@ def main() -> None:
                 latency_note = (f"`metaloop adapt` latency, this ProtoNet run, 5-way 5-shot on CLINC150 test intents "
                                 f"(fit on 25 texts + predict 75, tokenization included, median of 5): "
                                 f"{_adapt_latency(Path(r['run'])):.0f} ms.")
-        lines += ["", verdict(base, rows, settings)]
+        lines += ["", verdict(base, rows)]
         if latency_note:
             lines += ["", latency_note]
         lines += ["", f"Wall time of this invocation for {source}: {(time.perf_counter() - started) / 60:.0f} min. "
@@ -157,7 +157,7 @@ def main() -> None:
         print(f"wrote {source} to {args.results}", flush=True)
 
 
-def verdict(base: dict[str, dict], rows: list[dict], settings: list) -> str:
+def verdict(base: dict[str, dict], rows: list[dict]) -> str:
     """Whether the best meta-trained 5-way 1-shot result beats the baseline beyond both 95% intervals."""
     if "5w1s" not in base:
         return ""
