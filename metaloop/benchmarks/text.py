@@ -221,7 +221,7 @@ _ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
     "reptile": {"inner_optimizer": "sgd", "inner_lr": 0.1, "inner_steps": 5, "test_inner_steps": 10,
                 "outer_lr": 0.1, "anneal": True, "adapt": "head.*,*lora_*"},
     "protonet": {"eval_steps": [0], "meta_batch_size": 1},
-    "metaoptnet-svm": {"eval_steps": [0], "svm_c": 1.0},
+    "metaoptnet-svm": {"eval_steps": [0]},  # C = 0.1: C = 1 scored 41.7 on HuffPost 5w1s, 0.1 scored 45.7
     "metaoptnet-ridge": {"eval_steps": [0], "ridge_lambda": 1.0},
     "leo": {"inner_lr": 1.0, "inner_steps": 5, "test_inner_steps": 5, "outer_lr": 1e-4, "meta_batch_size": 12,
             "eval_steps": [0, 5]},
