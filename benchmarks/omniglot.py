@@ -4,6 +4,8 @@
     python benchmarks/omniglot.py --budget 60m       # more
     python benchmarks/omniglot.py --algos maml protonet --benchmarks omniglot-5w1s
     python benchmarks/omniglot.py --budget 5m --set feature_epochs=1   # a shorter run (extra --set to every run)
+    python benchmarks/omniglot.py --budget 30m --algos protonet --benchmarks omniglot-5w1s \
+        --runs runs/bench-omniglot-30m --block omniglot-30m     # a longer budget, in a block of its own
 
 Each (benchmark, algorithm) is `metaloop compare`'s run in runs/bench-omniglot/<benchmark>/<algo>:
 trained in its own process with `--resume`, so an interrupted benchmark continues where it stopped
@@ -38,13 +40,15 @@ BARS = {"omniglot-5w1s": (97.5, {"maml", "protonet", "metasgd", "metaoptnet-svm"
 def main() -> None:
     parser = benchmark_parser(__doc__, runs="bench-omniglot", algos=ALGOS, budget="20m", episodes=1000)
     parser.add_argument("--benchmarks", nargs="+", default=BENCHMARKS)
+    parser.add_argument("--block", default="omniglot",
+                        help="the docs/results.md block to write (another name keeps the main table)")
     args = parser.parse_args()
     command = command_line()
 
     from metaloop.comparison import compare
 
     lines = [
-        "## Omniglot, few-shot classification",
+        "## Omniglot, few-shot classification" + ("" if args.block == "omniglot" else f" ({args.budget} per run)"),
         "",
         f"Command: `{command.strip()}`. {machine_summary()} Budget: {args.budget} of meta-training per "
         f"algorithm and benchmark (`metaloop compare --budget {args.budget}`), Conv-4 (64 filters, BatchNorm "
@@ -89,7 +93,7 @@ def main() -> None:
                 f"started. The runs resume: `python benchmarks/omniglot.py --budget 60m` continues the same runs.",
             ]
         lines.append("")
-    replace_block(args.results, "omniglot", "\n".join(lines))
+    replace_block(args.results, args.block, "\n".join(lines))
     print(f"wrote {args.results}")
 
 

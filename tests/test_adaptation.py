@@ -129,12 +129,14 @@ def test_adapter_on_maml_run(maml_run):
 
 
 def test_adapter_on_leo_run(leo_run):
-    """LEO works on the frozen encoder's unit-norm features, which adapt computes from the raw texts."""
+    """LEO works on the frozen encoder's unit-norm features × the run's feature_scale (LEO's preset: 4),
+    which adapt computes from the raw texts."""
     adapter = Adapter(leo_run)
+    assert adapter.cfg["feature_scale"] == 4.0
     x = adapter.bench.encode_inputs(adapter.cfg, ["BOOK a flight to ROME", "play music", "book a flight to rome"],
                                     None)
     assert x.shape == (3, 16) and x.dtype == torch.float32
-    torch.testing.assert_close(x.norm(dim=-1), torch.ones(3))
+    torch.testing.assert_close(x.norm(dim=-1), torch.full((3,), 4.0))
     torch.testing.assert_close(x[0], x[2])  # the same tokens (lower-cased)
     assert not torch.allclose(x[0], x[1])
     adapter.fit([t for t, _ in SUPPORT], [label for _, label in SUPPORT])

@@ -113,7 +113,7 @@ from torch import Tensor, nn
 
 from metaloop.algorithms.base import MetaLearner
 from metaloop.algorithms.labels import mask_logits, one_hot_bound
-from metaloop.core.inner import ParamDict, gradients
+from metaloop.core.inner import ParamDict, clip_by_global_norm, gradients
 from metaloop.errors import MetaloopError
 
 _MASK64 = (1 << 64) - 1
@@ -242,6 +242,9 @@ class LEO(MetaLearner):
         outer_clip_value: clip each meta-gradient entry to ``±value`` before the optimizer step
             (the code: 0.1; default off).
         outer_clip_norm: then clip the meta-gradient to this global norm (the code: 0.1; default off).
+        clip_norm: clip each inner gradient (latent and fine-tuning) to this norm before its step, as
+            ``g · min(1, c / ‖g‖)`` (not in the paper; default off). The meta-gradient flows through the
+            clipping factor, as in :func:`metaloop.core.inner.gradient_descent_steps`.
         path, chunk_size, bn_mode: see :class:`MetaLearner`; ``path`` must be ``"auto"`` or ``"loop"``.
     """
 
@@ -264,6 +267,7 @@ class LEO(MetaLearner):
         seed: int = 0,
         outer_clip_value: float | None = None,
         outer_clip_norm: float | None = None,
+        clip_norm: float | None = None,
         **kwargs: Any,
     ) -> None:
         path = kwargs.get("path", "auto")
@@ -297,7 +301,8 @@ class LEO(MetaLearner):
                 raise MetaloopError(f"option '{name}': must be non-negative, got {value}")
         if not 0 <= dropout < 1:
             raise MetaloopError(f"option 'dropout': must lie in [0, 1), got {dropout}")
-        for name, value in (("outer_clip_value", outer_clip_value), ("outer_clip_norm", outer_clip_norm)):
+        for name, value in (("outer_clip_value", outer_clip_value), ("outer_clip_norm", outer_clip_norm),
+                            ("inner_clip", clip_norm)):
             if value is not None and not value > 0:
                 raise MetaloopError(f"option '{name}': must be positive, got {value}")
         net = LEONet(feature_dim, latent_dim, inner_lr_init, finetune_lr_init, seed=seed)
@@ -316,6 +321,7 @@ class LEO(MetaLearner):
         self.seed = int(seed)
         self.outer_clip_value = outer_clip_value
         self.outer_clip_norm = outer_clip_norm
+        self.clip_norm = clip_norm
         self.generator = torch.Generator()
         self.reseed(-1)
 
@@ -412,7 +418,7 @@ class LEO(MetaLearner):
         trajectory = [z0]
         for _ in range(max(steps, default=0)):
             z = trajectory[-1]
-            grad = gradients(latent_loss, {"z": z}, ["z"], create_graph=create_graph)["z"]
+            grad = self._clip(gradients(latent_loss, {"z": z}, ["z"], create_graph=create_graph))
             trajectory.append(z - alpha * grad)
 
         states = []
@@ -420,11 +426,18 @@ class LEO(MetaLearner):
             z = trajectory[s]
             w = self.sample_weights(params, z, present)
             for _ in range(self.finetune_steps):
-                grad = gradients(weight_loss, {"w": w}, ["w"], create_graph=create_graph)["w"]
+                grad = self._clip(gradients(weight_loss, {"w": w}, ["w"], create_graph=create_graph))
                 w = w - eta * grad
             penalty = _masked_mean((z0 - z.detach()).pow(2), present)
             states.append(LEOState(w, present, kl, penalty, orth, l2, z0, z))
         return states
+
+    def _clip(self, grads: ParamDict) -> Tensor:
+        """The one gradient of ``grads``, clipped to ``clip_norm`` when set."""
+        if self.clip_norm is not None:
+            grads = clip_by_global_norm(grads, self.clip_norm)
+        (grad,) = grads.values()
+        return grad
 
     def adapt(self, params: ParamDict, support: tuple[Any, Tensor], *, steps: int | None = None) -> LEOState:
         if steps is None:

@@ -109,7 +109,8 @@ def build_learner(cfg: Mapping[str, Any]) -> tuple[MetaLearner, Benchmark]:
             raise MetaloopError(f"algorithm 'leo' needs pretrained features, which benchmark '{bench.name}' lacks")
         learner = LEO(bench.feature_dim(dict(cfg)), inner_lr_init=cfg["inner_lr"], inner_steps=cfg["inner_steps"],
                       test_inner_steps=cfg["test_inner_steps"], seed=cfg["seed"], outer_clip_value=0.1,
-                      outer_clip_norm=0.1, path=cfg["path"], chunk_size=cfg["chunk_size"])
+                      outer_clip_norm=0.1, clip_norm=cfg["inner_clip"], path=cfg["path"],
+                      chunk_size=cfg["chunk_size"])
         return learner.to(cfg["device"]), bench
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg["seed"])

@@ -9,11 +9,14 @@
 
 Episodes are N-way K-shot as in the other image benchmarks (``ways``, ``shots``, ``train_ways``,
 ``train_shots``, ``queries``, ``eval_queries``), on a Conv-4 (or ResNet-12) backbone, with MAML's
-mini-ImageNet presets for the gradient-based family.
+mini-ImageNet presets for the gradient-based family. LEO works on features, as in its paper: the backbone
+is first pretrained to classify all training classes (``feature_epochs``), then frozen; the features are
+cached under a digest of the images, so changed files are embedded anew.
 """
 
 from __future__ import annotations
 
+import hashlib
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -22,8 +25,10 @@ from torch import nn
 
 from metaloop.benchmarks.base import Benchmark
 from metaloop.benchmarks.fewshot_images import (
+    _LEO,
     COMMON_OPTIONS,
     EMBEDDING_ALGOS,
+    FEATURE_ALGOS,
     _check_ways,
     _sources,
     classification_benchmark,
@@ -58,18 +63,42 @@ def _split(path: str, split: str, size: int, channels: int, columns: tuple[str, 
     return LabelledImages(full.images[keep], full.labels[keep], full.classes)
 
 
-def _data(cfg: dict[str, Any], split: str) -> LabelledImages:
+def _data(cfg: dict[str, Any], split: str) -> Any:
     path = cfg["benchmark"].removeprefix(PREFIX)
     columns = (cfg["path_column"], cfg["label_column"], cfg["split_column"])
-    return _split(path, split, cfg["image_size"], cfg["channels"], columns)
+    load = lambda s: _split(path, s, cfg["image_size"], cfg["channels"], columns)  # noqa: E731
+    if cfg["algo"] not in FEATURE_ALGOS:
+        return load(split)
+    from metaloop.features import feature_splits
+
+    content = hashlib.sha256()
+    for s in ("train", "test"):
+        content.update(load(s).images.numpy().tobytes())
+        content.update(load(s).labels.numpy().tobytes())
+    return feature_splits(
+        "images", load, lambda: (_backbone(cfg, None), _feature_dim(cfg)),
+        data_key=f"{content.hexdigest()}|{cfg['backbone']}-{cfg['filters']}", epochs=cfg["feature_epochs"],
+        seed=cfg["seed"],
+    )[split]
+
+
+def _backbone(cfg: dict[str, Any], ways: int | None) -> nn.Module:
+    if cfg["backbone"] == "resnet12":
+        return ResNet12(cfg["channels"], ways, image_size=cfg["image_size"])
+    return Conv4(cfg["channels"], ways, hidden=cfg["filters"], image_size=cfg["image_size"])
+
+
+def _feature_dim(cfg: dict[str, Any]) -> int:
+    size = cfg["image_size"] // 16  # both backbones halve the image four times
+    width = 640 if cfg["backbone"] == "resnet12" else cfg["filters"]
+    if size < 1:
+        raise MetaloopError(f"option 'image_size': {cfg['image_size']} is too small for four poolings (≥ 16)")
+    return width * size * size
 
 
 def _model(cfg: dict[str, Any]) -> nn.Module:
     _check_ways(cfg)
-    ways = None if cfg["algo"] in EMBEDDING_ALGOS else cfg["ways"]
-    if cfg["backbone"] == "resnet12":
-        return ResNet12(cfg["channels"], ways, image_size=cfg["image_size"])
-    return Conv4(cfg["channels"], ways, hidden=cfg["filters"], image_size=cfg["image_size"])
+    return _backbone(cfg, None if cfg["algo"] in EMBEDDING_ALGOS else cfg["ways"])
 
 
 def user_image_benchmark(name: str) -> Benchmark:
@@ -102,5 +131,7 @@ def user_image_benchmark(name: str) -> Benchmark:
             "protonet": {"eval_steps": [0], "meta_batch_size": 1},
             "metaoptnet-svm": {"eval_steps": [0], "meta_batch_size": 4},
             "metaoptnet-ridge": {"eval_steps": [0], "meta_batch_size": 4},
+            "leo": _LEO,
         },
+        feature_dim=_feature_dim,
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
@@ -105,6 +106,22 @@ def test_every_algorithm_builds_on_the_tiny_encoder(text_env):
     learner, _ = build_learner(resolve_config("protonet", "clinc150-5w1s",
                                               overrides={"encoder": str(text_env), "distance": "cosine"}))
     assert isinstance(learner, ProtoNet) and learner.distance == "cosine"
+
+
+@pytest.mark.usefixtures("clinc_data")
+def test_leo_features_are_scaled(text_env):
+    """LEO reads the frozen unit-norm embeddings × feature_scale (its preset: 4), in episodes and in
+    ``encode_inputs`` (what ``adapt`` feeds it) alike."""
+    bench = get_benchmark("clinc150-5w1s")
+    for sets, norm in (({}, 4.0), ({"feature_scale": 2.5}, 2.5)):
+        cfg = resolve_config("leo", "clinc150-5w1s", overrides={"encoder": str(text_env), **sets})
+        batch = bench.test_tasks(cfg).batch(0, 1)
+        assert batch.support_x.shape == (1, 5, 16)
+        torch.testing.assert_close(batch.support_x.norm(dim=-1), torch.full((1, 5), norm))
+        feats = bench.encode_inputs(cfg, ["book a flight to rome", "what is my balance"], Path("."))
+        torch.testing.assert_close(feats.norm(dim=-1), torch.full((2,), norm))
+    with pytest.raises(MetaloopError, match="feature_scale"):
+        resolve_config("leo", "clinc150-5w1s", overrides={"feature_scale": 0})
 
 
 @pytest.mark.usefixtures("clinc_data")

@@ -73,3 +73,24 @@ def test_bad_user_data_is_a_one_line_error(tmp_path, capsys, folder, layout):
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and needle in err
     assert not (tmp_path / "r").exists()
+
+
+def test_leo_on_pretrained_features_of_the_users_images(folder, tmp_path, monkeypatch):
+    """LEO on images:FOLDER: a Conv-4 is pretrained on the train classes, its features cached under a
+    digest of the images (a changed image is embedded anew), then LEO trains and evaluates on them."""
+    monkeypatch.setenv("METALOOP_CACHE", str(tmp_path / "cache"))
+    sets = {**SETS, "feature_epochs": 1, "eval_steps": [0, 1], "inner_steps": 1, "test_inner_steps": 1}
+    cfg = metaloop.resolve_config("leo", f"images:{folder}", overrides=sets)
+    bench = get_benchmark(f"images:{folder}")
+    batch = bench.test_tasks(cfg).batch(0, 1)
+    assert batch.support_x.shape == (1, 3, 4 * 1 * 1)  # filters × (16 // 16)²: the backbone's features
+    run = metaloop.train("leo", f"images:{folder}", tmp_path / "run", overrides=sets, progress=False)
+    assert metaloop.evaluate(run, plots=False)["episodes"] == 5
+    cached = sorted((tmp_path / "cache" / "features").glob("images-*"))
+    assert len(cached) == 1
+    _write_images(folder / "test", ["b0"], 1, seed=7)  # overwrite one test image
+    from metaloop.benchmarks import user_images
+
+    user_images._split.cache_clear()
+    bench.test_tasks(cfg)
+    assert len(sorted((tmp_path / "cache" / "features").glob("images-*"))) == 2
