@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_steps, help="inner-step counts, e.g. 0,1,5,10")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--no-plots", action="store_true", help="do not write plots")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="change a test-time option: test_inner_lr, test_inner_steps, eval_seed, device, …")
 
     p = sub.add_parser("compare", help="train and evaluate several algorithms on one benchmark, one table")
     p.add_argument("--benchmark", required=True, help="benchmark name")
@@ -111,10 +113,11 @@ def _print_eval(result: dict, run_dir: str) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from metaloop.config import parse_set
     from metaloop.evaluation import evaluate
 
     result = evaluate(args.run_dir, episodes=args.episodes, steps=args.steps, plots=not args.no_plots,
-                      progress=not args.json and sys.stderr.isatty())
+                      progress=not args.json and sys.stderr.isatty(), overrides=parse_set(args.sets))
     if args.json:
         print(json.dumps(result))
     else:

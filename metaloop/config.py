@@ -69,6 +69,9 @@ OPTIONS: dict[str, Option] = {
         Option("inner_steps", int, 1, "inner steps during meta-training", positive=True),
         Option("test_inner_steps", int, None, "inner steps for `adapt` at test time (default inner_steps)",
                positive=True, nullable=True),
+        Option("test_inner_lr", float, None, "inner step size at test time (default inner_lr; the gradient-based "
+               "family with a fixed step size: not Meta-SGD or LEO, which learn theirs)", positive=True,
+               nullable=True),
         Option("shots", int, 5, "support examples per task (per class for classification): K", positive=True),
         Option("queries", int, None, "query examples per task during meta-training (default: shots)",
                positive=True, nullable=True),
@@ -100,7 +103,10 @@ OPTIONS: dict[str, Option] = {
 }
 
 #: Keys that may change when a run is resumed (they do not change its result).
-RESUMABLE_CHANGES = {"iterations", "time_budget", "device", "checkpoint_every", "log_every", "eval_episodes", "eval_steps"}
+RESUMABLE_CHANGES = {"iterations", "time_budget", "device", "checkpoint_every", "log_every", "eval_episodes", "eval_steps",
+                     "test_inner_steps", "test_inner_lr", "eval_seed"}
+#: Keys that ``metaloop eval --set`` may change: they only say how a trained run is tested.
+EVAL_CHANGES = ("test_inner_steps", "test_inner_lr", "eval_episodes", "eval_steps", "eval_seed", "device")
 
 
 def parse_set(items: Iterable[str]) -> dict[str, Any]:

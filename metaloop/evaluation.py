@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from metaloop.algorithms.base import MetaLearner
-from metaloop.benchmarks import Benchmark, build_learner
+from metaloop.benchmarks import Benchmark, build_learner, check_device, get_benchmark
 from metaloop.checkpoint import atomic_write_text, load_checkpoint
+from metaloop.config import EVAL_CHANGES, resolve
 from metaloop.errors import MetaloopError
 from metaloop.training import read_config
 
@@ -118,11 +119,26 @@ def adaptation_latency(learner: MetaLearner, bench: Benchmark, cfg: dict[str, An
     return 1000 * times[len(times) // 2]
 
 
-def load_learner(run_dir: str | Path, *, device: str | None = None) -> tuple[MetaLearner, Benchmark, dict[str, Any]]:
-    """Rebuild a run's learner from its config and last checkpoint (in evaluation mode)."""
-    cfg = read_config(run_dir)
+def load_learner(run_dir: str | Path, *, device: str | None = None,
+                 overrides: Mapping[str, Any] | None = None) -> tuple[MetaLearner, Benchmark, dict[str, Any]]:
+    """Rebuild a run's learner from its config and last checkpoint (in evaluation mode).
+
+    Options newer than the run take their defaults. ``overrides`` may change the options of
+    :data:`~metaloop.config.EVAL_CHANGES` only (how the run is tested, not what was trained).
+    """
+    stored = read_config(run_dir)
+    options = get_benchmark(stored["benchmark"]).all_options()
+    changes = dict(overrides or {})
+    for key in changes:
+        if key not in EVAL_CHANGES:
+            raise MetaloopError(f"--set {key}: eval can change only {', '.join(EVAL_CHANGES)} "
+                                f"('{key}' changes what is trained: train another run)")
+    known = {k: v for k, v in stored.items() if k in options}
+    cfg = {"algo": stored["algo"], "benchmark": stored["benchmark"],
+           **resolve(options, [(f"run '{run_dir}'", known), ("--set", changes)])}
     if device is not None:
         cfg["device"] = device
+    check_device(cfg["device"])
     learner, bench = build_learner(cfg)
     record = load_checkpoint(Path(run_dir), learner)
     cfg["checkpoint_iteration"] = record["iteration"]
@@ -138,18 +154,23 @@ def evaluate(
     steps: Sequence[int] | None = None,
     plots: bool = True,
     progress: bool = False,
+    overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run directory's last checkpoint; write ``eval.json`` and plots; return the result.
 
-    ``episodes`` and ``steps`` default to the run's ``eval_episodes`` and ``eval_steps``.
+    ``episodes`` and ``steps`` default to the run's ``eval_episodes`` and ``eval_steps``; ``overrides``
+    changes test-time options (:data:`~metaloop.config.EVAL_CHANGES`, e.g. ``test_inner_lr``), which the
+    result records under ``"settings"``.
     """
     run_dir = Path(run_dir)
-    learner, bench, cfg = load_learner(run_dir)
+    learner, bench, cfg = load_learner(run_dir, overrides=overrides)
     episodes = cfg["eval_episodes"] if episodes is None else episodes
     steps = check_steps(cfg["eval_steps"] if steps is None else steps)
     result = evaluate_learner(learner, bench, cfg, episodes=episodes, steps=steps, progress=progress)
     result["iteration"] = cfg["checkpoint_iteration"]
     result["train_seconds"] = cfg["train_seconds"]
+    if overrides:
+        result["settings"] = {k: cfg[k] for k in overrides}
     atomic_write_text(run_dir / EVAL, json.dumps(result, indent=1))
     if plots:
         from metaloop.plots import adaptation_curve

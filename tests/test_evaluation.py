@@ -102,3 +102,90 @@ def test_diverged_step_counts_are_null_in_json(monkeypatch):
     assert result["steps"]["1"] == {"mean": None, "ci95": None}
     assert json.loads(json.dumps(result, allow_nan=False))["steps"]["0"]["mean"] == 1.0
     assert "diverged" in ev.format_table({"x": result})
+
+
+# ------------------------------------------------------------------------ test-time options of a trained run
+
+
+@pytest.fixture(scope="module")
+def sinusoid_runs(tmp_path_factory):
+    import metaloop
+
+    root = tmp_path_factory.mktemp("runs")
+    sets = {"hidden": [8], "meta_batch_size": 4, "iterations": 6, "eval_episodes": 8, "log_every": 3,
+            "checkpoint_every": 3}
+    return {algo: metaloop.train(algo, "sinusoid", root / algo, overrides=sets, progress=False)
+            for algo in ("maml", "pretrain", "metasgd")}
+
+
+def test_test_inner_lr_is_the_step_size_outside_training():
+    """test_inner_lr replaces inner_lr in evaluation mode only: adapted parameters equal those of a learner
+    whose inner_lr is that value, and meta-training (training mode) still steps with inner_lr."""
+    from metaloop.algorithms import MAML, MetaSGD
+    from metaloop.models.mlp import MLP
+    from metaloop.tasks.sinusoid import SinusoidTasks
+
+    torch.manual_seed(0)
+    model = MLP(1, [8], 1).double()
+    (sx, sy), _ = SinusoidTasks(5, 5).batch(0, 1).to("cpu", torch.float64).task(0)
+    ref = {lr: MAML(model, torch.nn.functional.mse_loss, inner_lr=lr, inner_steps=2) for lr in (0.01, 0.3)}
+    learner = MAML(model, torch.nn.functional.mse_loss, inner_lr=0.01, inner_steps=2, test_inner_lr=0.3)
+    for mode, lr in ((True, 0.01), (False, 0.3)):
+        learner.train(mode)
+        ref[lr].train(mode)
+        got, want = learner.adapt(learner.params(), (sx, sy)), ref[lr].adapt(ref[lr].params(), (sx, sy))
+        for k in want:
+            torch.testing.assert_close(got[k], want[k], rtol=0, atol=0)
+    with pytest.raises(MetaloopError, match="test_inner_lr"):
+        MetaSGD(model, torch.nn.functional.mse_loss, test_inner_lr=0.1)
+    for algo in ("protonet", "metasgd"):
+        bench = "sinusoid" if algo == "metasgd" else "omniglot-5w1s"
+        with pytest.raises(MetaloopError, match="test_inner_lr"):
+            build_learner(resolve_config(algo, bench, overrides={"test_inner_lr": 0.1}))
+
+
+def test_eval_set_changes_test_time_options_only(sinusoid_runs, capsys):
+    """`metaloop eval RUN --set test_inner_lr=…` re-tests a trained run with another step size (recorded in
+    the JSON); options that change what was trained are a one-line error."""
+    import json
+
+    from metaloop.cli import main
+
+    run = sinusoid_runs["pretrain"]
+    assert main(["eval", str(run), "--json", "--no-plots"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert main(["eval", str(run), "--json", "--no-plots", "--set", "test_inner_lr=0.001"]) == 0
+    small = json.loads(capsys.readouterr().out)
+    assert small["settings"] == {"test_inner_lr": 0.001} and "settings" not in plain
+    assert small["steps"]["0"] == plain["steps"]["0"]  # no step taken: the same model
+    assert small["steps"]["1"] != plain["steps"]["1"]
+    for bad, needle in (("inner_lr=0.5", "--set inner_lr: eval can change only"),
+                        ("test_inner_lr=-1", "test_inner_lr"), ("device=tpu", "device")):
+        assert main(["eval", str(run), "--json", "--no-plots", "--set", bad]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and needle in err, err
+    assert main(["eval", str(sinusoid_runs["metasgd"]), "--no-plots", "--set", "test_inner_lr=0.1"]) == 2
+    assert "has no fixed inner step size" in capsys.readouterr().err
+
+
+def test_a_run_older_than_an_option_loads_with_its_default(sinusoid_runs, tmp_path):
+    """A run whose config.yaml predates an option (here test_inner_lr) is evaluated with that option's
+    default, and a resumed run may change test-time options."""
+    import shutil
+
+    import yaml
+
+    import metaloop
+    from metaloop.evaluation import load_learner
+
+    run = tmp_path / "old"
+    shutil.copytree(sinusoid_runs["maml"], run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    del cfg["test_inner_lr"]
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    learner, _, loaded = load_learner(run)
+    assert loaded["test_inner_lr"] is None and learner.test_inner_lr is None
+    metaloop.train("maml", "sinusoid", run, overrides={"hidden": [8], "meta_batch_size": 4, "iterations": 9,
+                   "eval_episodes": 8, "log_every": 3, "checkpoint_every": 3, "test_inner_lr": 0.02},
+                   resume=True, progress=False)
+    assert load_learner(run)[0].test_inner_lr == 0.02

@@ -36,6 +36,9 @@ class MAML(MetaLearner):
         inner_steps: inner steps during meta-training (≥ 1).
         test_inner_steps: inner steps at evaluation and in ``adapt`` outside training (default:
             ``inner_steps``).
+        test_inner_lr: the step size outside training (default: ``inner_lr``). Meta-training never uses
+            it, so nothing is meta-learned for it: a fine-tuning baseline's step size, or a smaller step
+            for more test steps, chosen without retraining (``metaloop eval --set test_inner_lr=…``).
         first_order: drop the second-order terms (FOMAML). See :mod:`metaloop.core.inner`.
         adapt: which parameters the inner loop updates: ``"all"``, ``"head"`` or glob patterns.
             The others keep their meta-learned values inside a task, but are still meta-learned.
@@ -51,6 +54,7 @@ class MAML(MetaLearner):
         inner_lr: float = 0.01,
         inner_steps: int = 1,
         test_inner_steps: int | None = None,
+        test_inner_lr: float | None = None,
         first_order: bool = False,
         adapt: str = "all",
         clip_norm: float | None = None,
@@ -64,11 +68,14 @@ class MAML(MetaLearner):
             raise MetaloopError(f"option 'inner_steps': must be positive, got {inner_steps}")
         if test_inner_steps is not None and test_inner_steps < 1:
             raise MetaloopError(f"option 'test_inner_steps': must be positive, got {test_inner_steps}")
+        if test_inner_lr is not None and not test_inner_lr > 0:
+            raise MetaloopError(f"option 'test_inner_lr': must be positive, got {test_inner_lr}")
         if clip_norm is not None and not clip_norm > 0:
             raise MetaloopError(f"option 'inner_clip': must be positive, got {clip_norm}")
         self.inner_lr = float(inner_lr)
         self.inner_steps = int(inner_steps)
         self.test_inner_steps = int(test_inner_steps or inner_steps)
+        self.test_inner_lr = None if test_inner_lr is None else float(test_inner_lr)
         self.first_order = bool(first_order)
         self.adapted_names = select_names(model, adapt)
         self.clip_norm = clip_norm
@@ -77,7 +84,10 @@ class MAML(MetaLearner):
             raise MetaloopError("option 'inner_optimizer': adam is first-order only; use fomaml or reptile")
 
     def inner_learning_rate(self) -> LearningRate:
-        """The step size(s) of the inner loop: a float here, learned tensors in Meta-SGD."""
+        """The step size(s) of the inner loop: a float here (``test_inner_lr`` outside training, when
+        set), learned tensors in Meta-SGD."""
+        if not self.training and self.test_inner_lr is not None:
+            return self.test_inner_lr
         return self.inner_lr
 
     def adapt_steps(self, params: ParamDict, support: tuple[Any, Tensor], steps: Sequence[int]) -> list[ParamDict]:

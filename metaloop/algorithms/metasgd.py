@@ -16,6 +16,7 @@ from torch import nn
 from metaloop.algorithms.base import LossFn
 from metaloop.algorithms.maml import MAML
 from metaloop.core.inner import LearningRate
+from metaloop.errors import MetaloopError
 
 
 def _key(name: str) -> str:
@@ -26,6 +27,9 @@ class MetaSGD(MAML):
     """MAML with learned per-parameter inner learning rates ``self.lrs`` (meta-parameters)."""
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, **kwargs: Any) -> None:
+        if kwargs.get("test_inner_lr") is not None:
+            raise MetaloopError("option 'test_inner_lr': Meta-SGD meta-learns its step sizes; there is no "
+                                "fixed one to replace at test time")
         super().__init__(model, loss_fn, **kwargs)
         named = dict(model.named_parameters())
         self.lrs = nn.ParameterDict(
