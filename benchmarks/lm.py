@@ -11,7 +11,10 @@ task data, then fine-tuned); and `scratch`, the random initialization fine-tuned
 (no meta-training). Every run is `metaloop train … --resume` with the benchmark's preset (each
 algorithm's meta-steps fit about 12 minutes on one thread; 20-minute cap) followed by
 `metaloop eval … --json` on the held-out test tasks after 0, 1, 5 and 10 inner steps, in subprocesses,
-`--jobs` at a time with one thread each. Finished runs are reused, so an interrupted benchmark continues
+`--jobs` at a time with one thread each. The test-time step size of each method with a fixed one (all but
+Meta-SGD) is chosen first on 100 validation tasks of the meta-training split (`--test-lr-factors`: multiples of
+the run's inner_lr; lowest query loss after 10 steps; `metaloop.benchmarks.lm.choose_test_lr`), so that no
+method, the baselines included, is tested at a step size that only suits meta-training. Finished runs are reused, so an interrupted benchmark continues
 where it stopped. The tables go into the `lm` block of docs/results.md with the command, the machine,
 and each run's meta-steps and wall time.
 """
@@ -53,21 +56,37 @@ METHODS: dict[str, tuple[str, list[str]] | None] = {
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+def choose_lr(bench: str, run: Path | None, args: argparse.Namespace, sets: list[str]) -> dict | str:
+    """``choose_test_lr``'s answer in a subprocess (one thread), or the error line."""
+    code = ("import json, sys; from metaloop.benchmarks.lm import choose_test_lr; "
+            "run = None if sys.argv[2] == '-' else sys.argv[2]; "
+            "print(json.dumps(choose_test_lr(sys.argv[1], run, json.loads(sys.argv[3]), overrides=sys.argv[4:])))")
+    done = subprocess.run([sys.executable, "-c", code, bench, str(run or "-"), json.dumps(args.test_lr_factors),
+                           *sets], env=ENV, capture_output=True, text=True)
+    if done.returncode != 0:
+        return "test step size: " + (done.stderr.strip().splitlines() or ["no message"])[-1]
+    return json.loads(done.stdout)
+
+
 def run_one(bench: str, method: str, args: argparse.Namespace) -> dict:
     """Train (or reuse) and evaluate one method; the eval dict plus wall times, or {"failed": message}."""
     sets = list(args.sets) + ([f"iterations={args.iterations}"] if args.iterations else [])
     exe = [sys.executable, "-m", "metaloop"]
     t0 = time.time()
     if METHODS[method] is None:
+        chosen = choose_lr(bench, None, args, sets) if len(args.test_lr_factors) > 1 else {}
+        if isinstance(chosen, str):
+            return {"failed": chosen}
+        lr_sets = [f"test_inner_lr={chosen['test_inner_lr']}"] if chosen else []
         code = ("import json, sys; from metaloop.benchmarks.lm import evaluate_scratch; "
                 "print(json.dumps(evaluate_scratch(sys.argv[1], episodes=int(sys.argv[2]), steps=[0, 1, 5, 10], "
                 "overrides=sys.argv[3:])))")
-        done = subprocess.run([sys.executable, "-c", code, bench, str(args.episodes), *sets], env=ENV,
+        done = subprocess.run([sys.executable, "-c", code, bench, str(args.episodes), *sets, *lr_sets], env=ENV,
                               capture_output=True, text=True)
         if done.returncode != 0:
             return {"failed": (done.stderr.strip().splitlines() or ["no message"])[-1]}
         result = json.loads(done.stdout)
-        result.update(eval_seconds=time.time() - t0, iterations=0)
+        result.update(eval_seconds=time.time() - t0, iterations=0, chosen=chosen)
         print(f"{bench} {method}: evaluated in {time.time() - t0:.0f} s", flush=True)
         return result
     algo, extra = METHODS[method]
@@ -81,13 +100,18 @@ def run_one(bench: str, method: str, args: argparse.Namespace) -> dict:
         print(f"{bench} {method}: FAILED: {error}", flush=True)
         return {"failed": error}
     t1 = time.time()
+    chosen = choose_lr(bench, out, args, []) if algo != "metasgd" and len(args.test_lr_factors) > 1 else {}
+    if isinstance(chosen, str):
+        return {"failed": chosen}
     evaluate = exe + ["eval", str(out), "--json", "--no-plots", "--steps", ",".join(map(str, STEPS)),
                       "--episodes", str(args.episodes)]
+    if chosen:
+        evaluate += ["--set", f"test_inner_lr={chosen['test_inner_lr']}"]
     done = subprocess.run(evaluate, env=ENV, capture_output=True, text=True)
     if done.returncode != 0:
         return {"failed": "eval: " + (done.stderr.strip().splitlines() or ["no message"])[-1]}
     result = json.loads(done.stdout)
-    result["eval_seconds"] = time.time() - t1
+    result.update(eval_seconds=time.time() - t1, chosen=chosen)
     result["iterations"] = result.pop("iteration")
     print(f"{bench} {method}: done in {time.time() - t0:.0f} s", flush=True)
     return result
@@ -103,14 +127,16 @@ def minutes(seconds: float | None) -> str:
 
 def table(results: dict[str, dict]) -> list[str]:
     metric = next((r["metric"] for r in results.values() if "metric" in r), "metric")
-    lines = [f"| method | {metric}, 0 steps | 1 step | 5 steps | 10 steps | meta-steps | meta-training time "
-             "| evaluation time |", "|---|---|---|---|---|---|---|---|"]
+    lines = [f"| method | {metric}, 0 steps | 1 step | 5 steps | 10 steps | test step size | meta-steps "
+             "| meta-training time | evaluation time |", "|---|---|---|---|---|---|---|---|---|"]
     for method, r in results.items():
         if "failed" in r:
-            lines.append(f"| {method} | failed: {r['failed'].replace('|', '/')} | | | | | | |")
+            lines.append(f"| {method} | failed: {r['failed'].replace('|', '/')} | | | | | | | |")
             continue
         cells = [cell(r["steps"][str(s)], metric) for s in STEPS]
-        lines.append(f"| {method} | " + " | ".join(cells) + f" | {r['iterations']:,} | "
+        chosen = r.get("chosen") or {}
+        step = f"{chosen['test_inner_lr']:.3g}" if chosen else "learned" if method == "metasgd" else "inner_lr"
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {step} | {r['iterations']:,} | "
                      f"{minutes(r.get('train_seconds'))} | {minutes(r['eval_seconds'])} |")
     return lines
 
@@ -121,9 +147,12 @@ def protocol(bench: str, args: argparse.Namespace) -> str:
     cfg = resolve_config("maml", bench, overrides=args.sets)
     model = (f"GPT-2 with {cfg['n_layer']} blocks of width {cfg['n_embd']}, {cfg['n_head']} heads, bytes as tokens, "
              "built from a config (random initialization, seed 0)")
+    chosen = (f"at the step size chosen on 100 validation tasks of the meta-training split among "
+              f"{', '.join(f'{f:g}' for f in args.test_lr_factors)} × the run's inner rate (column 'test step size')"
+              if len(args.test_lr_factors) > 1 else f"at the run's inner rate ({cfg['inner_lr']})")
     common = (f"meta-batch {cfg['meta_batch_size']}, one inner SGD step at {cfg['inner_lr']} in meta-training, Adam "
-              f"{cfg['outer_lr']} outer; at test {args.episodes} held-out tasks, SGD at {cfg['inner_lr']} "
-              "(Reptile: its inner Adam)")
+              f"{cfg['outer_lr']} outer; at test {args.episodes} held-out tasks, SGD (Reptile: its inner Adam) "
+              f"{chosen}")
     if bench == "lm-strings":
         return (f"{model}. Tasks: string functions shown as `input>output` lines (Caesar shift, substitution, rotation, "
                 f"every n-th letter, prefix/suffix, affine map mod m, compositions of two), K = {cfg['shots']} support "
@@ -142,6 +171,9 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--iterations", type=int, help="meta-steps for every run (default: each algorithm's preset)")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--test-lr-factors", type=float, nargs="+", default=[1.0, 0.3, 0.1],
+                        help="test step sizes to choose from on validation tasks, as multiples of each run's "
+                             "inner_lr (one value: no choice)")
     args = parser.parse_args()
     command = command_line()
     jobs = [(b, m) for b in args.benchmarks for m in args.methods]

@@ -49,6 +49,7 @@ minutes (checkpointed). Evaluation: 0, 1, 5 and 10 inner steps (SGD at ``inner_l
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -200,3 +201,67 @@ def evaluate_scratch(
     result["iteration"] = 0
     result["train_seconds"] = 0.0
     return result
+
+
+#: Validation tasks are drawn from the meta-training split (tasks, or speakers, that meta-training sees: the
+#: held-out ones stay for testing) with this seed plus ``eval_seed``, apart from the training stream (``seed``).
+VALIDATION_SEED = 10_000
+
+
+def validation_tasks(cfg: dict[str, Any]) -> TaskSource:
+    """Tasks of the meta-training split for choosing test-time settings, with ``eval_queries`` query lines."""
+    seed = VALIDATION_SEED + cfg["eval_seed"]
+    if cfg["benchmark"] == "lm-strings":
+        return StringTasks(cfg["shots"], cfg["eval_queries"], seed=seed, split="train")
+    return ShakespeareTasks(cfg["shots"], cfg["eval_queries"], seed=seed, split="train", root=cfg["data"])
+
+
+def choose_test_lr(
+    benchmark: str,
+    run_dir: str | None,
+    factors: Sequence[float],
+    *,
+    episodes: int = 100,
+    overrides: Mapping[str, Any] | Iterable[str] | None = None,
+) -> dict[str, Any]:
+    """The test-time step size, chosen on :func:`validation_tasks`: ``test_inner_lr = f · inner_lr`` for each
+    factor ``f``, scored by the mean query loss per byte after ``test_inner_steps`` inner steps on
+    ``episodes`` validation tasks; the lowest wins (the first on a tie). ``run_dir`` None scores the random
+    initialization (the ``scratch`` baseline, with ``overrides``). Returns ``{"test_inner_lr": best,
+    "validation": {lr: loss}}``."""
+    from metaloop.benchmarks import build_learner, resolve_config
+    from metaloop.evaluation import load_learner
+    from metaloop.training import read_config
+
+    if not factors or any(not f > 0 for f in factors):
+        raise MetaloopError(f"test step-size factors must be positive, got {list(factors)}")
+    losses: dict[float, float] = {}
+    for factor in factors:
+        if run_dir is None:
+            base = resolve_config("pretrain", benchmark, overrides=overrides)
+            cfg = resolve_config("pretrain", benchmark, overrides={**_as_mapping(overrides),
+                                                                     "test_inner_lr": factor * base["inner_lr"]})
+            learner, _ = build_learner(cfg)
+        else:
+            inner_lr = read_config(run_dir)["inner_lr"]
+            learner, _, cfg = load_learner(run_dir, overrides={"test_inner_lr": factor * inner_lr})
+        learner.eval()
+        steps = cfg["test_inner_steps"] or cfg["inner_steps"]
+        tasks, total = validation_tasks(cfg), 0.0
+        for start in range(0, episodes, 50):
+            batch = tasks.batch(start, min(50, episodes - start)).to(cfg["device"])
+            total += float(learner.evaluate_batch(batch, [steps], lm_loss).sum())
+        losses[cfg["test_inner_lr"]] = total / episodes
+    finite = {lr: loss for lr, loss in losses.items() if math.isfinite(loss)}
+    if not finite:
+        raise MetaloopError(f"every test step size diverged on the validation tasks: {losses}")
+    best = min(finite, key=finite.__getitem__)
+    return {"test_inner_lr": best, "validation": {str(lr): loss for lr, loss in losses.items()}}
+
+
+def _as_mapping(overrides: Mapping[str, Any] | Iterable[str] | None) -> dict[str, Any]:
+    from metaloop.config import parse_set
+
+    if overrides is None:
+        return {}
+    return dict(overrides) if isinstance(overrides, Mapping) else parse_set(overrides)

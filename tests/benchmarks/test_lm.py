@@ -156,3 +156,44 @@ def test_shakespeare_scratch_loss_decreases_with_steps():
     before, after = result["steps"]["0"]["mean"], result["steps"]["5"]["mean"]
     assert abs(before - torch.log(torch.tensor(256.0)).item()) < 0.5
     assert after < before
+
+
+def test_validation_tasks_come_from_the_meta_training_split():
+    """choose_test_lr's tasks: meta-training functions (never a held-out one), not the training stream."""
+    from metaloop.benchmarks.lm import validation_tasks
+    from metaloop.tasks.strings import is_test
+
+    cfg = resolve_config("maml", "lm-strings", overrides=TINY)
+    tasks = validation_tasks(cfg)
+    picked = [tasks.task(i) for i in range(40)]
+    assert not any(is_test(t) for t in picked)
+    train = BENCHMARKS["lm-strings"].train_tasks(cfg)
+    assert [t.key for t in picked[:10]] != [train.task(i).key for i in range(10)]
+    assert tasks.batch(0, 2).query_x.shape[1] == cfg["eval_queries"]
+
+
+def test_choose_test_lr_picks_the_lowest_validation_loss(tmp_path, monkeypatch):
+    """The chosen step size is the one with the lowest mean validation loss; the scratch baseline (no run)
+    and a trained run both work, and Meta-SGD (learned rates) is refused."""
+    from metaloop.benchmarks import lm
+
+    run = tmp_path / "run"
+    assert main(["train", "--algo", "pretrain", "--benchmark", "lm-strings", "--out", str(run), "--quiet",
+                 *set_args(TINY)]) == 0
+    for run_dir in (str(run), None):
+        chosen = lm.choose_test_lr("lm-strings", run_dir, [1.0, 0.1], episodes=4, overrides=TINY)
+        losses = {float(k): v for k, v in chosen["validation"].items()}
+        assert len(losses) == 2
+        assert chosen["test_inner_lr"] == min(losses, key=losses.__getitem__)
+    # the choice follows the scores: make the smaller step size score lower
+    real = lm.lm_loss
+    monkeypatch.setattr(lm, "lm_loss", lambda logits, y: real(logits, y) * 0)
+    tie = lm.choose_test_lr("lm-strings", str(run), [1.0, 0.1], episodes=2)
+    assert tie["test_inner_lr"] == 0.1  # a tie keeps the first (the run's own inner rate, 0.1 × 1)
+    with pytest.raises(MetaloopError, match="factors"):
+        lm.choose_test_lr("lm-strings", str(run), [0.0])
+    metasgd = tmp_path / "metasgd"
+    assert main(["train", "--algo", "metasgd", "--benchmark", "lm-strings", "--out", str(metasgd), "--quiet",
+                 *set_args(TINY)]) == 0
+    with pytest.raises(MetaloopError, match="test_inner_lr"):
+        lm.choose_test_lr("lm-strings", str(metasgd), [1.0, 0.1], episodes=2)
