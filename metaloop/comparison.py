@@ -28,6 +28,7 @@ from metaloop.benchmarks import check_algorithm, get_benchmark
 from metaloop.checkpoint import atomic_write_text
 from metaloop.config import parse_set
 from metaloop.errors import MetaloopError
+from metaloop.training import read_config
 
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(it|s|m|h)?\s*$")
 
@@ -142,9 +143,18 @@ def compare(
 ROW_CACHE = "compare-row.json"
 
 
+def config_digest(run: Path) -> str:
+    """A digest of a run's config that options at their defaults leave out: an option added to metaloop
+    after the run (which ``train --resume`` then writes into its config.yaml at its default) changes neither
+    the run nor its digest, while any value that differs from a default does."""
+    cfg = read_config(run)
+    defaults = {k: o.default for k, o in get_benchmark(cfg["benchmark"]).all_options().items()}
+    kept = {k: v for k, v in cfg.items() if k not in defaults or v != defaults[k]}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
+
+
 def _row_key(run: Path, record: dict[str, Any], episodes: int | None) -> list[Any]:
-    config = hashlib.sha256((run / "config.yaml").read_bytes()).hexdigest()
-    return [record.get("sha256"), config, episodes]
+    return [record.get("sha256"), config_digest(run), episodes]
 
 
 def _cached_row(run: Path, record: dict[str, Any], episodes: int | None) -> dict[str, Any] | None:

@@ -63,6 +63,29 @@ def test_compare_reuses_an_evaluation_only_while_run_and_episodes_are_the_same(t
     assert len(calls) == 2 and longer["iterations"] == 8  # trained on: a new checkpoint, evaluated again
 
 
+def test_row_cache_survives_an_option_added_after_the_run(tmp_path, monkeypatch):
+    """A run whose config.yaml predates an option gets it written at its default by `train --resume`:
+    its evaluation is still reused. A test-time option that differs (test_inner_steps) is evaluated again."""
+    import yaml
+
+    import metaloop.evaluation as evaluation
+
+    out = tmp_path / "cmp"
+    compare("sinusoid", ["maml"], out, budget="5", overrides=TINY, episodes=10, progress=False)
+    config = out / "maml" / "config.yaml"
+    cfg = yaml.safe_load(config.read_text())
+    del cfg["test_inner_lr"]  # as written before test_inner_lr existed
+    config.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    calls = []
+    real = evaluation.evaluate_learner
+    monkeypatch.setattr(evaluation, "evaluate_learner", lambda *a, **k: calls.append(k) or real(*a, **k))
+    compare("sinusoid", ["maml"], out, budget="5", overrides=TINY, episodes=10, progress=False)
+    assert "test_inner_lr" in yaml.safe_load(config.read_text()) and calls == []
+    compare("sinusoid", ["maml"], out, budget="5", overrides=[*TINY, "test_inner_steps=3"], episodes=10,
+            progress=False)
+    assert len(calls) == 1
+
+
 def test_compare_reports_a_failed_algorithm_and_exits_1(tmp_path, capsys):
     """A run that fails is a row with its one-line error, and compare exits with code 1."""
     code = main(["compare", "--benchmark", "sinusoid", "--algos", "maml", "--budget", "10", "--quiet",
