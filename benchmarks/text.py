@@ -98,7 +98,8 @@ def main() -> None:
         f"{machine_summary()} Budget: {args.budget} of meta-training per algorithm (`metaloop compare`), on "
         "all-MiniLM-L6-v2 with LoRA (rank 8) on the attention projections (frozen pretrained weights) and a "
         "zero-initialized head for the gradient-based family (inner loop: head + LoRA); LEO on the frozen encoder's "
-        "pooled embeddings. Each run meta-trains once on 5-way 1-shot episodes and is tested on "
+        "pooled, unit-norm embeddings × 4 (`feature_scale`). Each run meta-trains once on 5-way 1-shot episodes "
+        "and is tested on "
         f"{args.episodes} fixed episodes (15 queries per class; 5 at 45-way) of the held-out classes at each "
         "setting. Baseline: the frozen encoder, cosine nearest centroid, no meta-training." + extra_settings(args.sets)
     )
