@@ -140,7 +140,7 @@ def test_text_on_cuda_and_adapter(algo, text_env, tmp_path):
     data = _text_file(tmp_path)
     sets = {"encoder": str(text_env), "ways": 3, "shots": 1, "queries": 1, "eval_queries": 1, "iterations": 2,
             "meta_batch_size": 1, "eval_episodes": 2, "log_every": 1, "checkpoint_every": 2, "device": "cuda",
-            "max_length": 16}
+            "max_length": 16, "feature_scale": 1.0}  # LEO's preset 4 is for MiniLM's 384 dimensions, not 16
     run = metaloop.train(algo, f"text:{data}", tmp_path / "run", overrides=sets, progress=False)
     assert metaloop.evaluate(run, plots=False)["episodes"] == 2
     adapter = Adapter(run).fit(["book flight rome", "bank balance card", "rain weather"], ["a", "b", "c"])

@@ -203,7 +203,7 @@ TEXT_OPTIONS = (
     Option("encoder", str, "minilm", "'minilm' (packaged all-MiniLM-L6-v2) or a local Hugging Face model folder"),
     Option("max_length", int, 64, "tokens per text (longer texts are truncated)", positive=True),
     Option("feature_scale", float, 1.0, "leo: multiply the frozen unit-norm embeddings by this (LEO's "
-           "preset: 4)", positive=True),
+           "preset: 4, about 0.2 per dimension of MiniLM's 384; a smaller encoder needs less)", positive=True),
     Option("lora_rank", int, 8, "LoRA rank on the attention projections", positive=True),
     Option("train_encoder", str, "lora", "which encoder weights are meta-learned",
            choices=("lora", "full", "frozen")),
