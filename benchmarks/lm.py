@@ -12,10 +12,10 @@ task data, then fine-tuned); and `scratch`, the random initialization fine-tuned
 algorithm's meta-steps fit about 12 minutes on one thread; 20-minute cap) followed by
 `metaloop eval … --json` on the held-out test tasks after 0, 1, 5 and 10 inner steps, in subprocesses,
 `--jobs` at a time with one thread each. The test-time step size of each method with a fixed one (all but
-Meta-SGD) is chosen first on 100 validation tasks of the meta-training split (`--test-lr-factors`: multiples of
-the run's inner_lr; lowest query loss after 10 steps; `metaloop.benchmarks.lm.choose_test_lr`), so that no
-method, the baselines included, is tested at a step size that only suits meta-training. Finished runs are reused, so an interrupted benchmark continues
-where it stopped. The tables go into the `lm` block of docs/results.md with the command, the machine,
+Meta-SGD) is chosen first on 100 validation tasks of the meta-training split (`--test-lr-factors`: multiples
+of the run's inner_lr; lowest query loss after 10 steps; `metaloop.benchmarks.lm.choose_test_lr`), so that
+no method, the baselines included, is tested at a step size that only suits meta-training. Finished runs
+are reused, so an interrupted benchmark continues where it stopped. The tables go into the `lm` block of docs/results.md with the command, the machine,
 and each run's meta-steps and wall time.
 """
 
@@ -56,8 +56,11 @@ METHODS: dict[str, tuple[str, list[str]] | None] = {
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def choose_lr(bench: str, run: Path | None, args: argparse.Namespace, sets: list[str]) -> dict | str:
-    """``choose_test_lr``'s answer in a subprocess (one thread), or the error line."""
+def choose_lr(bench: str, algo: str, run: Path | None, args: argparse.Namespace, sets: list[str]) -> dict | str:
+    """``choose_test_lr``'s answer in a subprocess (one thread), or the error line; ``{}`` where there is
+    nothing to choose (one factor, or Meta-SGD's learned step sizes)."""
+    if algo == "metasgd" or len(args.test_lr_factors) < 2:
+        return {}
     code = ("import json, sys; from metaloop.benchmarks.lm import choose_test_lr; "
             "run = None if sys.argv[2] == '-' else sys.argv[2]; "
             "print(json.dumps(choose_test_lr(sys.argv[1], run, json.loads(sys.argv[3]), overrides=sys.argv[4:])))")
@@ -74,7 +77,7 @@ def run_one(bench: str, method: str, args: argparse.Namespace) -> dict:
     exe = [sys.executable, "-m", "metaloop"]
     t0 = time.time()
     if METHODS[method] is None:
-        chosen = choose_lr(bench, None, args, sets) if len(args.test_lr_factors) > 1 else {}
+        chosen = choose_lr(bench, "pretrain", None, args, sets)
         if isinstance(chosen, str):
             return {"failed": chosen}
         lr_sets = [f"test_inner_lr={chosen['test_inner_lr']}"] if chosen else []
@@ -100,7 +103,7 @@ def run_one(bench: str, method: str, args: argparse.Namespace) -> dict:
         print(f"{bench} {method}: FAILED: {error}", flush=True)
         return {"failed": error}
     t1 = time.time()
-    chosen = choose_lr(bench, out, args, []) if algo != "metasgd" and len(args.test_lr_factors) > 1 else {}
+    chosen = choose_lr(bench, algo, out, args, [])
     if isinstance(chosen, str):
         return {"failed": chosen}
     evaluate = exe + ["eval", str(out), "--json", "--no-plots", "--steps", ",".join(map(str, STEPS)),

@@ -28,8 +28,8 @@ class MetaSGD(MAML):
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, **kwargs: Any) -> None:
         if kwargs.get("test_inner_lr") is not None:
-            raise MetaloopError("option 'test_inner_lr': Meta-SGD meta-learns its step sizes; there is no "
-                                "fixed one to replace at test time")
+            raise MetaloopError("option 'test_inner_lr': algorithm 'metasgd' has no fixed inner step size "
+                                "(Meta-SGD meta-learns one per parameter)")
         super().__init__(model, loss_fn, **kwargs)
         named = dict(model.named_parameters())
         self.lrs = nn.ParameterDict(

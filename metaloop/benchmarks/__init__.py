@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from metaloop.algorithms import ALGORITHMS, LEO, MAML, MetaLearner, MetaOptNet, MetaSGD
+from metaloop.algorithms import ALGORITHMS, LEO, MAML, MetaLearner, MetaOptNet
 from metaloop.benchmarks.base import Benchmark, TaskSource
 from metaloop.benchmarks.fewshot_images import MINIIMAGENET, OMNIGLOT, OMNIGLOT_LAKE
 from metaloop.benchmarks.lm import LM
@@ -104,7 +104,7 @@ def build_learner(cfg: Mapping[str, Any]) -> tuple[MetaLearner, Benchmark]:
     bench = get_benchmark(cfg["benchmark"])
     check_algorithm(cfg["algo"])
     cls = ALGORITHMS[cfg["algo"]][0]
-    if cfg.get("test_inner_lr") is not None and (not issubclass(cls, MAML) or cls is MetaSGD):
+    if cfg.get("test_inner_lr") is not None and not issubclass(cls, MAML):  # Meta-SGD refuses it itself
         raise MetaloopError(f"option 'test_inner_lr': algorithm '{cfg['algo']}' has no fixed inner step size "
                             "(only the gradient-based family but Meta-SGD)")
     if cls is LEO:

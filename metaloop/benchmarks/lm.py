@@ -235,15 +235,17 @@ def choose_test_lr(
 
     if not factors or any(not f > 0 for f in factors):
         raise MetaloopError(f"test step-size factors must be positive, got {list(factors)}")
+    if run_dir is None:
+        inner_lr = resolve_config("pretrain", benchmark, overrides=overrides)["inner_lr"]
+    else:
+        inner_lr = read_config(run_dir)["inner_lr"]
     losses: dict[float, float] = {}
     for factor in factors:
         if run_dir is None:
-            base = resolve_config("pretrain", benchmark, overrides=overrides)
             cfg = resolve_config("pretrain", benchmark, overrides={**_as_mapping(overrides),
-                                                                     "test_inner_lr": factor * base["inner_lr"]})
+                                                                     "test_inner_lr": factor * inner_lr})
             learner, _ = build_learner(cfg)
         else:
-            inner_lr = read_config(run_dir)["inner_lr"]
             learner, _, cfg = load_learner(run_dir, overrides={"test_inner_lr": factor * inner_lr})
         learner.eval()
         steps = cfg["test_inner_steps"] or cfg["inner_steps"]

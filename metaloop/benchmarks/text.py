@@ -187,8 +187,6 @@ def _feature_dim(cfg: dict[str, Any]) -> int:
     return int(_encoder_config(cfg["encoder"])["hidden_size"])
 
 
-
-
 def _check_length(cfg: dict[str, Any]) -> None:
     """``max_length`` within the encoder's position embeddings (else the forward pass fails on long texts)."""
     limit = _encoder_config(cfg["encoder"]).get("max_position_embeddings")

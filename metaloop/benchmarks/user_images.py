@@ -72,9 +72,9 @@ def _data(cfg: dict[str, Any], split: str) -> Any:
     from metaloop.features import feature_splits
 
     content = hashlib.sha256()
-    for s in ("train", "test"):
-        content.update(load(s).images.numpy().tobytes())
-        content.update(load(s).labels.numpy().tobytes())
+    for data in (load("train"), load("test")):
+        content.update(data.images.numpy().tobytes())
+        content.update(data.labels.numpy().tobytes())
     return feature_splits(
         "images", load, lambda: (_backbone(cfg, None), _feature_dim(cfg)),
         data_key=f"{content.hexdigest()}|{cfg['backbone']}-{cfg['filters']}", epochs=cfg["feature_epochs"],
