@@ -37,8 +37,10 @@ def benchmark_parser(doc: str | None, *, runs: str, algos: list[str] | None = No
 
 
 def command_line() -> str:
-    """The command that is running, as it can be pasted into a shell (arguments quoted where needed)."""
-    return "python " + shlex.join([f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+    """The command that is running, as it can be pasted into a shell (arguments quoted where needed); a
+    wrapper script that runs benchmark scripts sets ``METALOOP_BENCH_COMMAND`` to its own command line."""
+    return os.environ.get("METALOOP_BENCH_COMMAND") or "python " + shlex.join(
+        [f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
 
 
 def extra_settings(sets: list[str]) -> str:
@@ -53,7 +55,17 @@ def mean_ci(value: dict, digits: int = 2) -> str:
     return f"{value['mean']:.{digits}f} ± {value['ci95']:.{digits}f}"
 
 
+def memory_cell(row: dict) -> str:
+    """A compare row's peak memory: the process's peak RSS, and its peak CUDA memory where it used a GPU."""
+    cell = f"{row['peak_rss_mb']:.0f} MB"
+    if row.get("peak_cuda_mb") is not None:
+        cell += f" (CUDA {row['peak_cuda_mb']:.0f} MB)"
+    return cell
+
+
 def machine_summary() -> str:
+    """The machine sentence of a results block: CPU model and cores, the GPU if there is one, threads,
+    Python and torch versions, and the date."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -64,7 +76,8 @@ def machine_summary() -> str:
         pass
     used = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     pinned = "" if used == os.cpu_count() else f", run pinned to {used} of them"
-    return (f"Machine: {cpu}, {os.cpu_count()} cores{pinned}, no GPU, torch using {torch.get_num_threads()} "
+    gpu = f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
+    return (f"Machine: {cpu}, {os.cpu_count()} cores{pinned}, {gpu}, torch using {torch.get_num_threads()} "
             f"thread(s); Python {platform.python_version()}, torch {torch.__version__}; "
             f"{datetime.date.today().isoformat()}.")
 

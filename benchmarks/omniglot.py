@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import benchmark_parser, command_line, extra_settings, machine_summary, mean_ci, replace_block  # noqa: E402
+from _report import benchmark_parser, command_line, extra_settings, machine_summary, mean_ci, memory_cell, replace_block  # noqa: E402
 
 ALGOS = ["maml", "fomaml", "metasgd", "anil", "reptile", "protonet", "metaoptnet-svm", "metaoptnet-ridge", "leo"]
 BENCHMARKS = ["omniglot-5w1s", "omniglot-20w1s"]
@@ -42,13 +42,15 @@ def main() -> None:
     parser.add_argument("--benchmarks", nargs="+", default=BENCHMARKS)
     parser.add_argument("--block", default="omniglot",
                         help="the docs/results.md block to write (another name keeps the main table)")
+    parser.add_argument("--title", help="the block's heading (default: from the budget)")
     args = parser.parse_args()
     command = command_line()
 
     from metaloop.comparison import compare
 
     lines = [
-        "## Omniglot, few-shot classification" + ("" if args.block == "omniglot" else f" ({args.budget} per run)"),
+        "## " + (args.title or "Omniglot, few-shot classification"
+                 + ("" if args.block == "omniglot" else f" ({args.budget} per run)")),
         "",
         f"Command: `{command.strip()}`. {machine_summary()} Budget: {args.budget} of meta-training per "
         f"algorithm and benchmark (`metaloop compare --budget {args.budget}`), Conv-4 (64 filters, BatchNorm "
@@ -64,7 +66,7 @@ def main() -> None:
         bar, who = BARS.get(bench, (None, set()))
         lines += [f"### {bench}", "",
                   "| algorithm | accuracy % (± 95% CI) | published | bar | iterations | meta-training time "
-                  "| adaptation latency | peak RSS | meta-parameters |",
+                  "| adaptation latency | peak memory | meta-parameters |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             published = PUBLISHED.get(bench, {}).get(r["algo"], "–")
@@ -77,7 +79,7 @@ def main() -> None:
                 verdict = f"≥ {bar}: {'met' if r['mean'] >= bar else '**NOT met**'}"
             lines.append(
                 f"| {r['algo']} | {acc} | {published} | {verdict} | {r['iterations']} | "
-                f"{r['train_seconds'] / 60:.1f} min | {r['latency_ms']:.0f} ms | {r['peak_rss_mb']:.0f} MB | "
+                f"{r['train_seconds'] / 60:.1f} min | {r['latency_ms']:.0f} ms | {memory_cell(r)} | "
                 f"{r['parameters']:,} |"
             )
         done = [r for r in rows if "error" not in r]
