@@ -23,7 +23,15 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import benchmark_parser, command_line, extra_settings, machine_summary, mean_ci, memory_cell, replace_block  # noqa: E402
+from _report import (  # noqa: E402
+    benchmark_parser,
+    command_line,
+    extra_settings,
+    machine_summary,
+    mean_ci,
+    memory_cell,
+    replace_block,
+)
 
 ALGOS = ["maml", "fomaml", "metasgd", "anil", "reptile", "protonet", "metaoptnet-svm", "metaoptnet-ridge", "leo"]
 BENCHMARKS = ["omniglot-5w1s", "omniglot-20w1s"]

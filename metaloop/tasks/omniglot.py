@@ -26,8 +26,8 @@ Files: the data root's ``omniglot/`` folder (see :func:`metaloop.data.data_root`
 gives, holding ``images_background.zip`` and ``images_evaluation.zip`` (or those folders, already
 extracted), ``all_runs.zip`` and ``splits/vinyals/{train,val,test,trainval}.txt``. The zips are
 extracted once into ``cache_dir()/omniglot/<key>/`` (into a temporary folder first, then renamed, so
-an interrupted extraction is never taken for a finished one; no md5 is checked, since the zip
-containers need not be torchvision's), and all 32,460 images are decoded once into
+an interrupted extraction is never taken for a finished one; the key is the zips' sha256, so a copy
+of the same files reuses it; no md5 is checked, since the zip containers need not be torchvision's), and all 32,460 images are decoded once into
 ``omniglot28.safetensors`` beside them, so later loads read one 25 MB file.
 """
 
@@ -52,6 +52,7 @@ from metaloop.tasks.base import TaskBatch
 from metaloop.tasks.images import (
     LabelledImages,
     digest,
+    file_digest,
     load_cache,
     load_images,
     pil_to_tensor,
@@ -87,6 +88,10 @@ def _has_part(folder: Path, part: str) -> bool:
 
 
 def _stamp(path: Path) -> str:
+    """What the cache key depends on: a zip's bytes (so a copy of the same data, or data provisioned
+    again with new timestamps, reuses the cache), an extracted folder's path, size and mtime."""
+    if path.is_file():
+        return f"zip:{file_digest(path)}"
     st = path.stat()
     return f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
 

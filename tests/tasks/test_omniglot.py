@@ -9,6 +9,7 @@ tiny Omniglot written to ``tmp_path``.
 from __future__ import annotations
 
 import io
+import os
 import re
 import zipfile
 from pathlib import Path
@@ -206,6 +207,26 @@ def test_tiny_extracts_once_and_caches(tiny, tmp_path, monkeypatch):
     assert torch.equal(omniglot_split("train", tiny).images, d.images)
     # A data root holding omniglot/ is accepted too.
     assert omniglot_split("test", tiny.parent).num_classes == 1
+
+
+def test_tiny_cache_is_keyed_on_the_zips_bytes(tiny, tmp_path, monkeypatch):
+    """A copy of the same zips (another path, new timestamps: data provisioned again) reuses the cache;
+    a zip with other bytes gets a cache of its own."""
+    import shutil
+
+    d = omniglot_split("train", tiny)
+    copy = tmp_path / "copy" / "omniglot"
+    shutil.copytree(tiny, copy)
+    for zip_file in copy.glob("*.zip"):
+        os.utime(zip_file, ns=(1, 1))
+    omniglot._loaded.clear()
+    monkeypatch.setattr(omniglot, "_build", lambda *a: pytest.fail("rebuilt despite the same zips"))
+    assert torch.equal(omniglot_split("train", copy).images, d.images)
+    monkeypatch.undo()
+    monkeypatch.setenv("METALOOP_CACHE", str(tmp_path / "cache"))
+    _zip(copy / "images_evaluation.zip", "images_evaluation", {"Gamma/character01": 3})
+    assert omniglot_split("test", copy).images.shape[0] == 3
+    assert len(list((tmp_path / "cache" / "omniglot").iterdir())) == 2
 
 
 def test_tiny_interrupted_extraction_leaves_no_folder(tiny, tmp_path, monkeypatch):
