@@ -75,7 +75,8 @@ def evaluate_learner(
         raise MetaloopError(f"option 'episodes': {episodes} requested, benchmark '{bench.name}' has {len(tasks)} test tasks")
     device = learner_device(learner)
     values: list[Tensor] = []
-    with tqdm(total=episodes, disable=not progress, desc="eval", unit="task") as bar:
+    # The metric heads embed each distinct test example once (their adapt leaves the embedding alone).
+    with tqdm(total=episodes, disable=not progress, desc="eval", unit="task") as bar, learner.memoize_embeddings():
         for start in range(0, episodes, chunk):
             count = min(chunk, episodes - start)
             batch = tasks.batch(start, count).to(device)

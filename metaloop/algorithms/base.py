@@ -24,15 +24,17 @@ Both paths give the same meta-gradient (tested in float64 to 1e-10).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from metaloop.core.context import vectorized
+from metaloop.core.context import is_vectorized, vectorized
 from metaloop.core.functional import FunctionalModel
 from metaloop.core.inner import ParamDict
+from metaloop.core.memo import EmbeddingMemo
 from metaloop.errors import MetaloopError
 from metaloop.tasks.base import TaskBatch, stack_tensors
 
@@ -84,6 +86,7 @@ class MetaLearner(nn.Module):
         self.chunk_size = chunk_size
         if self.path == "vmap" and bn_mode == "running" and self.fmodel.has_batch_norm:
             raise MetaloopError("option 'bn_mode': 'running' BatchNorm needs path=loop, not vmap")
+        self._memo: EmbeddingMemo | None = None
 
     # ------------------------------------------------------------------ the algorithm contract
     def params(self) -> ParamDict:
@@ -110,6 +113,28 @@ class MetaLearner(nn.Module):
     def outer_loss(self, params: ParamDict, support: tuple[Any, Tensor], query: tuple[Any, Tensor]) -> Tensor:
         """The per-task meta-objective ``loss(adapt(params, support), query)``."""
         return self.loss(self.adapt(params, support), query)
+
+    # ------------------------------------------------------------------ embeddings (the metric heads)
+    def embed(self, params: ParamDict, x: Any) -> Tensor:
+        """``f_φ(x)`` flattened to ``[examples, d]``: the embedding of the metric heads. In evaluation
+        mode inside :meth:`memoize_embeddings` (loop path), each distinct (parameters, example) is embedded once."""
+        memo = self._memo
+        if memo is not None and not self.training and isinstance(x, Tensor) and not is_vectorized():
+            return memo(params, x, lambda rows: self.fmodel(params, rows, training=False).flatten(1))
+        return self.fmodel(params, x, training=self.training).flatten(1)
+
+    @contextmanager
+    def memoize_embeddings(self) -> Iterator[EmbeddingMemo | None]:
+        """Within this context :meth:`embed` reads a memo (:mod:`metaloop.core.memo`), so an evaluation over
+        many episodes embeds each test example once. Yields the memo, or ``None`` where an example's
+        embedding depends on its batch (BatchNorm in transductive mode), where it stays off."""
+        previous = self._memo
+        active = not (self.fmodel.has_batch_norm and self.fmodel.bn_mode == "transductive")
+        self._memo = EmbeddingMemo() if active else None
+        try:
+            yield self._memo
+        finally:
+            self._memo = previous
 
     # ------------------------------------------------------------------ batches of tasks
     def map_tasks(self, fn: Callable[..., Any], batch: TaskBatch) -> Any:

@@ -155,10 +155,6 @@ class MetaOptNet(MetaLearner):
         else:
             self.register_buffer("scale", scale)
 
-    def embed(self, params: ParamDict, x: Any) -> Tensor:
-        """``f_φ(x)`` flattened to ``[examples, d]``."""
-        return self.fmodel(params, x, training=self.training).flatten(1)
-
     def adapt(self, params: ParamDict, support: tuple[Any, Tensor], *, steps: int | None = None) -> MetaOptState:
         x, y = support
         X = self.embed(params, x)

@@ -65,10 +65,6 @@ class ProtoNet(MetaLearner):
             raise MetaloopError(f"option 'distance': {distance!r} is not one of {', '.join(DISTANCES)}")
         self.distance = distance
 
-    def embed(self, params: ParamDict, x: Any) -> Tensor:
-        """``f_φ(x)`` flattened to ``[examples, d]``."""
-        return self.fmodel(params, x, training=self.training).flatten(1)
-
     def adapt(self, params: ParamDict, support: tuple[Any, Tensor], *, steps: int | None = None) -> ProtoState:
         x, y = support
         z = self.embed(params, x)
