@@ -82,17 +82,53 @@ def _adapt_latency(run: Path, repeats: int = 5) -> float:
     return 1000 * times[len(times) // 2]
 
 
+#: A run's results at the settings other than the one it was compared on, reused while its checkpoint,
+#: config, the episodes and the setting are the same (testing the gradient-based family takes ~30 min).
+SETTING_CACHE = "text-settings.json"
+
+
+def _setting_result(run: Path, bench, label: str, over: dict, episodes: int, steps: int, evaluate: bool,
+                    loaded: list) -> dict | None:
+    """``{"mean", "ci95"}`` of ``run`` at one setting: from the run's cache, else evaluated (when ``evaluate``;
+    ``None`` otherwise). ``loaded`` holds the run's learner once it has been loaded."""
+    import json
+
+    from metaloop.checkpoint import atomic_write_text
+    from metaloop.comparison import config_digest
+    from metaloop.evaluation import evaluate_learner, load_learner
+
+    record = json.loads((run / "checkpoint.json").read_text())
+    key = [record.get("sha256"), config_digest(run), episodes, steps, sorted(over.items())]
+    try:
+        cache = json.loads((run / SETTING_CACHE).read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if cache.get(label, {}).get("key") == key:
+        return cache[label]["result"]
+    if not evaluate:
+        return None
+    if not loaded:
+        loaded.append(load_learner(run))
+    learner, _, cfg = loaded[0]
+    result = evaluate_learner(learner, bench, {**cfg, **over}, episodes=episodes, steps=[steps])["steps"][str(steps)]
+    cache[label] = {"key": key, "result": result}
+    atomic_write_text(run / SETTING_CACHE, json.dumps(cache, indent=1))
+    return result
+
+
 def main() -> None:
     parser = benchmark_parser(__doc__, runs="bench-text", algos=ALGOS, budget="4m", episodes=600)
     parser.add_argument("--sources", nargs="+", default=SOURCES, choices=SOURCES)
     parser.add_argument("--settings", nargs="+", metavar="LABEL",
                         help="evaluate only these settings (5w1s, 5w5s, 45w10s; default: all of each source's)")
+    parser.add_argument("--evaluate", nargs="+", metavar="ALGO",
+                        help="only these algorithms get new evaluations at the settings other than 5w1s; the "
+                             "others show their cached ones, or 'not run' (default: all)")
     args = parser.parse_args()
     command = command_line()
 
     from metaloop.benchmarks import get_benchmark
     from metaloop.comparison import compare
-    from metaloop.evaluation import evaluate_learner, load_learner
 
     protocol = (
         f"{machine_summary()} Budget: {args.budget} of meta-training per algorithm (`metaloop compare`), on "
@@ -128,7 +164,7 @@ def main() -> None:
             if "error" in r:
                 lines.append(f"| {r['algo']} | failed: {r['error'].replace('|', '/')} |" + " |" * (len(settings) + 2))
                 continue
-            steps, loaded = r["steps"], None
+            loaded: list = []
             cells = []
             for label, over in settings:
                 if "ways" in over and r["algo"] not in HEADLESS:
@@ -137,10 +173,9 @@ def main() -> None:
                 if label == "5w1s":  # the benchmark's own setting: compare evaluated it
                     s = {"mean": r["mean"], "ci95": r["ci95"]}
                 else:
-                    learner, _, cfg = loaded = loaded or load_learner(r["run"])  # once per run, when needed
-                    s = evaluate_learner(learner, b, {**cfg, **over}, episodes=args.episodes,
-                                         steps=[steps])["steps"][str(steps)]
-                cells.append(mean_ci(s))
+                    s = _setting_result(Path(r["run"]), b, label, over, args.episodes, r["steps"],
+                                        args.evaluate is None or r["algo"] in args.evaluate, loaded)
+                cells.append("not run" if s is None else mean_ci(s))
             lines.append(f"| {r['algo']} | {' | '.join(cells)} | {r['iterations']} | "
                          f"{r['train_seconds'] / 60:.1f} min | {r['latency_ms']:.0f} ms |")
             if r["algo"] == "protonet":
