@@ -100,7 +100,8 @@ def main() -> None:
                 f"this machine, {steps[0]:,} to {steps[-1]:,} meta-steps; the papers train for tens of thousands "
                 "(MAML: 60,000 meta-steps of 32 tasks on a GPU). The cheaper an algorithm's step, the further it "
                 "gets: the metric heads (one forward pass per episode) lead, and the second-order family has barely "
-                "started. The runs resume: the same command with a larger `--budget` continues them.",
+                "started. The runs resume: the same command with a larger `--budget` continues them. "
+                "[results-gpu.md](results-gpu.md) has these algorithms with the meta-steps of a few minutes on a GPU.",
             ]
         lines.append("")
     replace_block(args.results, args.block, "\n".join(lines))
