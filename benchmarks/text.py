@@ -121,9 +121,9 @@ def main() -> None:
     parser.add_argument("--sources", nargs="+", default=SOURCES, choices=SOURCES)
     parser.add_argument("--settings", nargs="+", metavar="LABEL",
                         help="evaluate only these settings (5w1s, 5w5s, 45w10s; default: all of each source's)")
-    parser.add_argument("--evaluate", nargs="+", metavar="ALGO",
+    parser.add_argument("--evaluate", nargs="*", metavar="ALGO",
                         help="only these algorithms get new evaluations at the settings other than 5w1s; the "
-                             "others show their cached ones, or 'not run' (default: all)")
+                             "others show their cached ones, or 'not run' (default: all; none when empty)")
     args = parser.parse_args()
     command = command_line()
 
@@ -160,6 +160,7 @@ def main() -> None:
         cells = " | ".join(mean_ci(base[label]) for label, _ in settings)
         lines.append(f"| frozen encoder, cosine centroids | {cells} | 0 | – (eval {base_time:.0f} s) | – |")
         latency_note = ""
+        measured: dict[str, dict[str, dict]] = {}
         for r in rows:
             if "error" in r:
                 lines.append(f"| {r['algo']} | failed: {r['error'].replace('|', '/')} |" + " |" * (len(settings) + 2))
@@ -176,13 +177,15 @@ def main() -> None:
                     s = _setting_result(Path(r["run"]), b, label, over, args.episodes, r["steps"],
                                         args.evaluate is None or r["algo"] in args.evaluate, loaded)
                 cells.append("not run" if s is None else mean_ci(s))
+                if s is not None:
+                    measured.setdefault(label, {})[r["algo"]] = s
             lines.append(f"| {r['algo']} | {' | '.join(cells)} | {r['iterations']} | "
                          f"{r['train_seconds'] / 60:.1f} min | {r['latency_ms']:.0f} ms |")
             if r["algo"] == "protonet":
                 latency_note = (f"`metaloop adapt` latency, this ProtoNet run, 5-way 5-shot on CLINC150 test intents "
                                 f"(fit on 25 texts + predict 75, tokenization included, median of 5): "
                                 f"{_adapt_latency(Path(r['run'])):.0f} ms.")
-        lines += ["", verdict(base, rows)]
+        lines += ["", verdict(base, measured)]
         if latency_note:
             lines += ["", latency_note]
         lines += ["", f"Wall time of this invocation for {source}: {(time.perf_counter() - started) / 60:.0f} min. "
@@ -193,20 +196,21 @@ def main() -> None:
         print(f"wrote {source} to {args.results}", flush=True)
 
 
-def verdict(base: dict[str, dict], rows: list[dict]) -> str:
-    """Whether the best meta-trained 5-way 1-shot result beats the baseline beyond both 95% intervals."""
-    if "5w1s" not in base:
-        return ""
-    done = [r for r in rows if "error" not in r and r["mean"] is not None]
-    if not done:
-        return "No meta-trained run finished."
-    best, b = max(done, key=lambda r: r["mean"]), base["5w1s"]
-    gap = best["mean"] - b["mean"]
-    clear = best["mean"] - best["ci95"] > b["mean"] + b["ci95"]
-    return (f"5-way 1-shot: the best meta-trained run ({best['algo']}, {best['mean']:.2f}) is {gap:+.2f} points from "
-            f"the frozen baseline ({b['mean']:.2f}): "
-            + ("**beats it beyond both 95% intervals**." if clear else "**does not beat it clearly** (the 95% "
-               "intervals overlap, or it is below)."))
+def verdict(base: dict[str, dict], measured: dict[str, dict[str, dict]]) -> str:
+    """Per setting: whether the best meta-trained result beats the baseline beyond both 95% intervals.
+    ``measured[label][algo]`` is ``{"mean", "ci95"}``; settings without a measured run are left out."""
+    lines = []
+    for label, b in base.items():
+        done = {a: r for a, r in measured.get(label, {}).items() if r["mean"] is not None}
+        if not done:
+            continue
+        algo, best = max(done.items(), key=lambda item: item[1]["mean"])
+        clear = best["mean"] - best["ci95"] > b["mean"] + b["ci95"]
+        lines.append(f"- {label}: the best meta-trained run ({algo}, {best['mean']:.2f}) is "
+                     f"{best['mean'] - b['mean']:+.2f} points from the frozen baseline ({b['mean']:.2f}): "
+                     + ("**beats it beyond both 95% intervals**." if clear else "**does not beat it clearly** (the "
+                        "95% intervals overlap, or it is below)."))
+    return "\n".join(lines) if lines else "No meta-trained run finished."
 
 
 if __name__ == "__main__":
