@@ -98,7 +98,8 @@ def _setting_result(run: Path, bench, label: str, over: dict, episodes: int, ste
     from metaloop.evaluation import evaluate_learner, load_learner
 
     record = json.loads((run / "checkpoint.json").read_text())
-    key = [record.get("sha256"), config_digest(run), episodes, steps, sorted(over.items())]
+    # as JSON reads it back (tuples become lists), so that it compares equal to the stored key
+    key = json.loads(json.dumps([record.get("sha256"), config_digest(run), episodes, steps, sorted(over.items())]))
     try:
         cache = json.loads((run / SETTING_CACHE).read_text())
     except (OSError, ValueError):
