@@ -94,12 +94,12 @@ def _setting_result(run: Path, bench, label: str, over: dict, episodes: int, ste
     import json
 
     from metaloop.checkpoint import atomic_write_text
-    from metaloop.comparison import config_digest
+    from metaloop.comparison import _row_key
     from metaloop.evaluation import evaluate_learner, load_learner
 
     record = json.loads((run / "checkpoint.json").read_text())
-    # as JSON reads it back (tuples become lists), so that it compares equal to the stored key
-    key = json.loads(json.dumps([record.get("sha256"), config_digest(run), episodes, steps, sorted(over.items())]))
+    # compare's row key plus the setting, as JSON reads it back (tuples become lists), so that it compares equal to the stored key
+    key = json.loads(json.dumps([*_row_key(run, record, episodes), steps, sorted(over.items())]))
     try:
         cache = json.loads((run / SETTING_CACHE).read_text())
     except (OSError, ValueError):
