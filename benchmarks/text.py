@@ -5,11 +5,15 @@ FewRel, on all-MiniLM-L6-v2 (+ LoRA), under one wall-time budget per run.
     python benchmarks/text.py --budget 10m --sources huffpost --algos protonet maml
     python benchmarks/text.py --settings 5w1s          # only the 5-way 1-shot test episodes (the slow part
                                                        # is testing the gradient-based family: 10 LoRA steps)
+    python benchmarks/text.py --shot-matched protonet  # also meta-train ProtoNet on 5-shot episodes for 5w5s
 
 For each source, each algorithm is meta-trained once on ``SOURCE-5w1s`` (``metaloop compare``, runs in
 runs/bench-text/SOURCE/ALGO, resumable) and evaluated on the same fixed test episodes at 5-way 1-shot and
 5-way 5-shot (and, for CLINC150, all 45 held-out intents at 10 shots, for the algorithms without a
 fixed-size head). FewRel's runs meta-train on the intent + news mix, since its only file is for testing.
+``--shot-matched ALGO …`` adds, for those algorithms, a second run meta-trained on ``SOURCE-5w5s`` episodes
+(runs/bench-text/SOURCE/5w5s/ALGO) and tested at 5-way 5-shot on the same episodes: the protocol of
+Snell et al. (2017), who meta-train with the test shot, and of MetaOptNet, which meta-trains with more.
 The baseline is the frozen encoder with cosine nearest-centroid classification and no meta-training.
 Also measured: the latency of ``metaloop adapt``'s :class:`~metaloop.adaptation.Adapter` for 5-way
 5-shot with ProtoNet (tokenization included, 75 queries). Each source's table goes into its own block
@@ -125,6 +129,8 @@ def main() -> None:
     parser.add_argument("--evaluate", nargs="*", metavar="ALGO",
                         help="only these algorithms get new evaluations at the settings other than 5w1s; the "
                              "others show their cached ones, or 'not run' (default: all; none when empty)")
+    parser.add_argument("--shot-matched", nargs="+", default=[], metavar="ALGO", choices=ALGOS,
+                        help="these algorithms also get a run meta-trained on 5-way 5-shot episodes, tested at 5w5s")
     args = parser.parse_args()
     command = command_line()
 
@@ -139,6 +145,9 @@ def main() -> None:
         "and is tested on "
         f"{args.episodes} fixed episodes (15 queries per class; 5 at 45-way) of the held-out classes at each "
         "setting. Baseline: the frozen encoder, cosine nearest centroid, no meta-training." + extra_settings(args.sets)
+        + (" Rows 'meta-trained at 5w5s' are a second run of the algorithm, meta-trained on 5-way 5-shot episodes "
+           "under the same budget and tested at 5w5s only (Snell et al. 2017 meta-train with the test shot)."
+           if args.shot_matched else "")
     )
     for source in args.sources:
         started = time.perf_counter()
@@ -186,6 +195,19 @@ def main() -> None:
                 latency_note = (f"`metaloop adapt` latency, this ProtoNet run, 5-way 5-shot on CLINC150 test intents "
                                 f"(fit on 25 texts + predict 75, tokenization included, median of 5): "
                                 f"{_adapt_latency(Path(r['run'])):.0f} ms.")
+        matched = [] if not args.shot_matched or "5w5s" not in dict(settings) else compare(
+            f"{source}-5w5s", args.shot_matched, args.runs / source / "5w5s", budget=args.budget,
+            episodes=args.episodes, overrides=["checkpoint_every=50", *args.sets], progress=False)
+        for r in matched:  # the same test episodes as the 5w5s column (they depend on the labels and seed only)
+            name = f"{r['algo']}, meta-trained at 5w5s"
+            if "error" in r:
+                lines.append(f"| {name} | failed: {r['error'].replace('|', '/')} |" + " |" * (len(settings) + 2))
+                continue
+            s = {"mean": r["mean"], "ci95": r["ci95"]}
+            measured.setdefault("5w5s", {})[name] = s
+            cells = " | ".join(mean_ci(s) if label == "5w5s" else "–" for label, _ in settings)
+            lines.append(f"| {name} | {cells} | {r['iterations']} | {r['train_seconds'] / 60:.1f} min | "
+                         f"{r['latency_ms']:.0f} ms (5w5s) |")
         lines += ["", verdict(base, measured)]
         if latency_note:
             lines += ["", latency_note]

@@ -90,6 +90,8 @@ OPTIONS: dict[str, Option] = {
                choices=("sqeuclidean", "cosine")),
         Option("svm_c", float, 0.1, "metaoptnet-svm: the SVM's cost C", positive=True),
         Option("ridge_lambda", float, 50.0, "metaoptnet-ridge: the ridge penalty λ", positive=True),
+        Option("logit_scale", float, 1.0, "metaoptnet: initial value of the learned logit scale γ (MetaOptNet's "
+               "code: 1.0, moved by SGD at lr 0.1; Adam moves it about outer_lr per step)", positive=True),
         Option("path", str, "auto", "execution path over tasks", choices=("auto", "loop", "vmap")),
         Option("chunk_size", int, None, "vmap path: tasks per chunk", positive=True, nullable=True),
         Option("time_budget", float, None, "stop meta-training after this many seconds (checkpointed)",

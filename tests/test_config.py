@@ -115,3 +115,16 @@ def test_float_options_accept_exponent_without_dot():
     from metaloop.benchmarks import resolve_config
 
     assert resolve_config("maml", "sinusoid", overrides=["outer_lr=1e-4"])["outer_lr"] == 1e-4
+
+
+@pytest.mark.parametrize("algo", ["metaoptnet-svm", "metaoptnet-ridge"])
+def test_metaoptnet_options_reach_the_learner(algo: str):
+    """`svm_c`, `ridge_lambda` and `logit_scale` configure the MetaOptNet head (no data is read)."""
+    from metaloop.benchmarks import build_learner
+
+    cfg = resolve_config(algo, "omniglot-5w1s", overrides={"svm_c": 0.5, "ridge_lambda": 3.0, "logit_scale": 7.5})
+    learner, _ = build_learner(cfg)
+    assert (learner.head, learner.C_reg, learner.lambda_reg) == (algo.removeprefix("metaoptnet-"), 0.5, 3.0)
+    assert float(learner.scale.detach()) == 7.5 and learner.scale.requires_grad
+    with pytest.raises(MetaloopError, match=r"option 'logit_scale' must be positive"):
+        resolve_config(algo, "omniglot-5w1s", overrides={"logit_scale": 0})

@@ -137,6 +137,6 @@ def build_learner(cfg: Mapping[str, Any]) -> tuple[MetaLearner, Benchmark]:
         kwargs["distance"] = cfg["distance"]
     if cls is MetaOptNet:
         kwargs.update(head=cfg["algo"].removeprefix("metaoptnet-"), C_reg=cfg["svm_c"],
-                      lambda_reg=cfg["ridge_lambda"])
+                      lambda_reg=cfg["ridge_lambda"], scale_init=cfg["logit_scale"])
     learner = cls(model, bench.loss_fn, **kwargs)
     return learner.to(cfg["device"]), bench
