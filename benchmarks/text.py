@@ -121,6 +121,11 @@ def _setting_result(run: Path, bench, label: str, over: dict, episodes: int, ste
     return result
 
 
+def _failed_row(name: str, error: str, settings: int) -> str:
+    """A table row for a run that failed: its error in the first setting's cell."""
+    return f"| {name} | failed: {error.replace('|', '/')} |" + " |" * (settings + 2)
+
+
 def main() -> None:
     parser = benchmark_parser(__doc__, runs="bench-text", algos=ALGOS, budget="4m", episodes=600)
     parser.add_argument("--sources", nargs="+", default=SOURCES, choices=SOURCES)
@@ -159,8 +164,9 @@ def main() -> None:
         t0 = time.perf_counter()
         base = _baseline(bench, settings, args.episodes)
         base_time = time.perf_counter() - t0
+        overrides = ["checkpoint_every=50", *args.sets]
         rows = compare(bench, args.algos, args.runs / source, budget=args.budget, episodes=args.episodes,
-                       overrides=["checkpoint_every=50", *args.sets], progress=False)
+                       overrides=overrides, progress=False)
         b = get_benchmark(bench)
         header = " | ".join(f"{label} accuracy %" for label, _ in settings)
         lines = [f"## Few-shot text classification: {source}", "", f"Command: `{command}`. {protocol}", "",
@@ -173,7 +179,7 @@ def main() -> None:
         measured: dict[str, dict[str, dict]] = {}
         for r in rows:
             if "error" in r:
-                lines.append(f"| {r['algo']} | failed: {r['error'].replace('|', '/')} |" + " |" * (len(settings) + 2))
+                lines.append(_failed_row(r["algo"], r["error"], len(settings)))
                 continue
             loaded: list = []
             cells = []
@@ -197,11 +203,11 @@ def main() -> None:
                                 f"{_adapt_latency(Path(r['run'])):.0f} ms.")
         matched = [] if not args.shot_matched or "5w5s" not in dict(settings) else compare(
             f"{source}-5w5s", args.shot_matched, args.runs / source / "5w5s", budget=args.budget,
-            episodes=args.episodes, overrides=["checkpoint_every=50", *args.sets], progress=False)
+            episodes=args.episodes, overrides=overrides, progress=False)
         for r in matched:  # the same test episodes as the 5w5s column (they depend on the labels and seed only)
             name = f"{r['algo']}, meta-trained at 5w5s"
             if "error" in r:
-                lines.append(f"| {name} | failed: {r['error'].replace('|', '/')} |" + " |" * (len(settings) + 2))
+                lines.append(_failed_row(name, r["error"], len(settings)))
                 continue
             s = {"mean": r["mean"], "ci95": r["ci95"]}
             measured.setdefault("5w5s", {})[name] = s
