@@ -64,6 +64,8 @@ def test_presets_resolve_for_every_algorithm(name):
         else:
             assert cfg["ways"] == 5 and cfg["shots"] == int(name[-2])
     assert resolve_config("protonet", name)["eval_steps"] == [0]
+    for head in ("metaoptnet-svm", "metaoptnet-ridge"):  # the learned logit scale starts at 10, not 1
+        assert resolve_config(head, name)["logit_scale"] == 10.0
 
 
 def test_fewrel_meta_trains_on_the_mix():
