@@ -176,6 +176,7 @@ def main() -> None:
         cells = " | ".join(mean_ci(base[label]) for label, _ in settings)
         lines.append(f"| frozen encoder, cosine centroids | {cells} | 0 | – (eval {base_time:.0f} s) | – |")
         latency_note = ""
+        pending = False
         measured: dict[str, dict[str, dict]] = {}
         for r in rows:
             if "error" in r:
@@ -193,6 +194,7 @@ def main() -> None:
                     s = _setting_result(Path(r["run"]), b, label, over, args.episodes, r["steps"],
                                         args.evaluate is None or r["algo"] in args.evaluate, loaded)
                 cells.append("not run" if s is None else mean_ci(s))
+                pending |= s is None
                 if s is not None:
                     measured.setdefault(label, {})[r["algo"]] = s
             lines.append(f"| {r['algo']} | {' | '.join(cells)} | {r['iterations']} | "
@@ -221,6 +223,11 @@ def main() -> None:
                       "Finished runs are reused and their evaluations cached, so it counts only what this invocation "
                       f"trained and evaluated; a run's evaluation takes about {args.episodes} × its adaptation "
                       "latency (plus the query predictions), on top of its meta-training time."]
+        if pending:
+            lines += ["", "*not run*: that run has not been tested at that setting yet. Testing is what costs time here "
+                          "(the gradient-based family takes 10 LoRA steps through the encoder per episode, so more at "
+                          "5 shots than at 1; the SVM head solves a QP in 45 × the support size unknowns at 45-way "
+                          "10-shot); `--evaluate ALGO` tests it from the stored run and fills the cell in."]
         replace_block(args.results, f"text-{source}", "\n".join(lines))
         print(f"wrote {source} to {args.results}", flush=True)
 
