@@ -70,13 +70,19 @@ def anil_bound(shots: int, run: Path, bar: float) -> str:
     """Why ANIL can or cannot reach the 1-step bar: the best one-step head-only update on ReLU features."""
     import torch
 
-    from metaloop.benchmarks.sinusoid_bound import grid, head_step_kernel, one_step_bound, smoother_risk
+    from metaloop.benchmarks.sinusoid_bound import (
+        POINTS,
+        grid,
+        head_step_kernel,
+        one_step_bound,
+        smoother_risk,
+    )
     from metaloop.evaluation import load_learner
 
     bound, free = one_step_bound(shots), one_step_bound(shots, nonnegative=False)
     learner, _, cfg = load_learner(run)
     with torch.no_grad():
-        features = learner.model[:-1](grid(201)[:, None].to(torch.float32))
+        features = learner.model[:-1](grid(POINTS)[:, None].to(torch.float32))
     own = smoother_risk(head_step_kernel(features, cfg["inner_lr"], shots), shots)
     verdict = ("so no ANIL on this network can meet the bar" if bound > bar
                else "so the bound does not rule the bar out")
@@ -172,8 +178,7 @@ def main() -> None:
         "- ANIL adapts only the last layer: one step on the head is one step of kernel regression with the "
         "learned features, whose kernel cannot be negative on ReLU features, while the tasks' covariance, "
         "cos(x − x′) up to the mean, is negative half a period away (the bound under each ANIL line). Its "
-        "features are "
-        "scaled for one step at lr 0.01, so more steps can overshoot.",
+        "features are scaled for one step at lr 0.01, so more steps can overshoot.",
         "- Reptile has no term that optimizes the loss after one step (it is first order and meta-trains "
         "with several inner steps), so its 1-step error stays close to the baseline's.",
         "",

@@ -29,7 +29,8 @@ The learnable scale γ (the paper, §3.3: "we found it important to ... learn a 
 code's ``ClassificationHead``) is an ``nn.Parameter`` initialized to 1.0 as in the code, shared by all
 tasks and meta-learned with φ (``learn_scale=False`` keeps it fixed). The code trains it with SGD at lr 0.1,
 where it grows quickly; under Adam it moves about one learning rate per step, so ``scale_init`` (the
-``logit_scale`` option) matters: the image presets start it at 10 (see ``metaloop.benchmarks.fewshot_images``).
+``logit_scale`` option) matters: the image and text presets start it at 10
+(``LOGIT_SCALE_PRESET`` in ``metaloop.benchmarks.fewshot_images``).
 
 Ways: N is not a constructor argument. Both heads use ``n`` class columns, a static bound, and classes
 with no support example get ``-inf`` logits (:mod:`metaloop.algorithms.labels`), so the same learner

@@ -141,8 +141,9 @@ _METRIC = {"eval_steps": [0]}
 # MetaOptNet's logit scale γ starts at 1.0 in its code, where SGD at lr 0.1 (momentum 0.9) grows it within a few
 # hundred steps. Adam moves a parameter by about outer_lr per step, so from 1.0 it stayed near 1.3 after 300
 # steps and the logits stayed too flat to learn from (Omniglot 5w1s, 5 minutes on one core: SVM 82.8 and
-# ridge 93.5 with γ₀ = 1; 95.1 and 96.4 with γ₀ = 10). The image presets start it at 10.
-_METAOPT = {**_METRIC, "meta_batch_size": 8, "logit_scale": 10.0}
+# ridge 93.5 with γ₀ = 1; 95.1 and 96.4 with γ₀ = 10). The image and text presets start it at 10.
+LOGIT_SCALE_PRESET = 10.0
+_METAOPT = {**_METRIC, "meta_batch_size": 8, "logit_scale": LOGIT_SCALE_PRESET}
 # LEO (Rusu et al. 2019; deepmind/leo config.py): latent lr 1.0 (learned), 5 latent steps, Adam 1e-4,
 # meta-batch 12, outer gradients clipped to 0.1 (set in build_learner).
 _LEO = {"inner_lr": 1.0, "inner_steps": 5, "test_inner_steps": 5, "outer_lr": 1e-4, "meta_batch_size": 12,

@@ -37,6 +37,7 @@ from metaloop.benchmarks.fewshot_images import (
     COMMON_OPTIONS,
     EMBEDDING_ALGOS,
     FEATURE_ALGOS,
+    LOGIT_SCALE_PRESET,
     _check_ways,
     _sources,
     classification_benchmark,
@@ -224,10 +225,10 @@ _ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
     "reptile": {"inner_optimizer": "sgd", "inner_lr": 0.1, "inner_steps": 5, "test_inner_steps": 10,
                 "outer_lr": 0.1, "anneal": True, "adapt": "head.*,*lora_*"},
     "protonet": {"eval_steps": [0], "meta_batch_size": 1},
-    # The learned logit scale starts at 10 (as the image presets): from 1, Adam at outer lr 5e-4 barely moves it
+    # The learned logit scale starts as in the image presets: from 1, Adam at outer lr 5e-4 barely moves it
     # in a 4-minute budget and the logits stay flat (HuffPost 5w1s, SVM head: 46.5 from 1, 52.0 from 10).
-    "metaoptnet-svm": {"eval_steps": [0], "logit_scale": 10.0},  # C = 0.1: on HuffPost 5w1s C = 1 scored 41.7
-    "metaoptnet-ridge": {"eval_steps": [0], "ridge_lambda": 1.0, "logit_scale": 10.0},
+    "metaoptnet-svm": {"eval_steps": [0], "logit_scale": LOGIT_SCALE_PRESET},  # C = 0.1: HuffPost 5w1s C = 1: 41.7
+    "metaoptnet-ridge": {"eval_steps": [0], "ridge_lambda": 1.0, "logit_scale": LOGIT_SCALE_PRESET},
     # LEO on the unit-norm embeddings × 4 (each of 384 dimensions then about 0.2): HuffPost 5w1s 42.5 where
     # × 1 gave 40.0; × 8 and × √384 overflowed the latent inner loop at its step of 1.0 in the first step.
     "leo": {"inner_lr": 1.0, "inner_steps": 5, "test_inner_steps": 5, "outer_lr": 1e-4, "meta_batch_size": 12,
