@@ -12,6 +12,13 @@ second order: it differentiates through the inner gradient. ``first_order=True``
 
 The fast weights are a new parameter dict at every step; the model is never written to, which is
 what keeps the second-order path intact.
+
+When the inner loop adapts only the model's final linear layer (ANIL's head, or any ``adapt`` spec inside
+it) and the model's output is that layer's output, the body runs once per task and the inner steps re-run
+only the head on its features (``reuse_features``; Raghu et al. 2020, §5, "feature reuse"). The result is
+the same computation, gradients included: the features keep their graph to the body's parameters. In
+evaluation (loop path, no transductive BatchNorm) the features of each distinct example are memoized
+across episodes, as the metric heads' embeddings are (:mod:`metaloop.core.memo`).
 """
 
 from __future__ import annotations
@@ -20,10 +27,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from metaloop.algorithms.base import LossFn, MetaLearner
+from metaloop.core.context import is_vectorized
 from metaloop.core.inner import LearningRate, ParamDict, gradient_descent_steps
-from metaloop.core.params import select_names
+from metaloop.core.params import head_names, select_names
 from metaloop.errors import MetaloopError
 
 
@@ -44,6 +53,8 @@ class MAML(MetaLearner):
             The others keep their meta-learned values inside a task, but are still meta-learned.
         clip_norm: clip the inner gradient to this global norm (differentiably) before each step.
         inner_optimizer: ``"sgd"`` (the paper) or ``"adam"`` (first order only).
+        reuse_features: when only the final linear layer adapts, compute the body once per task (see the
+            module docstring); ``False`` runs the whole model at every inner step (same result, slower).
     """
 
     def __init__(
@@ -59,6 +70,7 @@ class MAML(MetaLearner):
         adapt: str = "all",
         clip_norm: float | None = None,
         inner_optimizer: str = "sgd",
+        reuse_features: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(model, loss_fn, **kwargs)
@@ -82,6 +94,47 @@ class MAML(MetaLearner):
         self.inner_optimizer = inner_optimizer
         if inner_optimizer == "adam" and not self.first_order:
             raise MetaloopError("option 'inner_optimizer': adam is first-order only; use fomaml or reptile")
+        self.head_module: str | None = None  # the final linear layer, when it is all that adapts
+        head = head_names(model)
+        prefix = head[0].rpartition(".")[0] if head else ""
+        if (reuse_features and prefix and set(self.adapted_names) <= set(head)
+                and isinstance(model.get_submodule(prefix), nn.Linear)):
+            self.head_module = prefix
+        self._head_params = {n: n[len(prefix) + 1:] for n in head}
+
+    # ------------------------------------------------------------------ feature reuse (head-only adaptation)
+    def head_features(self, params: ParamDict, x: Any) -> Tensor | None:
+        """The head's input for ``x`` under the body's ``params``, or ``None`` where the model is not
+        ``head(body(x))`` (then the whole model runs at every inner step). Memoized in evaluation."""
+        if self.head_module is None:
+            return None
+        body = {n: v for n, v in params.items() if n not in self._head_params}
+        training = self.training
+
+        def compute(rows: Any) -> Tensor:
+            z = self.fmodel.head_input(body, rows, self.head_module, training=training)
+            if z is None:
+                raise _NotSplit
+            return z
+
+        try:
+            memo = self._memo
+            if memo is not None and not training and isinstance(x, Tensor) and not is_vectorized():
+                return memo(body, x, compute)
+            return compute(x)
+        except _NotSplit:
+            self.head_module = None  # this model's output is not its last layer's: never try again
+            return None
+
+    def head_output(self, params: ParamDict, z: Tensor) -> Tensor:
+        """The final linear layer on features ``z`` with its parameters from ``params``."""
+        head = self.model.get_submodule(self.head_module)
+        own = {short: params[n] for n, short in self._head_params.items() if n in params}
+        return functional_call(head, own, (z,), strict=False)
+
+    def predict(self, state: ParamDict, x: Any) -> Any:
+        z = self.head_features(state, x)
+        return super().predict(state, x) if z is None else self.head_output(state, z)
 
     def inner_learning_rate(self) -> LearningRate:
         """The step size(s) of the inner loop: a float here (``test_inner_lr`` outside training, when
@@ -93,8 +146,11 @@ class MAML(MetaLearner):
     def adapt_steps(self, params: ParamDict, support: tuple[Any, Tensor], steps: Sequence[int]) -> list[ParamDict]:
         x, y = support
         training = self.training
+        z = self.head_features(params, x)
 
         def support_loss(p: ParamDict) -> Tensor:
+            if z is not None:
+                return self.loss_fn(self.head_output(p, z), y)
             return self.loss_fn(self.fmodel(p, x, training=training), y)
 
         wanted = set(steps)
@@ -118,6 +174,10 @@ class MAML(MetaLearner):
         if steps is None:
             steps = self.inner_steps if self.training else self.test_inner_steps
         return self.adapt_steps(params, support, [steps])[0]
+
+
+class _NotSplit(Exception):
+    """The model's output is not its final linear layer's output (no feature reuse)."""
 
 
 class FOMAML(MAML):

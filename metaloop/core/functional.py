@@ -70,6 +70,25 @@ class FunctionalModel:
                 return self._call(params, x)
         return self._call(params, x)
 
+    def head_input(self, params: Mapping[str, Tensor], x: Any, head: str, *, training: bool = True) -> Tensor | None:
+        """The input ``z`` of submodule ``head`` when the model's output *is* ``head(z)`` (the head called
+        once, on one tensor, and its output returned as is), else ``None``.
+
+        One forward of the whole model with a hook on ``head``: whatever the model's ``forward`` does, the
+        check holds exactly when ``model(x) == head(z)``, so the inner loop of a head-only adaptation (ANIL)
+        can re-run just the head on ``z``. ``z`` carries the autograd graph back to the body's parameters.
+        """
+        module = self.module.get_submodule(head)
+        calls: list[tuple[tuple, Any]] = []
+        handle = module.register_forward_hook(lambda _m, args, out: calls.append((args, out)))
+        try:
+            out = self(params, x, training=training)
+        finally:
+            handle.remove()
+        if len(calls) != 1 or calls[0][1] is not out or len(calls[0][0]) != 1 or not isinstance(calls[0][0][0], Tensor):
+            return None
+        return calls[0][0][0]
+
     def _call(self, params: Mapping[str, Tensor], x: Any) -> Any:
         if isinstance(x, Mapping):
             return functional_call(self.module, dict(params), (), dict(x), strict=False)
