@@ -144,6 +144,32 @@ def table(results: dict[str, dict]) -> list[str]:
     return lines
 
 
+def family_table(results: dict[str, dict]) -> list[str]:
+    """One row per held-out task family (the ``groups`` of ``metaloop eval``), one column per method: the
+    metric after 0 / 1 / 5 / 10 steps on that family's test tasks."""
+    done = {m: r for m, r in results.items() if "groups" in r}
+    if not done:
+        return []
+    families = list(next(iter(done.values()))["groups"])
+    lines = ["| family (test tasks) | " + " | ".join(done) + " |", "|---|" + "---|" * len(done)]
+    for family in families:
+        count = next(iter(done.values()))["groups"][family]["tasks"]
+        cells = []
+        for r in done.values():
+            steps = r["groups"].get(family, {}).get("steps", {})
+            values = [steps.get(str(s), {}).get("mean") for s in STEPS]
+            cells.append(" / ".join("–" if v is None else f"{v:.1f}" for v in values))
+        lines.append(f"| {family} ({count}) | " + " | ".join(cells) + " |")
+    return lines
+
+
+def per_family_note(results: dict[str, dict]) -> str:
+    metric = next((r["metric"] for r in results.values() if "metric" in r), "metric")
+    return (f"{metric} after 0 / 1 / 5 / 10 steps, same runs and test tasks as above, at the same test step "
+            "sizes; the count of test tasks of each family is in parentheses (their 95% intervals are about "
+            "√(all tasks / family's tasks) times the table's).")
+
+
 def protocol(bench: str, args: argparse.Namespace) -> str:
     from metaloop.benchmarks import resolve_config
 
@@ -211,6 +237,9 @@ def main() -> None:
     for bench in args.benchmarks:
         per = {m: results[(bench, m)] for m in args.methods}
         lines += [f"### {bench}", "", protocol(bench, args), "", *table(per), ""]
+        by_family = family_table(per)
+        if by_family:
+            lines += [f"By held-out task family ({bench}): {per_family_note(per)}", "", *by_family, ""]
     replace_block(args.results, "lm", "\n".join(lines))
     print(f"wrote {args.results}")
 

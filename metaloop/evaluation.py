@@ -75,12 +75,15 @@ def evaluate_learner(
         raise MetaloopError(f"option 'episodes': {episodes} requested, benchmark '{bench.name}' has {len(tasks)} test tasks")
     device = learner_device(learner)
     values: list[Tensor] = []
+    group_ids: list[Tensor] = []
     # The metric heads embed each distinct test example once (their adapt leaves the embedding alone).
     with tqdm(total=episodes, disable=not progress, desc="eval", unit="task") as bar, learner.memoize_embeddings():
         for start in range(0, episodes, chunk):
             count = min(chunk, episodes - start)
             batch = tasks.batch(start, count).to(device)
             values.append(learner.evaluate_batch(batch, steps, bench.metric_fn).cpu())
+            if bench.task_groups is not None:
+                group_ids.append(batch.info[bench.task_groups[0]].cpu())
             bar.update(count)
     table = torch.cat(values)
     result = {
@@ -90,12 +93,24 @@ def evaluate_learner(
         "episodes": episodes,
         "steps": {},
     }
+    result["steps"] = _summary(table, steps)
+    if bench.task_groups is not None:
+        ids = torch.cat(group_ids)
+        result["groups"] = {name: {"tasks": int((ids == g).sum()), "steps": _summary(table[ids == g], steps)}
+                            for g, name in enumerate(bench.task_groups[1]) if bool((ids == g).any())}
+    return result
+
+
+def _summary(table: Tensor, steps: Sequence[int]) -> dict[str, dict[str, float | None]]:
+    """``{step: {"mean", "ci95"}}`` of a ``[tasks, steps]`` table; a step count at which the inner loop diverged
+    (a non-finite metric on some task) gets nulls (JSON has no NaN)."""
+    out = {}
     for j, s in enumerate(steps):
         mean, ci = mean_ci95(table[:, j])
-        if not math.isfinite(mean):  # the inner loop diverged on some task: JSON has no NaN, say null
+        if not math.isfinite(mean):
             mean, ci = None, None
-        result["steps"][str(s)] = {"mean": mean, "ci95": ci}
-    return result
+        out[str(s)] = {"mean": mean, "ci95": ci}
+    return out
 
 
 def adaptation_latency(learner: MetaLearner, bench: Benchmark, cfg: dict[str, Any], *, tasks: int = 10,

@@ -32,6 +32,14 @@ fixed, the equality-constrained QP that remains is solved exactly, and coordinat
 more than one round). The polished point is kept if its KKT residual is below both ``tol`` and the
 interior-point residual, which makes ``α`` exact to rounding (residual ~1e-16) whenever ``K`` is
 non-singular; otherwise the interior-point iterate is kept (see the last paragraph).
+:class:`CrammerSingerDual` polishes only when a gradient is needed (meta-training); in evaluation the
+iterate at ``tol`` is used: weights accurate to about ``√tol``, at a fraction of the cost.
+
+**Cost.** Each iteration factorizes and inverts ``M`` matrices of ``n × n``: ``O(M n³)``, which
+dominates an episode at many ways (45-way 10-shot: 45 matrices of 450 × 450, 11–16 iterations). In
+evaluation :func:`solve_dual_working_set` gets the same optimum from problems restricted to the variables
+that can be nonzero (each example's own class and the classes that compete with it), about twice as fast
+at 45-way 10-shot on CLINC150 embeddings.
 
 **Gradients** (:class:`CrammerSingerDual`): implicit differentiation of the KKT conditions on that
 active set. With ``α`` fixed on the active set ``A`` and free elsewhere, ``dα`` solves the
@@ -81,6 +89,79 @@ class SolverInfo:
     polished: bool
 
 
+def _per_class(blocks: Tensor, r: Tensor) -> Tensor:
+    """``out[:, m] = blocks[m] @ r[:, m]`` for ``blocks`` ``[M, n, n]`` and ``r`` ``[n, M]`` (a batched
+    matrix-vector product that reads ``blocks`` in place: an einsum would copy it)."""
+    return torch.bmm(blocks, r.T.unsqueeze(-1)).squeeze(-1).T
+
+
+def _shared(blocks: Tensor, v: Tensor) -> Tensor:
+    """``out[:, m] = blocks[m] @ v`` for one vector ``v`` ``[n]``: ``[n, M]``."""
+    return torch.matmul(blocks, v).T
+
+
+class _FreeSet:
+    """The variables the interior-point method moves: all of them (``mask=None``), or those of a working set.
+
+    Variables outside the set are held at ``α = 0`` (their upper bound when the example is not of that
+    class). Each class's Newton block is gathered to its free examples (``idx[m]``, padded to the largest
+    count with decoupled unit rows), so a step costs ``M`` factorizations of ``L × L`` instead of ``n × n``.
+    """
+
+    def __init__(self, mask: Tensor | None, n: int, M: int) -> None:
+        self.mask, self.n, self.M = mask, n, M
+        if mask is None:
+            return
+        counts = mask.sum(0)
+        order = torch.argsort((~mask).to(torch.int8), dim=0, stable=True)  # each column's free rows first
+        self.idx = order[: int(counts.max())].T.contiguous()  # [M, L]
+        self.valid = torch.arange(self.idx.shape[1], device=mask.device) < counts.unsqueeze(-1)  # [M, L]
+        self.weight = self.valid.to(torch.float64)
+
+    def blocks(self, K: Tensor, D: Tensor) -> Tensor:
+        """``K + diag(D_m)`` per class, on its free examples: ``[M, L, L]``."""
+        if self.mask is None:
+            blocks = K.expand(self.M, self.n, self.n).clone()
+            blocks.diagonal(dim1=1, dim2=2).add_(D.T)
+            return blocks
+        idx, w = self.idx, self.weight
+        blocks = K[idx.unsqueeze(-1), idx.unsqueeze(-2)] * w.unsqueeze(-1) * w.unsqueeze(-2)
+        blocks.diagonal(dim1=1, dim2=2).add_(torch.where(self.valid, D.T.gather(1, idx), torch.ones_like(w)))
+        return blocks
+
+    def sum_blocks(self, blocks: Tensor) -> Tensor:
+        """``Σ_m`` of the blocks, each scattered to its examples: ``[n, n]``."""
+        if self.mask is None:
+            return _sum_blocks(blocks)
+        pair = self.valid.unsqueeze(-1) & self.valid.unsqueeze(-2)
+        flat = (self.idx.unsqueeze(-1) * self.n + self.idx.unsqueeze(-2))[pair]
+        total = torch.zeros(self.n * self.n, dtype=blocks.dtype, device=blocks.device)
+        return total.index_add_(0, flat, blocks[pair]).view(self.n, self.n)
+
+    def per_class(self, blocks: Tensor, r: Tensor) -> Tensor:
+        """``out[:, m] = blocks[m] @ r[:, m]`` on the free examples, zero elsewhere: ``[n, M]``."""
+        if self.mask is None:
+            return _per_class(blocks, r)
+        gathered = r.T.gather(1, self.idx) * self.weight
+        product = torch.bmm(blocks, gathered.unsqueeze(-1)).squeeze(-1) * self.weight
+        return torch.zeros_like(r.T).scatter_add_(1, self.idx, product).T
+
+    def shared(self, blocks: Tensor, v: Tensor) -> Tensor:
+        """``out[:, m] = blocks[m] @ v`` on the free examples: ``[n, M]``."""
+        if self.mask is None:
+            return _shared(blocks, v)
+        return self.per_class(blocks, v.unsqueeze(-1).expand(self.n, self.M))
+
+
+def _sum_blocks(blocks: Tensor) -> Tensor:
+    """``blocks.sum(0)`` for ``[M, n, n]``, as ``M`` in-place additions (several times faster on CPU than
+    torch's reduction over the leading dimension of a large tensor)."""
+    total = blocks[0].clone()
+    for block in blocks[1:]:
+        total += block
+    return total
+
+
 def _max_step(v: Tensor, dv: Tensor) -> Tensor:
     """Largest ``a ≤ 1`` with ``v + a·dv ≥ 0`` (``v > 0``)."""
     ratios = torch.where(dv < 0, -v / dv, torch.full_like(v, float("inf")))
@@ -126,20 +207,21 @@ class _Restricted:
         inverse = torch.cholesky_inverse(chol)
         self.B = p.unsqueeze(-1) * inverse * p.unsqueeze(-2)  # [M, n, n]
         none_free = (p.sum(0) == 0).to(K.dtype)  # a row with every coordinate fixed: ν_i is free
-        schur = self.B.sum(0) + torch.diag(none_free)
+        schur = _sum_blocks(self.B) + torch.diag(none_free)
         self.schur = _cholesky_with_jitter(schur, _JITTER * float(schur.diagonal().abs().max().clamp(min=1.0)) * eye)
 
     def apply(self, r: Tensor, offset: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(u, ν)`` for the right-hand side ``r`` (``n × M``); see the class docstring."""
-        Br = torch.einsum("mij,jm->im", self.B, r)
+        Br = _per_class(self.B, r)
         rhs = Br.sum(1) if offset is None else Br.sum(1) + offset
         nu = torch.cholesky_solve(rhs.unsqueeze(-1), self.schur).squeeze(-1)
-        u = Br - torch.einsum("mij,j->im", self.B, nu)
+        u = Br - _shared(self.B, nu)
         return u, nu
 
 
 def _newton_direction(
-    inverse: Tensor, schur: Tensor, r_d: Tensor, r_p: Tensor, r_e: Tensor, s: Tensor, mu: Tensor, r_c: Tensor
+    free: _FreeSet, inverse: Tensor, schur: Tensor, r_d: Tensor, r_p: Tensor, r_e: Tensor, s: Tensor, mu: Tensor,
+    r_c: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The Newton step ``(Δα, Δs, Δμ, Δν)`` of the interior-point method.
 
@@ -150,11 +232,13 @@ def _newton_direction(
     ``schur`` the Cholesky factor of their sum.
     """
     t = -r_d - (mu * r_p - r_c) / s
-    z = torch.einsum("mij,jm->im", inverse, t)
+    z = free.per_class(inverse, t)
     d_nu = torch.cholesky_solve((z.sum(1) + r_e).unsqueeze(-1), schur).squeeze(-1)
-    d_alpha = z - torch.einsum("mij,j->im", inverse, d_nu)
+    d_alpha = z - free.shared(inverse, d_nu)
     d_s = -r_p - d_alpha
     d_mu = (-r_c - mu * d_s) / s
+    if free.mask is not None:  # the variables outside the working set do not move
+        d_s, d_mu = d_s * free.mask, d_mu * free.mask
     return d_alpha, d_s, d_mu, d_nu
 
 
@@ -192,6 +276,67 @@ def _polish(
     return None
 
 
+def _interior_point(
+    K: Tensor, Y: Tensor, C: float, mask: Tensor | None, tol: float, max_iter: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor, int, float]:
+    """The interior-point iterations on the variables in ``mask`` (all when ``None``; the others stay 0):
+    ``(α, s, μ, ν, iterations, scaled KKT residual of that restricted problem)``."""
+    n, M = Y.shape
+    H = C * Y
+    scale_d, scale_p, scale_c = _kkt_scales(K, C)
+    free_set = _FreeSet(mask, n, M)
+    on = torch.ones_like(Y) if mask is None else mask.to(Y.dtype)
+    alpha = torch.zeros_like(Y)
+    s = torch.ones_like(Y)  # slack of α ≤ H
+    mu = on.clone()  # multiplier of α ≤ H (0, and unused, outside the working set)
+    nu = torch.zeros(n, dtype=Y.dtype, device=Y.device)  # multiplier of Σ_m α_m = 0
+    count = float(on.sum())
+
+    def residuals() -> tuple[Tensor, Tensor, Tensor, float]:
+        r_d = (K @ alpha - Y + mu + nu.unsqueeze(-1)) * on
+        r_p = (alpha + s - H) * on
+        r_e = alpha.sum(1)
+        res = max(
+            float(r_d.abs().max()) / scale_d,
+            float(r_p.abs().max()) / scale_p,
+            float(r_e.abs().max()) / scale_p,
+            float((s * mu).max()) / scale_c,
+        )
+        return r_d, r_p, r_e, res
+
+    iterations = 0
+    r_d, r_p, r_e, res = residuals()
+    while res > tol and iterations < max_iter:
+        iterations += 1
+        blocks = free_set.blocks(K, mu / s)  # [M, L, L]: K + D_m on each class's free examples
+        chol, info = torch.linalg.cholesky_ex(blocks)
+        if bool((info != 0).any()):  # K singular and D → 0 on the free set: regularize the step
+            eye = torch.eye(blocks.shape[-1], dtype=K.dtype, device=K.device)
+            chol = torch.linalg.cholesky(blocks + _JITTER * scale_d * eye)
+        inverse = torch.cholesky_inverse(chol)
+        schur, info = torch.linalg.cholesky_ex(free_set.sum_blocks(inverse))
+        if bool(info != 0):
+            break
+
+        system = (free_set, inverse, schur, r_d, r_p, r_e, s, mu)
+        gap = (s * mu).sum() / count
+        # predictor (affine scaling), then Mehrotra's centering and second-order correction
+        _, ds, dmu, _ = _newton_direction(*system, s * mu)
+        step = torch.minimum(_max_step(s, ds), _max_step(mu, dmu))
+        gap_aff = ((s + step * ds) * (mu + step * dmu)).sum() / count
+        sigma = (gap_aff / gap) ** 3
+        d_alpha, d_s, d_mu, d_nu = _newton_direction(*system, s * mu + ds * dmu - sigma * gap)
+        step = (0.99 * torch.minimum(_max_step(s, d_s), _max_step(mu, d_mu))).clamp(max=1.0)
+        alpha = alpha + step * d_alpha
+        s = s + step * d_s
+        mu = mu + step * d_mu
+        nu = nu + step * d_nu
+        r_d, r_p, r_e, res = residuals()
+        if float(step) < 1e-12:  # no progress: rounding limits the attainable residual
+            break
+    return alpha, s, mu, nu, iterations, res
+
+
 def solve_dual(
     K: Tensor, Y: Tensor, C: float, *, tol: float = 1e-9, max_iter: int = 100, polish: bool = True
 ) -> tuple[Tensor, Tensor, SolverInfo]:
@@ -211,58 +356,9 @@ def solve_dual(
     """
     K = K.detach().double()
     Y = Y.detach().double()
-    n, M = Y.shape
     H = C * Y
-    scale_d, scale_p, scale_c = _kkt_scales(K, C)
-    alpha = torch.zeros_like(Y)
-    s = torch.ones_like(Y)  # slack of α ≤ H
-    mu = torch.ones_like(Y)  # multiplier of α ≤ H
-    nu = torch.zeros(n, dtype=Y.dtype, device=Y.device)  # multiplier of Σ_m α_m = 0
-    count = n * M
-
-    def residuals() -> tuple[Tensor, Tensor, Tensor, float]:
-        r_d = K @ alpha - Y + mu + nu.unsqueeze(-1)
-        r_p = alpha + s - H
-        r_e = alpha.sum(1)
-        res = max(
-            float(r_d.abs().max()) / scale_d,
-            float(r_p.abs().max()) / scale_p,
-            float(r_e.abs().max()) / scale_p,
-            float((s * mu).max()) / scale_c,
-        )
-        return r_d, r_p, r_e, res
-
-    iterations = 0
-    r_d, r_p, r_e, res = residuals()
-    while res > tol and iterations < max_iter:
-        iterations += 1
-        D = mu / s
-        blocks = K.unsqueeze(0) + torch.diag_embed(D.T)  # [M, n, n]: K + D_m
-        chol, info = torch.linalg.cholesky_ex(blocks)
-        if bool((info != 0).any()):  # K singular and D → 0 on the free set: regularize the step
-            chol = torch.linalg.cholesky(blocks + _JITTER * scale_d * torch.eye(n, dtype=K.dtype, device=K.device))
-        inverse = torch.cholesky_inverse(chol)
-        schur, info = torch.linalg.cholesky_ex(inverse.sum(0))
-        if bool(info != 0):
-            break
-
-        system = (inverse, schur, r_d, r_p, r_e, s, mu)
-        gap = (s * mu).sum() / count
-        # predictor (affine scaling), then Mehrotra's centering and second-order correction
-        _, ds, dmu, _ = _newton_direction(*system, s * mu)
-        step = torch.minimum(_max_step(s, ds), _max_step(mu, dmu))
-        gap_aff = ((s + step * ds) * (mu + step * dmu)).sum() / count
-        sigma = (gap_aff / gap) ** 3
-        d_alpha, d_s, d_mu, d_nu = _newton_direction(*system, s * mu + ds * dmu - sigma * gap)
-        step = (0.99 * torch.minimum(_max_step(s, d_s), _max_step(mu, d_mu))).clamp(max=1.0)
-        alpha = alpha + step * d_alpha
-        s = s + step * d_s
-        mu = mu + step * d_mu
-        nu = nu + step * d_nu
-        r_d, r_p, r_e, res = residuals()
-        if float(step) < 1e-12:  # no progress: rounding limits the attainable residual
-            break
-
+    scale_d, scale_p, _ = _kkt_scales(K, C)
+    alpha, s, mu, _, iterations, res = _interior_point(K, Y, C, None, tol, max_iter)
     free = s >= mu
     polished = False
     if polish:
@@ -273,20 +369,63 @@ def solve_dual(
         if found is not None and found[2] <= res:
             alpha, free, res = found
             polished = True
+    return alpha, free, _report(iterations, res, tol, polished)
+
+
+def _report(iterations: int, res: float, tol: float, polished: bool) -> SolverInfo:
     converged = res <= tol
     if not converged:
         warnings.warn(
             f"Crammer-Singer SVM: KKT residual {res:.2e} > tol {tol:.0e} after {iterations} iterations",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
-    return alpha, free, SolverInfo(iterations, res, converged, polished)
+    return SolverInfo(iterations, res, converged, polished)
+
+
+def solve_dual_working_set(
+    K: Tensor, Y: Tensor, C: float, *, tol: float = 1e-9, max_iter: int = 100, rivals: int = 4, rounds: int = 20
+) -> tuple[Tensor, SolverInfo]:
+    """The same optimum as :func:`solve_dual` (without the polish), for many classes: ``(α, info)``.
+
+    At the optimum most ``α_im`` of a class ``m ≠ y_i`` sit at their bound 0 (example ``i`` does not
+    compete with class ``m``). So the interior-point method runs on a working set: each example's own
+    class and the ``rivals`` classes with the highest mean kernel value against it. Then the KKT conditions
+    of the variables left out are checked (at ``α_im = 0 = H_im`` the multiplier ``−((Kα)_im + ν_i)``
+    must be ≥ 0); violators join the set and the restricted problem is solved again. When none is left,
+    the KKT residual of the *full* problem is at most ``tol``: the same optimum, at ``M`` factorizations of
+    (free examples per class)² instead of ``n²`` per iteration. No polish, hence no backward: for
+    evaluation. ``info.iterations`` counts the iterations of every round.
+    """
+    K = K.detach().double()
+    Y = Y.detach().double()
+    n, M = Y.shape
+    own = Y > 0
+    if M <= rivals + 1:
+        alpha, _, info = solve_dual(K, Y, C, tol=tol, max_iter=max_iter, polish=False)
+        return alpha, info
+    scale_d = _kkt_scales(K, C)[0]
+    means = (K @ Y) / Y.sum(0)
+    mask = own.clone()
+    mask.scatter_(1, means.masked_fill(own, float("-inf")).topk(rivals, dim=1).indices, True)
+    iterations = 0
+    for _ in range(rounds):
+        alpha, _, _, nu, used, res = _interior_point(K, Y, C, mask, tol, max_iter)
+        iterations += used
+        outside = (K @ alpha + nu.unsqueeze(-1)).masked_fill(mask, float("-inf"))  # > 0: a negative multiplier
+        violation = max(float(outside.max()), 0.0) / scale_d
+        res = max(res, violation)
+        if violation <= tol or iterations >= max_iter * rounds:
+            break
+        mask |= outside > tol * scale_d
+    return alpha, _report(iterations, res, tol, False)
 
 
 class CrammerSingerDual(torch.autograd.Function):
     """``α = CrammerSingerDual.apply(K, Y, C, tol, max_iter)``, differentiable in ``K``.
 
-    The forward runs :func:`solve_dual` (float64 inside; ``α`` comes back in ``K``'s dtype). The
+    The forward runs :func:`solve_dual` (float64 inside; ``α`` comes back in ``K``'s dtype) when ``K``
+    needs a gradient, else :func:`solve_dual_working_set` (no polish: the iterate at ``tol``). The
     backward is the implicit derivative described in the module docstring: ``∂L/∂K = −(B g) αᵀ``.
     ``Y`` and ``C`` get no gradient. The last :class:`SolverInfo` is kept in ``CrammerSingerDual.last_info``.
     """
@@ -295,7 +434,11 @@ class CrammerSingerDual(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, K: Tensor, Y: Tensor, C: float, tol: float, max_iter: int) -> Tensor:  # type: ignore[override]
-        alpha, free, info = solve_dual(K, Y, C, tol=tol, max_iter=max_iter)
+        if ctx.needs_input_grad[0]:
+            alpha, free, info = solve_dual(K, Y, C, tol=tol, max_iter=max_iter)
+        else:  # no backward: no polish (it is for the exact active set), and a working set for many classes
+            alpha, info = solve_dual_working_set(K, Y, C, tol=tol, max_iter=max_iter)
+            free = alpha < C * Y.double()
         CrammerSingerDual.last_info = info
         ctx.save_for_backward(K, alpha, free)
         return alpha.to(K.dtype)

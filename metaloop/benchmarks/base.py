@@ -49,6 +49,9 @@ class Benchmark:
     #: and ``encode_inputs(cfg, values, base_dir)`` turning them into the model's input tensor ``[n, ...]``.
     input_column: str | None = None
     encode_inputs: Callable[[dict[str, Any], list[str], Path], Any] | None = None
+    #: ``(info key, group names)``: the test tasks fall into groups (a :class:`TaskBatch` ``info`` tensor of
+    #: indices into the names), and evaluation also reports each group (lm-strings: the function families).
+    task_groups: tuple[str, tuple[str, ...]] | None = None
 
     def all_options(self) -> dict[str, Option]:
         return {**OPTIONS, **{o.name: o for o in self.options}}

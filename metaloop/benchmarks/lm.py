@@ -60,7 +60,7 @@ from metaloop.benchmarks.base import Benchmark, TaskSource
 from metaloop.config import Option
 from metaloop.errors import MetaloopError
 from metaloop.tasks.shakespeare import ShakespeareTasks
-from metaloop.tasks.strings import IGNORE, StringTasks
+from metaloop.tasks.strings import FAMILIES, IGNORE, StringTasks
 
 
 def lm_loss(logits: Tensor, y: Tensor) -> Tensor:
@@ -152,6 +152,7 @@ LM_STRINGS = Benchmark(
     algo_defaults=_algo_defaults({"maml": 2500, "fomaml": 5000, "metasgd": 2000, "reptile": 1200, "anil": 5000,
                                   "pretrain": 5000}),
     classification=False,
+    task_groups=("family", FAMILIES),
 )
 
 LM_SHAKESPEARE = Benchmark(

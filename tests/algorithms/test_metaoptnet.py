@@ -16,7 +16,7 @@ from sklearn.svm import LinearSVC
 from torch import nn
 
 from metaloop.algorithms import MetaOptNet
-from metaloop.algorithms.crammer_singer import CrammerSingerDual, solve_dual
+from metaloop.algorithms.crammer_singer import CrammerSingerDual, solve_dual, solve_dual_working_set
 from metaloop.algorithms.metaoptnet import ridge_weights, svm_weights
 from metaloop.errors import MetaloopError
 from metaloop.tasks.base import TaskBatch
@@ -142,7 +142,7 @@ def test_svm_matches_liblinear_and_scipy(ways, shots, d, C):
     scipy's SLSQP on MetaOptNet's dual when α is unique (K = XXᵀ non-singular, d ≥ n)."""
     X, y, Y, Q = clustered(ways, shots, d, seed=ways + d)
     n = ways * shots
-    W, alpha = svm_weights(X, Y, C, tol=1e-10)
+    W, alpha = (t.detach() for t in svm_weights(X.clone().requires_grad_(), Y, C, tol=1e-10))
     info = CrammerSingerDual.last_info
     assert info is not None and info.converged and info.residual <= 1e-10
     assert torch.all(alpha[:, ways:] == 0) and torch.all(W[:, ways:] == 0)
@@ -154,6 +154,54 @@ def test_svm_matches_liblinear_and_scipy(ways, shots, d, C):
     if d >= n:
         assert info.polished  # the active set was identified: α is exact to rounding
         assert rel_err(alpha[:, :ways], scipy_dual(X @ X.T, Y[:, :ways], C)) < 1e-4
+
+
+def test_svm_polishes_only_for_a_gradient():
+    """Without a gradient to take (evaluation), the solver keeps the interior-point iterate at ``tol``: the
+    same weights to about the square root of the tolerance (the complementarity gap), without the polish's
+    extra factorizations."""
+    X, _, Y, _ = clustered(4, 3, 20, seed=24)
+    exact = svm_weights(X.clone().requires_grad_(), Y, 0.1, tol=1e-10)[0].detach()
+    assert CrammerSingerDual.last_info.polished
+    with torch.no_grad():
+        fast = svm_weights(X, Y, 0.1, tol=1e-10)[0]
+    assert not CrammerSingerDual.last_info.polished and CrammerSingerDual.last_info.converged
+    assert rel_err(fast, exact) < 1e-5
+
+
+@pytest.mark.parametrize("ways, shots, d", [(12, 3, 20), (15, 4, 8)])  # the second: more examples than features
+def test_working_set_reaches_the_full_optimum(ways, shots, d):
+    """Many classes: the working-set solver (own class + 4 rivals, grown by the KKT violators) reaches the
+    optimum of the full problem: the KKT residual of the full problem within tol, the same weights as the
+    polished full solve and as liblinear, and it needed more than its first working set."""
+    X, y, Y, Q = clustered(ways, shots, d, seed=ways * d, sep=0.4)
+    Yc = Y[:, :ways]
+    exact, _, info = solve_dual(X @ X.T, Yc, 0.1, tol=1e-12)
+    alpha, ws_info = solve_dual_working_set(X @ X.T, Yc, 0.1, tol=1e-10)
+    assert ws_info.converged and ws_info.residual <= 1e-10
+    assert float((alpha - 0.1 * Yc).max()) <= 1e-10 and float(alpha.sum(1).abs().max()) <= 1e-10
+    assert rel_err(X.T @ alpha, X.T @ exact) < 1e-4
+    assert rel_err(X.T @ alpha, linear_svc(X, y, 0.1)) < 1e-4
+    rivals = ((exact.abs() > 1e-9) & (Yc == 0)).sum(1)
+    assert int(rivals.max()) > 0  # examples do compete with other classes (the test is not trivial)
+
+
+def test_working_set_grows_until_the_kkt_conditions_hold(monkeypatch):
+    """With one rival per example the first working set misses support vectors: the violators join it, and
+    the last round's solution is the full problem's."""
+    import metaloop.algorithms.crammer_singer as cs
+
+    sizes = []
+    inner = cs._interior_point
+    monkeypatch.setattr(cs, "_interior_point", lambda K, Y, C, mask, tol, it: (sizes.append(int(mask.sum())),
+                                                                               inner(K, Y, C, mask, tol, it))[1])
+    X, _, Y, _ = clustered(10, 3, 12, seed=5, sep=0.3)
+    Yc = Y[:, :10]
+    alpha, info = solve_dual_working_set(X @ X.T, Yc, 1.0, tol=1e-10, rivals=1)
+    assert len(sizes) > 1 and sizes == sorted(sizes) and sizes[0] == 2 * 30
+    monkeypatch.setattr(cs, "_interior_point", inner)
+    exact = solve_dual(X @ X.T, Yc, 1.0, tol=1e-12)[0]
+    assert info.converged and rel_err(X.T @ alpha, X.T @ exact) < 1e-4
 
 
 def test_svm_dual_is_liblinear_primal():

@@ -140,6 +140,21 @@ def test_scratch_baseline():
     assert again["steps"] == result["steps"]
 
 
+def test_results_per_task_family():
+    """lm-strings reports each function family too: the families' task counts add up to the episodes, and
+    their means, weighted by those counts, give the overall mean; the families are those of the test tasks."""
+    from metaloop.tasks.strings import FAMILIES
+
+    result = evaluate_scratch("lm-strings", episodes=12, steps=[0, 2], overrides=TINY)
+    groups = result["groups"]
+    assert set(groups) <= set(FAMILIES) and sum(g["tasks"] for g in groups.values()) == 12
+    tasks = StringTasks(TINY["shots"], TINY["eval_queries"], seed=0, split="test")
+    assert set(groups) == {tasks.task(i).family for i in range(12)}
+    for step in ("0", "2"):
+        weighted = sum(g["tasks"] * g["steps"][step]["mean"] for g in groups.values()) / 12
+        assert weighted == pytest.approx(result["steps"][step]["mean"], abs=1e-9)
+
+
 def _has_shakespeare() -> bool:
     try:
         return (data_root() / "tinyshakespeare" / "input.txt").exists()
