@@ -54,7 +54,7 @@ makes the gradient exact rather than accurate to the final barrier parameter.
 
 Why write it rather than use a library: qpth (what MetaOptNet used) is unmaintained; general
 differentiable solvers (cvxpylayers, theseus, …) add heavy dependencies, and solve the ``n·M``-variable
-QP without this structure. The solver is some 150 lines of torch, checked against scikit-learn's
+QP without this structure. The solver is some 300 lines of torch, checked against scikit-learn's
 liblinear and scipy's SLSQP in ``tests/algorithms/test_metaoptnet.py``.
 
 When ``K`` is singular (more support examples than features), ``α`` is not unique but ``W = Xᵀα`` and
