@@ -76,7 +76,7 @@ def evaluate_learner(
     device = learner_device(learner)
     values: list[Tensor] = []
     group_ids: list[Tensor] = []
-    # The metric heads embed each distinct test example once (their adapt leaves the embedding alone).
+    # The metric heads and ANIL embed each distinct test example once (their adapt leaves the body alone).
     with tqdm(total=episodes, disable=not progress, desc="eval", unit="task") as bar, learner.memoize_embeddings():
         for start in range(0, episodes, chunk):
             count = min(chunk, episodes - start)
