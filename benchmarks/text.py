@@ -87,7 +87,8 @@ def _adapt_latency(run: Path, repeats: int = 5) -> float:
 
 
 #: A run's results at the settings other than the one it was compared on, reused while its checkpoint,
-#: config, the episodes and the setting are the same (testing the gradient-based family takes ~30 min).
+#: config, the episodes and the setting are the same (testing the gradient-based family takes 30–150 min;
+#: an interrupted test resumes from its last chunk of 100 episodes, kept in ``RUN/LABEL.partial.json``).
 SETTING_CACHE = "text-settings.json"
 
 
@@ -115,7 +116,9 @@ def _setting_result(run: Path, bench, label: str, over: dict, episodes: int, ste
     if not loaded:
         loaded.append(load_learner(run))
     learner, _, cfg = loaded[0]
-    result = evaluate_learner(learner, bench, {**cfg, **over}, episodes=episodes, steps=[steps])["steps"][str(steps)]
+    # resumable: an interrupted test keeps its finished chunks of 100 episodes in the run
+    result = evaluate_learner(learner, bench, {**cfg, **over}, episodes=episodes, steps=[steps],
+                              partial=(run / f"{label}.partial.json", key))["steps"][str(steps)]
     cache[label] = {"key": key, "result": result}
     atomic_write_text(run / SETTING_CACHE, json.dumps(cache, indent=1))
     return result

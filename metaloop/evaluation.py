@@ -61,11 +61,17 @@ def evaluate_learner(
     steps: Sequence[int],
     chunk: int = 100,
     progress: bool = False,
+    partial: tuple[Path, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``learner`` on the first ``episodes`` test tasks of ``bench``: a JSON-ready dict.
 
     A step count at which the inner loop diverged (a non-finite metric on some task) gets
     ``{"mean": null, "ci95": null}``.
+
+    ``partial=(path, key)`` makes a long evaluation resumable: after each ``chunk`` of tasks the per-task
+    metrics so far are written (atomically) to ``path`` with ``key``, a JSON value that identifies what is
+    evaluated (the run's checkpoint, the settings); a later call with the same key, steps and chunk size
+    starts after the chunks found there. The file is removed when the evaluation completes.
     """
     steps = check_steps(steps)
     if episodes < 1:
@@ -76,15 +82,31 @@ def evaluate_learner(
     device = learner_device(learner)
     values: list[Tensor] = []
     group_ids: list[Tensor] = []
+    stamp = None if partial is None else json.loads(json.dumps([partial[1], steps, chunk]))
+    if partial is not None:
+        try:
+            saved = json.loads(Path(partial[0]).read_text())
+        except (OSError, ValueError):
+            saved = {}
+        if saved.get("key") == stamp:
+            values = [torch.tensor(v, dtype=torch.float64) for v in saved["values"]]
+            group_ids = [torch.tensor(g) for g in saved["groups"]]
+    done = sum(len(v) for v in values)
     # The metric heads and ANIL embed each distinct test example once (their adapt leaves the body alone).
-    with tqdm(total=episodes, disable=not progress, desc="eval", unit="task") as bar, learner.memoize_embeddings():
-        for start in range(0, episodes, chunk):
+    with tqdm(total=episodes, initial=done, disable=not progress, desc="eval", unit="task") as bar, \
+            learner.memoize_embeddings():
+        for start in range(done, episodes, chunk):
             count = min(chunk, episodes - start)
             batch = tasks.batch(start, count).to(device)
-            values.append(learner.evaluate_batch(batch, steps, bench.metric_fn).cpu())
+            values.append(learner.evaluate_batch(batch, steps, bench.metric_fn).cpu().double())
             if bench.task_groups is not None:
                 group_ids.append(batch.info[bench.task_groups[0]].cpu())
+            if partial is not None and start + count < episodes:
+                atomic_write_text(Path(partial[0]), json.dumps({
+                    "key": stamp, "values": [v.tolist() for v in values], "groups": [g.tolist() for g in group_ids]}))
             bar.update(count)
+    if partial is not None:
+        Path(partial[0]).unlink(missing_ok=True)
     table = torch.cat(values)
     result = {
         "algo": cfg["algo"],

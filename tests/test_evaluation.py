@@ -189,3 +189,42 @@ def test_a_run_older_than_an_option_loads_with_its_default(sinusoid_runs, tmp_pa
                    "eval_episodes": 8, "log_every": 3, "checkpoint_every": 3, "test_inner_lr": 0.02},
                    resume=True, progress=False)
     assert load_learner(run)[0].test_inner_lr == 0.02
+
+
+def test_an_interrupted_evaluation_resumes_from_its_last_chunk(tmp_path, monkeypatch):
+    """``partial=(file, key)``: the chunks finished before an interruption are kept and not evaluated again;
+    the resumed result equals an uninterrupted one; another key starts over; the file goes when done."""
+    cfg = resolve_config("maml", "sinusoid", overrides=["inner_steps=1"])
+    learner, bench = build_learner(cfg)
+    whole = evaluate_learner(learner, bench, cfg, episodes=10, steps=[0, 1], chunk=3)
+    path = tmp_path / "partial.json"
+    calls, fail_at = [], [3]
+    real = type(learner).evaluate_batch
+
+    class Interrupted(Exception):
+        pass
+
+    def failing(self, batch, steps, metric_fn):
+        calls.append(len(batch))
+        if len(calls) == fail_at[0]:
+            raise Interrupted
+        return real(self, batch, steps, metric_fn)
+
+    def run(key: str) -> dict:
+        calls.clear()
+        return evaluate_learner(learner, bench, cfg, episodes=10, steps=[0, 1], chunk=3, partial=(path, key))
+
+    monkeypatch.setattr(type(learner), "evaluate_batch", failing)
+    with pytest.raises(Interrupted):
+        run("run-a")
+    assert path.exists() and calls == [3, 3, 3]
+    fail_at[0] = None
+    resumed = run("run-a")
+    assert calls == [3, 1]  # tasks 6–9 only
+    assert resumed["steps"] == whole["steps"] and not path.exists()
+
+    fail_at[0] = 3
+    with pytest.raises(Interrupted):
+        run("run-a")
+    fail_at[0] = None
+    assert run("run-b")["steps"] == whole["steps"] and calls == [3, 3, 3, 1]  # another key: nothing reused
