@@ -82,10 +82,11 @@ def evaluate_learner(
     device = learner_device(learner)
     values: list[Tensor] = []
     group_ids: list[Tensor] = []
+    partial_file = None if partial is None else Path(partial[0])
     stamp = None if partial is None else json.loads(json.dumps([partial[1], steps, chunk]))
-    if partial is not None:
+    if partial_file is not None:
         try:
-            saved = json.loads(Path(partial[0]).read_text())
+            saved = json.loads(partial_file.read_text())
         except (OSError, ValueError):
             saved = {}
         if saved.get("key") == stamp:
@@ -101,21 +102,20 @@ def evaluate_learner(
             values.append(learner.evaluate_batch(batch, steps, bench.metric_fn).cpu().double())
             if bench.task_groups is not None:
                 group_ids.append(batch.info[bench.task_groups[0]].cpu())
-            if partial is not None and start + count < episodes:
-                atomic_write_text(Path(partial[0]), json.dumps({
+            if partial_file is not None and start + count < episodes:
+                atomic_write_text(partial_file, json.dumps({
                     "key": stamp, "values": [v.tolist() for v in values], "groups": [g.tolist() for g in group_ids]}))
             bar.update(count)
-    if partial is not None:
-        Path(partial[0]).unlink(missing_ok=True)
+    if partial_file is not None:
+        partial_file.unlink(missing_ok=True)
     table = torch.cat(values)
     result = {
         "algo": cfg["algo"],
         "benchmark": cfg["benchmark"],
         "metric": bench.metric,
         "episodes": episodes,
-        "steps": {},
+        "steps": _summary(table, steps),
     }
-    result["steps"] = _summary(table, steps)
     if bench.task_groups is not None:
         ids = torch.cat(group_ids)
         result["groups"] = {name: {"tasks": int((ids == g).sum()), "steps": _summary(table[ids == g], steps)}

@@ -415,7 +415,7 @@ def solve_dual_working_set(
         outside = (K @ alpha + nu.unsqueeze(-1)).masked_fill(mask, float("-inf"))  # > 0: a negative multiplier
         violation = max(float(outside.max()), 0.0) / scale_d
         res = max(res, violation)
-        if violation <= tol or iterations >= max_iter * rounds:
+        if violation <= tol:
             break
         mask |= outside > tol * scale_d
     return alpha, _report(iterations, res, tol, False)
