@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import benchmark_parser, command_line, extra_settings, machine_summary, mean_ci, replace_block  # noqa: E402
 
@@ -92,10 +94,22 @@ def _adapt_latency(run: Path, repeats: int = 5) -> float:
 SETTING_CACHE = "text-settings.json"
 
 
+def _device_label(device: str | None) -> str | None:
+    """How a result tested on ``device`` is labelled in the table: ``None`` on a CPU (the block's machine
+    sentence describes it), else the accelerator and the torch build that tested it."""
+    if device is None or torch.device(device).type == "cpu":
+        return None
+    index = torch.device(device).index
+    name = torch.cuda.get_device_name(index) if torch.device(device).type == "cuda" else device
+    return f"{name}, torch {torch.__version__}"
+
+
 def _setting_result(run: Path, bench, label: str, over: dict, episodes: int, steps: int, evaluate: bool,
-                    loaded: list) -> dict | None:
-    """``{"mean", "ci95"}`` of ``run`` at one setting: from the run's cache, else evaluated (when ``evaluate``;
-    ``None`` otherwise). ``loaded`` holds the run's learner once it has been loaded."""
+                    loaded: list, device: str | None = None) -> dict | None:
+    """``{"mean", "ci95"}`` of ``run`` at one setting (plus ``"device"`` where it was tested on an accelerator,
+    see ``_device_label``): from the run's cache, else evaluated (when ``evaluate``; ``None`` otherwise) on
+    ``device`` (default: the run's). ``loaded`` holds the run's learner once it has been loaded. The test
+    episodes and the key do not depend on the device, so a cached result is reused whichever device made it."""
     import json
 
     from metaloop.checkpoint import atomic_write_text
@@ -110,16 +124,20 @@ def _setting_result(run: Path, bench, label: str, over: dict, episodes: int, ste
     except (OSError, ValueError):
         cache = {}
     if cache.get(label, {}).get("key") == key:
-        return cache[label]["result"]
+        return {**cache[label]["result"], **({"device": cache[label]["device"]} if "device" in cache[label] else {})}
     if not evaluate:
         return None
     if not loaded:
-        loaded.append(load_learner(run))
+        loaded.append(load_learner(run, device=device))
     learner, _, cfg = loaded[0]
     # resumable: an interrupted test keeps its finished chunks of 100 episodes in the run
     result = evaluate_learner(learner, bench, {**cfg, **over}, episodes=episodes, steps=[steps],
                               partial=(run / f"{label}.partial.json", key))["steps"][str(steps)]
     cache[label] = {"key": key, "result": result}
+    tested_on = _device_label(cfg["device"])
+    if tested_on is not None:
+        cache[label]["device"] = tested_on
+        result = {**result, "device": tested_on}
     atomic_write_text(run / SETTING_CACHE, json.dumps(cache, indent=1))
     return result
 
@@ -137,6 +155,9 @@ def main() -> None:
     parser.add_argument("--evaluate", nargs="*", metavar="ALGO",
                         help="only these algorithms get new evaluations at the settings other than 5w1s; the "
                              "others show their cached ones, or 'not run' (default: all; none when empty)")
+    parser.add_argument("--device", help="test the --evaluate runs on this device (e.g. cuda); a result from an "
+                                         "accelerator is marked in the table with the device and torch build that "
+                                         "made it (default: the device each run was trained on)")
     parser.add_argument("--shot-matched", nargs="+", default=[], metavar="ALGO", choices=ALGOS,
                         help="these algorithms also get a run meta-trained on 5-way 5-shot episodes, tested at 5w5s")
     args = parser.parse_args()
@@ -181,6 +202,7 @@ def main() -> None:
         latency_note = ""
         pending = False
         measured: dict[str, dict[str, dict]] = {}
+        elsewhere: dict[str, list[str]] = {}  # accelerator -> the cells tested on it
         for r in rows:
             if "error" in r:
                 lines.append(_failed_row(r["algo"], r["error"], len(settings)))
@@ -195,8 +217,10 @@ def main() -> None:
                     s = {"mean": r["mean"], "ci95": r["ci95"]}
                 else:
                     s = _setting_result(Path(r["run"]), b, label, over, args.episodes, r["steps"],
-                                        args.evaluate is None or r["algo"] in args.evaluate, loaded)
-                cells.append("not run" if s is None else mean_ci(s))
+                                        args.evaluate is None or r["algo"] in args.evaluate, loaded, args.device)
+                if s is not None and "device" in s:
+                    elsewhere.setdefault(s["device"], []).append(f"{r['algo']} at {label}")
+                cells.append("not run" if s is None else mean_ci(s) + (" †" if "device" in s else ""))
                 pending |= s is None
                 if s is not None:
                     measured.setdefault(label, {})[r["algo"]] = s
@@ -220,6 +244,9 @@ def main() -> None:
             lines.append(f"| {name} | {cells} | {r['iterations']} | {r['train_seconds'] / 60:.1f} min | "
                          f"{r['latency_ms']:.0f} ms (5w5s) |")
         lines += ["", verdict(base, measured)]
+        for device, cells in elsewhere.items():
+            lines += ["", f"† tested on {device} ({', '.join(cells)}; same stored run and test episodes, "
+                          "`--evaluate ALGO --device cuda`), not on the machine above."]
         if latency_note:
             lines += ["", latency_note]
         lines += ["", f"Wall time of this invocation for {source}: {(time.perf_counter() - started) / 60:.0f} min. "
