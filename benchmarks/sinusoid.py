@@ -125,8 +125,9 @@ def reptile_preset(results: dict, args: argparse.Namespace) -> str:
             c = yaml.safe_load(path.read_text())
             opt = "Adam (β1 = 0)" if c["inner_optimizer"] == "adam" else "SGD"
             anneal = ", annealed linearly to 0" if c["anneal"] else ""
-            return (f"{c['inner_steps']} inner steps of {opt} at lr {c['inner_lr']}, outer step ε = "
-                    f"{c['outer_lr']}{anneal}")
+            outer = (f"outer step: Adam at lr {c['outer_lr']}{anneal} on θ − mean φ (Nichol et al. 2018, §3)"
+                     if c.get("outer_optimizer") == "adam" else f"outer step ε = {c['outer_lr']}{anneal}")
+            return f"{c['inner_steps']} inner steps of {opt} at lr {c['inner_lr']}, {outer}"
     return "not run"
 
 

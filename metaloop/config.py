@@ -86,6 +86,9 @@ OPTIONS: dict[str, Option] = {
         Option("inner_optimizer", str, "sgd", "inner-loop optimizer (adam: first-order algorithms only)",
                choices=("sgd", "adam")),
         Option("anneal", bool, False, "reptile: decay ε linearly to 0"),
+        Option("outer_optimizer", str, "sgd", "reptile: the outer step on θ − mean φ: sgd (θ ← θ + ε·mean(φ − θ), "
+               "Algorithm 2) or adam (θ − mean φ as Adam's gradient, Nichol et al. §3); the others use Adam",
+               choices=("sgd", "adam")),
         Option("distance", str, "sqeuclidean", "protonet: squared Euclidean (the paper) or 10·cosine",
                choices=("sqeuclidean", "cosine")),
         Option("svm_c", float, 0.1, "metaoptnet-svm: the SVM's cost C", positive=True),

@@ -25,12 +25,12 @@ def test_resolve_order_defaults_benchmark_algorithm_file_set(tmp_path: Path):
     assert cfg["eval_queries"] == 100  # the benchmark's own option, its default
     assert cfg[bench_only] == preset[bench_only]  # benchmark preset over the default
     assert cfg[both] == reptile[both]  # reptile preset over the benchmark preset
-    assert cfg["anneal"] is reptile["anneal"] is True  # reptile preset over the default
+    assert cfg["outer_optimizer"] == reptile["outer_optimizer"] == "adam"  # reptile preset over the default
     assert cfg["inner_lr"] == 0.0375 and cfg["shots"] == 4  # file over presets
     assert cfg["outer_lr"] == 0.3  # --set over file over presets
 
     maml = resolve_config("maml", "sinusoid")  # the reptile preset applies to reptile only
-    assert maml[both] == preset[both] and maml["anneal"] is False
+    assert maml[both] == preset[both] and maml["outer_optimizer"] == "sgd"
 
 
 def test_resolve_later_layers_win_and_defaults_are_copied():

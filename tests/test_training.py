@@ -19,9 +19,9 @@ from metaloop.benchmarks import build_learner
 TINY = {"hidden": [8], "meta_batch_size": 4, "log_every": 5, "checkpoint_every": 10, "eval_episodes": 20}
 
 
-def train(algo: str, out: Path, iterations: int, **kwargs) -> Path:
-    return metaloop.train(algo, "sinusoid", out, overrides={**TINY, "iterations": iterations}, progress=False,
-                          **kwargs)
+def train(algo: str, out: Path, iterations: int, extra: dict | None = None, **kwargs) -> Path:
+    return metaloop.train(algo, "sinusoid", out, overrides={**TINY, "iterations": iterations, **(extra or {})},
+                          progress=False, **kwargs)
 
 
 def metrics(run: Path) -> list[dict]:
@@ -74,20 +74,24 @@ def test_resume_equals_an_uninterrupted_run_maml(tmp_path: Path):
     assert yaml.safe_load((b / "config.yaml").read_text())["iterations"] == 30
 
 
-def test_resume_after_interrupt_equals_an_uninterrupted_run_reptile_anneal(tmp_path: Path, monkeypatch):
-    """Reptile with annealing, interrupted at iteration 15 of 30 and resumed, matches 30 straight."""
+@pytest.mark.parametrize("outer", ["sgd", "adam"])
+def test_resume_after_interrupt_equals_an_uninterrupted_run_reptile_anneal(tmp_path: Path, monkeypatch, outer):
+    """Reptile with annealing of its outer step (plain ε, or Adam's step size), interrupted at iteration 15 of
+    30 and resumed, matches 30 straight."""
     a, b = tmp_path / "a", tmp_path / "b"
-    train("reptile", a, 30)
-    assert yaml.safe_load((a / "config.yaml").read_text())["anneal"] is True
+    extra = {"anneal": True, "outer_optimizer": outer}
+    train("reptile", a, 30, extra)
+    saved = yaml.safe_load((a / "config.yaml").read_text())
+    assert saved["anneal"] is True and saved["outer_optimizer"] == outer
 
     interrupt_meta_step(monkeypatch, 15, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
-        train("reptile", b, 30)
+        train("reptile", b, 30, extra)
     monkeypatch.undo()
     pointer = json.loads((b / "checkpoint.json").read_text())  # Ctrl-C during step 16: it completes first
     assert pointer["iteration"] == 16 and (b / "checkpoint-16.safetensors").exists()
 
-    train("reptile", b, 30, resume=True)
+    train("reptile", b, 30, extra, resume=True)
     assert_same_final_state(a, b, 30)
 
 

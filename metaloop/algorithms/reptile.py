@@ -8,7 +8,10 @@ Algorithm 2 (batched)::
 
 We write the outer update as plain SGD with learning rate ε on the "gradient" ``θ − mean_i φ_i``,
 which is the same formula. ``anneal=True`` decays ε linearly to 0 over the run, as in the paper's
-code. The query set is not used for the update (only to log a loss).
+code. ``outer_optimizer="adam"`` is the variant of the paper's §3: "instead of simply updating θ in the
+direction φ − θ, we can treat (θ − φ) as a gradient and plug it into a more sophisticated optimizer like
+Adam"; the "gradient" is the same, Adam's step replaces θ ← θ − ε·g (``anneal`` then decays Adam's step
+size). The query set is not used for the update (only to log a loss).
 """
 
 from __future__ import annotations
@@ -28,13 +31,20 @@ class Reptile(MAML):
 
     Args:
         anneal: decay the outer step size ε linearly from its initial value to 0.
+        outer_optimizer: ``"sgd"``: θ ← θ − ε·(θ − mean_i φ_i), the paper's Algorithm 2; ``"adam"``: the
+            same ``θ − mean_i φ_i`` given to Adam as the gradient (the paper's §3). Gradient semantics: none
+            flows through the inner loop either way (Reptile is first order); only the outer step differs.
         Other arguments as in :class:`~metaloop.algorithms.maml.MAML` (always first order).
     """
 
-    def __init__(self, model: nn.Module, loss_fn: LossFn, *, anneal: bool = False, **kwargs: Any) -> None:
+    def __init__(self, model: nn.Module, loss_fn: LossFn, *, anneal: bool = False, outer_optimizer: str = "sgd",
+                 **kwargs: Any) -> None:
+        if outer_optimizer not in ("sgd", "adam"):
+            raise ValueError(f"outer_optimizer must be 'sgd' or 'adam', not {outer_optimizer!r}")
         kwargs["first_order"] = True
         super().__init__(model, loss_fn, **kwargs)
         self.anneal = anneal
+        self.outer_optimizer = outer_optimizer
 
     def meta_gradient(self, batch: TaskBatch) -> float:
         """Set ``.grad`` of each adapted parameter to ``θ − mean_i φ_i``; return the mean query loss."""
@@ -55,7 +65,10 @@ class Reptile(MAML):
         return float(losses.mean())
 
     def make_optimizer(self, lr: float) -> torch.optim.Optimizer:
-        optimizer = torch.optim.SGD(self.parameters(), lr=lr)
+        if self.outer_optimizer == "adam":
+            optimizer: torch.optim.Optimizer = torch.optim.Adam(self.parameters(), lr=lr)
+        else:
+            optimizer = torch.optim.SGD(self.parameters(), lr=lr)
         for group in optimizer.param_groups:
             group["initial_lr"] = lr  # saved with the optimizer state, so annealing survives a resume
         return optimizer

@@ -63,9 +63,11 @@ SINUSOID = Benchmark(
         "log_every": 500,
     },
     algo_defaults={
-        # Reptile needs several inner steps to differ from joint training (Nichol et al. 2018, §6); inner
-        # Adam with β1 = 0 as in Reptile's code (SGD at lr 0.02 blew up on high-amplitude tasks here).
-        "reptile": {"inner_optimizer": "adam", "inner_steps": 5, "inner_lr": 0.01, "outer_lr": 0.1, "anneal": True},
+        # Reptile needs several inner steps to differ from joint training (Nichol et al. 2018, §6). The rest is
+        # MAML's protocol: inner SGD at 0.01, and Adam at 1e-3 on θ − mean φ (the paper's §3 variant). Measured
+        # here (70k iterations, K = 5, MSE after 1 step): this 0.88; k = 7 0.88; inner lr 0.02 0.98; Adam's step
+        # annealed 0.92; the paper's plain outer step (ε = 0.1, annealed) with inner Adam (β1 = 0), the old preset, 2.22.
+        "reptile": {"inner_steps": 5, "outer_optimizer": "adam"},
     },
     plot=_sinusoid_plot,
     classification=False,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -85,3 +87,32 @@ def test_reptile_without_anneal_keeps_step_size():
     opt = learner.make_optimizer(EPS)
     learner.before_step(opt, 5, 10)
     assert opt.param_groups[0]["lr"] == EPS
+
+
+def test_reptile_adam_outer_step():
+    """outer_optimizer="adam" (Nichol et al. 2018, §3): θ − mean_i φ_i is Adam's gradient, over two steps
+    (so that Adam's moments matter), with annealing of Adam's step size."""
+    model, batch = setup(3)
+    reference = copy.deepcopy(model)
+    learner = Reptile(model, F.mse_loss, inner_lr=INNER_LR, inner_steps=STEPS, outer_optimizer="adam", anneal=True,
+                      path="loop")
+    opt = learner.make_optimizer(EPS)
+    assert isinstance(opt, torch.optim.Adam)
+    ref_opt = torch.optim.Adam(reference.parameters(), lr=EPS)
+    for i in range(2):
+        theta = {n: p.detach().clone() for n, p in reference.named_parameters()}
+        phis = [sgd_phi(reference, theta, batch.task(t)[0]) for t in range(len(batch))]
+        for n, p in reference.named_parameters():
+            p.grad = theta[n] - torch.stack([phi[n] for phi in phis]).mean(0)
+        ref_opt.param_groups[0]["lr"] = EPS * (1 - i / 4)
+        ref_opt.step()
+        learner.before_step(opt, i, 4)
+        learner.meta_step(batch, opt)
+        for (n, p), q in zip(model.named_parameters(), reference.parameters()):
+            torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-10, atol=1e-12)
+
+
+def test_reptile_outer_optimizer_is_checked():
+    model, _ = setup()
+    with pytest.raises(ValueError, match="outer_optimizer"):
+        Reptile(model, F.mse_loss, outer_optimizer="rmsprop")
