@@ -89,6 +89,9 @@ OPTIONS: dict[str, Option] = {
         Option("outer_optimizer", str, "sgd", "reptile: the outer step on θ − mean φ: sgd (θ ← θ + ε·mean(φ − θ), "
                "Algorithm 2) or adam (θ − mean φ as Adam's gradient, Nichol et al. §3); the others use Adam",
                choices=("sgd", "adam")),
+        Option("inner_batches", str, "support", "reptile, meta-training: inner steps on the support set, or "
+               "alternately on the support and query sets (minibatches of the task, Nichol et al. §5)",
+               choices=("support", "alternate")),
         Option("distance", str, "sqeuclidean", "protonet: squared Euclidean (the paper) or 10·cosine",
                choices=("sqeuclidean", "cosine")),
         Option("svm_c", float, 0.1, "metaoptnet-svm: the SVM's cost C", positive=True),

@@ -23,7 +23,7 @@ across episodes, as the metric heads' embeddings are (:mod:`metaloop.core.memo`)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import Tensor, nn
@@ -143,25 +143,34 @@ class MAML(MetaLearner):
             return self.test_inner_lr
         return self.inner_lr
 
-    def adapt_steps(self, params: ParamDict, support: tuple[Any, Tensor], steps: Sequence[int]) -> list[ParamDict]:
-        x, y = support
+    def data_loss(self, params: ParamDict, data: tuple[Any, Tensor]) -> Callable[[ParamDict], Tensor]:
+        """The loss on ``data`` as a function of the adapted parameters (the body's features computed once
+        under ``params`` when only the head adapts)."""
+        x, y = data
         training = self.training
         z = self.head_features(params, x)
 
-        def support_loss(p: ParamDict) -> Tensor:
+        def loss(p: ParamDict) -> Tensor:
             if z is not None:
                 return self.loss_fn(self.head_output(p, z), y)
             return self.loss_fn(self.fmodel(p, x, training=training), y)
 
+        return loss
+
+    def adapt_steps(self, params: ParamDict, support: tuple[Any, Tensor], steps: Sequence[int], *,
+                    batches: Sequence[tuple[Any, Tensor]] = ()) -> list[ParamDict]:
+        """The adapted parameters after each of ``steps`` inner steps on ``support``; with ``batches``, the
+        steps cycle through ``support, *batches`` (step 1 on ``support``, step 2 on ``batches[0]``, …)."""
         wanted = set(steps)
         found: dict[int, ParamDict] = {}
+        losses = [self.data_loss(params, data) for data in (support, *batches)]
         trajectory = gradient_descent_steps(
-            support_loss,
+            losses,
             params,
             self.adapted_names,
             lr=self.inner_learning_rate(),
             steps=max(steps),
-            first_order=self.first_order or not training,
+            first_order=self.first_order or not self.training,
             clip_norm=self.clip_norm,
             optimizer=self.inner_optimizer,
         )

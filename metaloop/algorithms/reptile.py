@@ -11,7 +11,15 @@ which is the same formula. ``anneal=True`` decays ε linearly to 0 over the run,
 code. ``outer_optimizer="adam"`` is the variant of the paper's §3: "instead of simply updating θ in the
 direction φ − θ, we can treat (θ − φ) as a gradient and plug it into a more sophisticated optimizer like
 Adam"; the "gradient" is the same, Adam's step replaces θ ← θ − ε·g (``anneal`` then decays Adam's step
-size). The query set is not used for the update (only to log a loss).
+size).
+
+Reptile has no query set: its inner loop takes SGD steps on minibatches of a task's examples (the paper's code
+samples them from all of the task's training data), and §5 shows that gradients taken on *different*
+minibatches are what makes it learn to generalize (the ``AvgGradInner`` term, as in MAML), whereas repeated
+steps on one batch only reward a large gradient on that batch. ``inner_batches="support"`` (the default) takes
+every step on the support set and uses the query set only to log a loss; ``inner_batches="alternate"`` takes
+the steps on the support and query sets in turn (the same examples per task as MAML meta-trains on).
+Adaptation at test time is on the support set only, either way.
 """
 
 from __future__ import annotations
@@ -34,17 +42,23 @@ class Reptile(MAML):
         outer_optimizer: ``"sgd"``: θ ← θ − ε·(θ − mean_i φ_i), the paper's Algorithm 2; ``"adam"``: the
             same ``θ − mean_i φ_i`` given to Adam as the gradient (the paper's §3). Gradient semantics: none
             flows through the inner loop either way (Reptile is first order); only the outer step differs.
+        inner_batches: ``"support"``: every meta-training inner step on the support set; ``"alternate"``: on
+            the support and the query set in turn (step 1 support, step 2 query, …). Test-time adaptation
+            uses the support set only.
         Other arguments as in :class:`~metaloop.algorithms.maml.MAML` (always first order).
     """
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, *, anneal: bool = False, outer_optimizer: str = "sgd",
-                 **kwargs: Any) -> None:
+                 inner_batches: str = "support", **kwargs: Any) -> None:
         if outer_optimizer not in ("sgd", "adam"):
             raise ValueError(f"outer_optimizer must be 'sgd' or 'adam', not {outer_optimizer!r}")
+        if inner_batches not in ("support", "alternate"):
+            raise ValueError(f"inner_batches must be 'support' or 'alternate', not {inner_batches!r}")
         kwargs["first_order"] = True
         super().__init__(model, loss_fn, **kwargs)
         self.anneal = anneal
         self.outer_optimizer = outer_optimizer
+        self.inner_batches = inner_batches
 
     def meta_gradient(self, batch: TaskBatch) -> float:
         """Set ``.grad`` of each adapted parameter to ``θ − mean_i φ_i``; return the mean query loss."""
@@ -52,8 +66,10 @@ class Reptile(MAML):
         params = {k: v.detach() for k, v in live.items()}
         names = self.adapted_names
 
+        batches = self.inner_batches == "alternate"
+
         def task_delta(sx, sy, qx, qy):
-            phi = self.adapt(params, (sx, sy))
+            phi = self.adapt_steps(params, (sx, sy), [self.inner_steps], batches=[(qx, qy)] if batches else [])[0]
             with torch.no_grad():
                 query_loss = self.loss(phi, (qx, qy))
             return {n: (params[n] - phi[n]).detach() for n in names}, query_loss.detach()

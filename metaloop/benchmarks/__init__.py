@@ -132,7 +132,7 @@ def build_learner(cfg: Mapping[str, Any]) -> tuple[MetaLearner, Benchmark]:
     if cfg["algo"] == "maml":
         kwargs["first_order"] = cfg["first_order"]
     if cfg["algo"] == "reptile":
-        kwargs.update(anneal=cfg["anneal"], outer_optimizer=cfg["outer_optimizer"])
+        kwargs.update(anneal=cfg["anneal"], outer_optimizer=cfg["outer_optimizer"], inner_batches=cfg["inner_batches"])
     if cfg["algo"] == "protonet":
         kwargs["distance"] = cfg["distance"]
     if cls is MetaOptNet:

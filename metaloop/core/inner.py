@@ -15,6 +15,9 @@ Gradient semantics:
   is the query gradient at the adapted parameters. Learned rates still get the gradient ``−g·∂L/∂θ'``.
 * ``optimizer="adam"`` replaces the SGD step by Adam (as in Reptile's code, Nichol et al. 2018); it is
   first-order only.
+
+``loss_fn`` may be a sequence of losses (minibatches of one task): step t then takes the gradient of
+``loss_fn[(t − 1) % len(loss_fn)]``, the rest is the same (Reptile's inner loop over a task's minibatches).
 """
 
 from __future__ import annotations
@@ -68,7 +71,7 @@ def clip_by_global_norm(grads: ParamDict, max_norm: float) -> ParamDict:
 
 
 def gradient_descent_steps(
-    loss_fn: LossFn,
+    loss_fn: LossFn | Sequence[LossFn],
     params: Mapping[str, Tensor],
     names: Sequence[str],
     *,
@@ -85,12 +88,13 @@ def gradient_descent_steps(
         raise MetaloopError(f"option 'inner_optimizer': {optimizer!r} is not one of sgd, adam")
     if optimizer == "adam" and not first_order:
         raise MetaloopError("option 'inner_optimizer': adam is first-order only (set first_order)")
+    losses = [loss_fn] if callable(loss_fn) else list(loss_fn)
     current = dict(params)
     yield current
     moments: dict[str, tuple[Tensor, Tensor]] = {}
     beta1, beta2 = adam_betas
     for t in range(1, steps + 1):
-        grads = gradients(loss_fn, current, names, create_graph=not first_order)
+        grads = gradients(losses[(t - 1) % len(losses)], current, names, create_graph=not first_order)
         if clip_norm is not None:
             grads = clip_by_global_norm(grads, clip_norm)
         updated = dict(current)

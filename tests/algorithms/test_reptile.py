@@ -24,10 +24,11 @@ def setup(seed: int = 0):
     return model, batch
 
 
-def sgd_phi(model, theta, support):
-    x, y = support
+def sgd_phi(model, theta, support, query=None):
+    """k SGD steps on the support set, or on support and query in turn."""
     p = dict(theta)
-    for _ in range(STEPS):
+    for t in range(STEPS):
+        x, y = support if query is None or t % 2 == 0 else query
         leaves = {n: v.clone().requires_grad_(True) for n, v in p.items()}
         loss = F.mse_loss(functional_call(model, leaves, (x,)), y)
         grads = torch.autograd.grad(loss, list(leaves.values()))
@@ -35,20 +36,21 @@ def sgd_phi(model, theta, support):
     return p
 
 
-def adam_phi(model, theta, support):
-    x, y = support
+def adam_phi(model, theta, support, query=None):
+    """k steps of Adam (β1 = 0), one optimizer state over the steps, on the support set or on both in turn."""
     copy = {n: nn.Parameter(v.clone()) for n, v in theta.items()}
     opt = torch.optim.Adam(copy.values(), lr=INNER_LR, betas=(0.0, 0.999), eps=1e-8)
-    for _ in range(STEPS):
+    for t in range(STEPS):
+        x, y = support if query is None or t % 2 == 0 else query
         opt.zero_grad()
         F.mse_loss(functional_call(model, copy, (x,)), y).backward()
         opt.step()
     return {n: v.detach() for n, v in copy.items()}
 
 
-def expected_update(model, batch, phi_fn, eps):
+def expected_update(model, batch, phi_fn, eps, alternate=False):
     theta = {n: p.detach().clone() for n, p in model.named_parameters()}
-    phis = [phi_fn(model, theta, batch.task(i)[0]) for i in range(len(batch))]
+    phis = [phi_fn(model, theta, *(batch.task(i) if alternate else batch.task(i)[:1])) for i in range(len(batch))]
     return {n: theta[n] + eps * torch.stack([phi[n] - theta[n] for phi in phis]).mean(0) for n in theta}
 
 
@@ -112,7 +114,29 @@ def test_reptile_adam_outer_step():
             torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-10, atol=1e-12)
 
 
-def test_reptile_outer_optimizer_is_checked():
+def test_reptile_options_are_checked():
     model, _ = setup()
     with pytest.raises(ValueError, match="outer_optimizer"):
         Reptile(model, F.mse_loss, outer_optimizer="rmsprop")
+    with pytest.raises(ValueError, match="inner_batches"):
+        Reptile(model, F.mse_loss, inner_batches="query")
+
+
+@pytest.mark.parametrize("path", ["loop", "vmap"])
+@pytest.mark.parametrize("optimizer, phi_fn", [("sgd", sgd_phi), ("adam", adam_phi)])
+def test_reptile_alternating_batches(optimizer, phi_fn, path):
+    """inner_batches="alternate": the k inner steps go support, query, support, … (Adam keeps one state across
+    them), then the same outer update; test-time adaptation still uses the support set only."""
+    model, batch = setup(4)
+    expected = expected_update(model, batch, phi_fn, EPS, alternate=True)
+    learner = Reptile(model, F.mse_loss, inner_lr=INNER_LR, inner_steps=STEPS, inner_optimizer=optimizer,
+                      inner_batches="alternate", path=path)
+    learner.meta_step(batch, learner.make_optimizer(EPS))
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), expected[n], rtol=1e-10, atol=1e-12)
+    learner.eval()
+    theta = {n: p.detach() for n, p in model.named_parameters()}
+    adapted = learner.adapt(theta, batch.task(0)[0], steps=STEPS)
+    only_support = phi_fn(model, theta, batch.task(0)[0])
+    for n in theta:
+        torch.testing.assert_close(adapted[n], only_support[n], rtol=1e-10, atol=1e-12)
