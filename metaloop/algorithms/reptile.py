@@ -18,7 +18,8 @@ samples them from all of the task's training data), and §5 shows that gradients
 minibatches are what makes it learn to generalize (the ``AvgGradInner`` term, as in MAML), whereas repeated
 steps on one batch only reward a large gradient on that batch. ``inner_batches="support"`` (the default) takes
 every step on the support set and uses the query set only to log a loss; ``inner_batches="alternate"`` takes
-the steps on the support and query sets in turn (the same examples per task as MAML meta-trains on).
+the steps on the support and query sets in turn (the same examples per task as MAML meta-trains on; the
+query loss it logs is then on examples the inner loop has seen).
 Adaptation at test time is on the support set only, either way.
 """
 
