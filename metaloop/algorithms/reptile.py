@@ -66,11 +66,10 @@ class Reptile(MAML):
         live = self.params()
         params = {k: v.detach() for k, v in live.items()}
         names = self.adapted_names
-
-        batches = self.inner_batches == "alternate"
+        alternate = self.inner_batches == "alternate"
 
         def task_delta(sx, sy, qx, qy):
-            phi = self.adapt_steps(params, (sx, sy), [self.inner_steps], batches=[(qx, qy)] if batches else [])[0]
+            phi = self.adapt_steps(params, (sx, sy), [self.inner_steps], batches=[(qx, qy)] if alternate else [])[0]
             with torch.no_grad():
                 query_loss = self.loss(phi, (qx, qy))
             return {n: (params[n] - phi[n]).detach() for n in names}, query_loss.detach()
