@@ -123,9 +123,13 @@ MODEL_OPTIONS = (
 def _algo_defaults(iterations: dict[str, int]) -> dict[str, dict[str, Any]]:
     """Per-algorithm presets: the meta-steps that fit about 12 minutes on one CPU thread (a MAML step
     costs about twice a first-order one, Reptile's five inner Adam steps more), and Reptile's inner loop
-    as in its code: Adam with β1 = 0 at 1e-3, ε = 1 annealed to 0 (Nichol et al. 2018)."""
+    as in its code: Adam with β1 = 0 at 1e-3, ε = 1 annealed to 0 (Nichol et al. 2018), its steps on the
+    support and query lines in turn (``inner_batches``; a trial on lm-strings, 7 minutes of meta-training,
+    300 test tasks: 5.5 % exact match after 10 steps at test lr 1e-3, 4.2 % at 1e-4, where the run with every
+    step on the support lines had 2.7 % at its chosen 1e-4)."""
     presets: dict[str, dict[str, Any]] = {algo: {"iterations": n} for algo, n in iterations.items()}
-    presets["reptile"].update(inner_optimizer="adam", inner_steps=5, inner_lr=1e-3, outer_lr=1.0, anneal=True)
+    presets["reptile"].update(inner_optimizer="adam", inner_steps=5, inner_lr=1e-3, outer_lr=1.0, anneal=True,
+                              inner_batches="alternate")
     return presets
 
 
