@@ -150,10 +150,10 @@ def family_table(results: dict[str, dict]) -> list[str]:
     done = {m: r for m, r in results.items() if "groups" in r}
     if not done:
         return []
-    families = list(next(iter(done.values()))["groups"])
+    first = next(iter(done.values()))["groups"]  # every method has the same test tasks
     lines = ["| family (test tasks) | " + " | ".join(done) + " |", "|---|" + "---|" * len(done)]
-    for family in families:
-        count = next(iter(done.values()))["groups"][family]["tasks"]
+    for family, group in first.items():
+        count = group["tasks"]
         cells = []
         for r in done.values():
             steps = r["groups"].get(family, {}).get("steps", {})

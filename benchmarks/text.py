@@ -97,10 +97,10 @@ SETTING_CACHE = "text-settings.json"
 def _device_label(device: str | None) -> str | None:
     """How a result tested on ``device`` is labelled in the table: ``None`` on a CPU (the block's machine
     sentence describes it), else the accelerator and the torch build that tested it."""
-    if device is None or torch.device(device).type == "cpu":
+    where = torch.device(device or "cpu")
+    if where.type == "cpu":
         return None
-    index = torch.device(device).index
-    name = torch.cuda.get_device_name(index) if torch.device(device).type == "cuda" else device
+    name = torch.cuda.get_device_name(where.index) if where.type == "cuda" else str(where)
     return f"{name}, torch {torch.__version__}"
 
 
@@ -124,7 +124,7 @@ def _setting_result(run: Path, bench, label: str, over: dict, episodes: int, ste
     except (OSError, ValueError):
         cache = {}
     if cache.get(label, {}).get("key") == key:
-        return {**cache[label]["result"], **({"device": cache[label]["device"]} if "device" in cache[label] else {})}
+        return cache[label]["result"]
     if not evaluate:
         return None
     if not loaded:
@@ -133,11 +133,10 @@ def _setting_result(run: Path, bench, label: str, over: dict, episodes: int, ste
     # resumable: an interrupted test keeps its finished chunks of 100 episodes in the run
     result = evaluate_learner(learner, bench, {**cfg, **over}, episodes=episodes, steps=[steps],
                               partial=(run / f"{label}.partial.json", key))["steps"][str(steps)]
-    cache[label] = {"key": key, "result": result}
     tested_on = _device_label(cfg["device"])
     if tested_on is not None:
-        cache[label]["device"] = tested_on
-        result = {**result, "device": tested_on}
+        result["device"] = tested_on
+    cache[label] = {"key": key, "result": result}
     atomic_write_text(run / SETTING_CACHE, json.dumps(cache, indent=1))
     return result
 

@@ -32,6 +32,7 @@ from torch import nn
 
 from metaloop.algorithms.base import LossFn
 from metaloop.algorithms.maml import MAML
+from metaloop.errors import MetaloopError
 from metaloop.tasks.base import TaskBatch
 
 
@@ -52,9 +53,9 @@ class Reptile(MAML):
     def __init__(self, model: nn.Module, loss_fn: LossFn, *, anneal: bool = False, outer_optimizer: str = "sgd",
                  inner_batches: str = "support", **kwargs: Any) -> None:
         if outer_optimizer not in ("sgd", "adam"):
-            raise ValueError(f"outer_optimizer must be 'sgd' or 'adam', not {outer_optimizer!r}")
+            raise MetaloopError(f"option 'outer_optimizer': {outer_optimizer!r} is not one of sgd, adam")
         if inner_batches not in ("support", "alternate"):
-            raise ValueError(f"inner_batches must be 'support' or 'alternate', not {inner_batches!r}")
+            raise MetaloopError(f"option 'inner_batches': {inner_batches!r} is not one of support, alternate")
         kwargs["first_order"] = True
         super().__init__(model, loss_fn, **kwargs)
         self.anneal = anneal

@@ -1,10 +1,11 @@
 """A memo of per-example embeddings, for evaluating the metric heads (ProtoNet, MetaOptNet) and ANIL.
 
-Their test-time ``adapt`` never changes the embedding network (ANIL's: the body under its head): every episode embeds its support and
-query examples with the same meta-parameters. Over 600–1000 test episodes the same examples come back
-again and again (a test split of a few thousand texts feeds 60,000 embeddings), so the evaluation
-embeds each distinct example once. A hit needs the same example bytes *and* the same parameter
-tensors (storage and version), so an embedding under other parameters is never returned.
+Their test-time ``adapt`` never changes the embedding network (ANIL's: the body under its head): every
+episode embeds its support and query examples with the same meta-parameters. Over 600–1000 test episodes
+the same examples come back again and again (a test split of a few thousand texts feeds 60,000
+embeddings), so the evaluation embeds each distinct example once. A hit needs the same example bytes
+*and* the same parameter tensors (storage and version), so an embedding under other parameters is never
+returned.
 
 It is only correct where an example's embedding does not depend on the rest of its batch: not with
 BatchNorm in transductive mode (see :meth:`~metaloop.algorithms.base.MetaLearner.memoize_embeddings`).
