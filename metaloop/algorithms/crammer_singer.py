@@ -25,7 +25,10 @@ when the scaled KKT residual is at most ``tol``::
     max( ‖Kα − Y + μ + ν1ᵀ‖∞ / s_d,  ‖α + s − CY‖∞ / s_p,  ‖α1‖∞ / s_p,  max(s ⊙ μ) / (s_d s_p) )
     with s_d = 1 + C·max|K_ij|  (the units of the gradient)  and  s_p = 1 + C  (the units of α)
 
-and warns (``RuntimeWarning``) if ``max_iter`` iterations do not get there. Then the solution is
+and warns (``RuntimeWarning``) if it does not get there. Near the rounding limit (a singular ``K``) the
+Newton systems are nearly singular and the iterates can drift away from the optimum, so the method keeps
+its best iterate (least residual) and stops there after ``_STALL`` iterations without a new best, after
+``max_iter`` iterations, or when no Newton step can be factorized. Then the solution is
 *polished*: the active set (``α_im = C·Y_im``, read off the final iterate as ``μ_im > s_im``) is
 fixed, the equality-constrained QP that remains is solved exactly, and coordinates that violate
 ``α ≤ CY`` or get a negative multiplier switch sides (a primal-dual active-set correction, rarely
@@ -76,6 +79,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 _JITTER = 1e-10
+#: Interior-point iterations without a new least residual before the solver stops at its best iterate.
+_STALL = 5
 
 
 @dataclass
@@ -188,6 +193,14 @@ def _cholesky_with_jitter(matrix: Tensor, jitter: Tensor | float) -> Tensor:
     return chol
 
 
+def _eye(matrix: Tensor) -> Tensor:
+    return torch.eye(matrix.shape[-1], dtype=matrix.dtype, device=matrix.device)
+
+
+def _diagonal_scale(matrix: Tensor) -> float:
+    return float(matrix.diagonal(dim1=-2, dim2=-1).abs().max().clamp(min=1.0))
+
+
 class _Restricted:
     """``B``: the inverse of ``blockdiag_m(K)`` restricted to ``{α_A = 0, Σ_m α_m = 0}``.
 
@@ -200,15 +213,14 @@ class _Restricted:
     def __init__(self, K: Tensor, free: Tensor) -> None:
         n = free.shape[0]
         p = free.T.to(K.dtype)  # [M, n]
-        eye = torch.eye(n, dtype=K.dtype, device=K.device)
+        eye = _eye(K)
         blocks = p.unsqueeze(-1) * K.unsqueeze(0) * p.unsqueeze(-2) + torch.diag_embed(1 - p)
-        scale = float(K.diagonal().abs().max().clamp(min=1.0))
-        chol = _cholesky_with_jitter(blocks, _JITTER * scale * p.unsqueeze(-1) * eye)
+        chol = _cholesky_with_jitter(blocks, _JITTER * _diagonal_scale(K) * p.unsqueeze(-1) * eye)
         inverse = torch.cholesky_inverse(chol)
         self.B = p.unsqueeze(-1) * inverse * p.unsqueeze(-2)  # [M, n, n]
         none_free = (p.sum(0) == 0).to(K.dtype)  # a row with every coordinate fixed: ν_i is free
         schur = _sum_blocks(self.B) + torch.diag(none_free)
-        self.schur = _cholesky_with_jitter(schur, _JITTER * float(schur.diagonal().abs().max().clamp(min=1.0)) * eye)
+        self.schur = _cholesky_with_jitter(schur, _JITTER * _diagonal_scale(schur) * eye)
 
     def apply(self, r: Tensor, offset: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """``(u, ν)`` for the right-hand side ``r`` (``n × M``); see the class docstring."""
@@ -306,16 +318,15 @@ def _interior_point(
 
     iterations = 0
     r_d, r_p, r_e, res = residuals()
-    while res > tol and iterations < max_iter:
+    best, best_res, stalled = (alpha, s, mu, nu), res, 0
+    while res > tol and iterations < max_iter and stalled < _STALL:
         iterations += 1
         blocks = free_set.blocks(K, mu / s)  # [M, L, L]: K + D_m on each class's free examples
-        chol, info = torch.linalg.cholesky_ex(blocks)
-        if bool((info != 0).any()):  # K singular and D → 0 on the free set: regularize the step
-            eye = torch.eye(blocks.shape[-1], dtype=K.dtype, device=K.device)
-            chol = torch.linalg.cholesky(blocks + _JITTER * scale_d * eye)
-        inverse = torch.cholesky_inverse(chol)
-        schur, info = torch.linalg.cholesky_ex(free_set.sum_blocks(inverse))
-        if bool(info != 0):
+        try:  # K singular and D → 0 on the free set: regularize the step (the residuals stay exact)
+            inverse = torch.cholesky_inverse(_cholesky_with_jitter(blocks, _JITTER * scale_d * _eye(blocks)))
+            schur_matrix = free_set.sum_blocks(inverse)
+            schur = _cholesky_with_jitter(schur_matrix, _JITTER * _diagonal_scale(schur_matrix) * _eye(schur_matrix))
+        except torch.linalg.LinAlgError:  # no usable Newton step: stop at the best iterate
             break
 
         system = (free_set, inverse, schur, r_d, r_p, r_e, s, mu)
@@ -332,9 +343,13 @@ def _interior_point(
         mu = mu + step * d_mu
         nu = nu + step * d_nu
         r_d, r_p, r_e, res = residuals()
+        if res < best_res:
+            best, best_res, stalled = (alpha, s, mu, nu), res, 0
+        else:  # near the rounding limit the Newton systems are nearly singular and the iterates may drift
+            stalled += 1
         if float(step) < 1e-12:  # no progress: rounding limits the attainable residual
             break
-    return alpha, s, mu, nu, iterations, res
+    return (*best, iterations, best_res)
 
 
 def solve_dual(
