@@ -211,7 +211,6 @@ class _Restricted:
     """
 
     def __init__(self, K: Tensor, free: Tensor) -> None:
-        n = free.shape[0]
         p = free.T.to(K.dtype)  # [M, n]
         eye = _eye(K)
         blocks = p.unsqueeze(-1) * K.unsqueeze(0) * p.unsqueeze(-2) + torch.diag_embed(1 - p)
