@@ -8,11 +8,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from metaloop.errors import MetaloopError
+from metaloop.errors import MetaloopError, MetaloopWarning
 
 
 class _Parser(argparse.ArgumentParser):
@@ -189,10 +190,23 @@ COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "compare": _cmd_compare, "ad
             "demo": _cmd_demo}
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """metaloop's own warnings as one line each; others as Python prints them."""
+    if issubclass(category, MetaloopWarning):
+        print(f"metaloop: warning: {message}", file=sys.stderr)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
+
+
+_python_show_warning = warnings.showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return COMMANDS[args.command](args)
     except MetaloopError as exc:
         print(f"metaloop: error: {exc}", file=sys.stderr)
         return 2
