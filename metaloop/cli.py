@@ -13,6 +13,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from metaloop.config import (
+    MAX_EPISODES,
+    MAX_EXAMPLES,
+    MAX_ITERATIONS,
+    MAX_STEPS,
+    WHY_EPISODES,
+    WHY_EXAMPLES,
+    WHY_ITERATIONS,
+    WHY_STEPS,
+)
 from metaloop.errors import MetaloopError, MetaloopWarning
 
 
@@ -28,17 +38,32 @@ def _steps(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"--steps {text!r}: expected comma-separated integers like 0,1,5,10")
     if not steps or any(s < 0 for s in steps):
         raise argparse.ArgumentTypeError(f"--steps {text!r}: step counts must be integers ≥ 0")
+    if max(steps) > MAX_STEPS:
+        raise argparse.ArgumentTypeError(f"--steps {text!r}: at most {MAX_STEPS:,} ({WHY_STEPS})")
     return steps
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _positive(maximum: int, why: str):  # noqa: ANN202
+    """An argparse type: a positive integer up to ``maximum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        if value > maximum:
+            raise argparse.ArgumentTypeError(f"at most {maximum:,} ({why}), got {text!r}")
+        return value
+
+    return parse
+
+
+_episodes = _positive(MAX_EPISODES, WHY_EPISODES)
+_inner_steps = _positive(MAX_STEPS, WHY_STEPS)
+_iterations = _positive(MAX_ITERATIONS, WHY_ITERATIONS)
+_examples = _positive(MAX_EXAMPLES, WHY_EXAMPLES)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a run on its benchmark's fixed test tasks")
     p.add_argument("run_dir", metavar="RUN_DIR")
-    p.add_argument("--episodes", type=_positive, help="number of test tasks (default: the run's eval_episodes)")
+    p.add_argument("--episodes", type=_episodes, help="number of test tasks (default: the run's eval_episodes)")
     p.add_argument("--steps", type=_steps, help="inner-step counts, e.g. 0,1,5,10")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--no-plots", action="store_true", help="do not write plots")
@@ -71,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE.yaml", help="YAML mapping of options, for every algorithm")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override one option for every algorithm (repeatable)")
-    p.add_argument("--episodes", type=_positive, help="test tasks (default: the benchmark's eval_episodes)")
+    p.add_argument("--episodes", type=_episodes, help="test tasks (default: the benchmark's eval_episodes)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the runs and the table")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -83,15 +108,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="write predictions here (.csv or .jsonl); default: print CSV")
     p.add_argument("--input-column", help="column of the inputs (default: text, or path for image runs)")
     p.add_argument("--label-column", default="label", help="column of the support labels (default: label)")
-    p.add_argument("--steps", type=_positive, help="inner steps (default: the run's test_inner_steps)")
-    p.add_argument("--min-shots", type=_positive, help="examples needed per label (default: the run's shots)")
+    p.add_argument("--steps", type=_inner_steps, help="inner steps (default: the run's test_inner_steps)")
+    p.add_argument("--min-shots", type=_examples, help="examples needed per label (default: the run's shots)")
 
     p = sub.add_parser("list", help="list algorithms and benchmarks")
     p.add_argument("--options", action="store_true", help="also list the config options")
 
     p = sub.add_parser("demo", help="meta-train MAML on sinusoid (about a minute), print the table, plot")
     p.add_argument("--out", default="runs/demo", metavar="RUN_DIR")
-    p.add_argument("--iterations", type=_positive, default=12000)
+    p.add_argument("--iterations", type=_iterations, default=12000)
     return parser
 
 

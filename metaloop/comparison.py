@@ -26,7 +26,7 @@ from typing import Any
 
 from metaloop.benchmarks import check_algorithm, get_benchmark
 from metaloop.checkpoint import atomic_write_text
-from metaloop.config import parse_set
+from metaloop.config import MAX_ITERATIONS, MAX_SECONDS, WHY_ITERATIONS, parse_set
 from metaloop.errors import MetaloopError
 from metaloop.training import read_config
 
@@ -44,8 +44,13 @@ def parse_budget(text: str) -> dict[str, Any]:
     if unit == "it":
         if not value.is_integer():
             raise MetaloopError(f"--budget {text!r}: iterations must be a whole number")
+        if value > MAX_ITERATIONS:
+            raise MetaloopError(f"--budget {text!r}: at most {MAX_ITERATIONS:,} iterations ({WHY_ITERATIONS})")
         return {"iterations": int(value)}
-    return {"time_budget": value * {"s": 1, "m": 60, "h": 3600}[unit]}
+    seconds = value * {"s": 1, "m": 60, "h": 3600}[unit]
+    if seconds > MAX_SECONDS:
+        raise MetaloopError(f"--budget {text!r}: at most a year per algorithm")
+    return {"time_budget": seconds}
 
 
 def _train(algo: str, benchmark: str, run: Path, sets: Sequence[str], config_file: str | None,

@@ -8,6 +8,7 @@ declared as an :class:`Option`; an unknown key or a value of the wrong type is a
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,21 @@ import yaml
 from metaloop.errors import MetaloopError
 
 
+#: What an option is part of, which says who may change it after a run is trained:
+#: ``train``, what is trained (fixed for the life of a run); ``schedule``, how long training runs and how it
+#: logs (``train --resume`` may change it); ``test``, how a trained run is tested (``--resume`` and
+#: ``eval --set`` may change it); ``place``, where the run computes or reads its data (``--resume``,
+#: ``eval --set`` and ``adapt`` may change it).
+STAGES = ("train", "schedule", "test", "place")
+
+
 @dataclass(frozen=True)
 class Option:
-    """One config key: its type (``int``, ``float``, ``bool``, ``str`` or ``list``), default and rules."""
+    """One config key: its type (``int``, ``float``, ``bool``, ``str`` or ``list``), default and rules.
+
+    A ``float`` must be finite. ``maximum`` bounds a number (each element of a list): beyond it a run could
+    not finish or fit in memory. ``stage`` is one of :data:`STAGES`.
+    """
 
     name: str
     type: type
@@ -30,6 +43,13 @@ class Option:
     non_negative: bool = False
     nullable: bool = False
     choices: tuple[str, ...] | None = None
+    maximum: float | None = None
+    why_maximum: str = ""
+    stage: str = "train"
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"Option {self.name!r}: stage {self.stage!r} is not one of {STAGES}")
 
     def coerce(self, value: Any, source: str) -> Any:
         where = f"{source}: option '{self.name}'"
@@ -52,32 +72,65 @@ class Option:
         if self.choices is not None and value not in self.choices:
             raise MetaloopError(f"{where} must be one of {', '.join(self.choices)}, got {value!r}")
         values = value if isinstance(value, list) else [value]
+        if self.type is float and not all(math.isfinite(v) for v in values):
+            raise MetaloopError(f"{where} must be a finite number, got {value!r}")
         if self.positive and not all(v > 0 for v in values):
             raise MetaloopError(f"{where} must be positive, got {value!r}")
         if self.non_negative and not all(v >= 0 for v in values):
             raise MetaloopError(f"{where} must not be negative, got {value!r}")
+        if self.maximum is not None and not all(v <= self.maximum for v in values):
+            why = f" ({self.why_maximum})" if self.why_maximum else ""
+            raise MetaloopError(f"{where} is at most {self.maximum:g}{why}, got {value!r}")
         return value
+
+    @property
+    def resumable(self) -> bool:
+        """``train --resume`` may change it: it does not change what is trained."""
+        return self.stage != "train"
+
+    @property
+    def testable(self) -> bool:
+        """``metaloop eval --set`` may change it: it says only how or where a trained run is tested."""
+        return self.stage in ("test", "place")
+
+
+#: Upper bounds of the sizes (see :attr:`Option.maximum`): far beyond any published protocol, and below what
+#: could not finish or fit in memory.
+MAX_ITERATIONS = 10**8
+WHY_ITERATIONS = "10^8 meta-steps take more than a day even at 1 ms each; MAML's longest protocol is 70,000"
+MAX_TASKS = 100_000
+MAX_STEPS = 10_000
+WHY_STEPS = "each inner step is a forward and backward pass on every task; MAML uses 1 to 10"
+MAX_EXAMPLES = 100_000
+WHY_EXAMPLES = "examples of a task are held in memory at once"
+MAX_EPISODES = 1_000_000
+WHY_EPISODES = "600 test tasks already give a 95% CI of about ±0.8 accuracy points"
+MAX_SECONDS = 365 * 24 * 3600.0
 
 
 #: Keys that every benchmark accepts.
 OPTIONS: dict[str, Option] = {
     o.name: o
     for o in [
-        Option("iterations", int, 1000, "outer-loop iterations (meta-steps)", positive=True),
-        Option("meta_batch_size", int, 25, "tasks per meta-step", positive=True),
+        Option("iterations", int, 1000, "outer-loop iterations (meta-steps)", positive=True, maximum=MAX_ITERATIONS,
+               why_maximum=WHY_ITERATIONS, stage="schedule"),
+        Option("meta_batch_size", int, 25, "tasks per meta-step", positive=True, maximum=MAX_TASKS,
+               why_maximum="tasks of one meta-step are drawn and held at once"),
         Option("inner_lr", float, 0.01, "inner-loop step size α", positive=True),
-        Option("inner_steps", int, 1, "inner steps during meta-training", positive=True),
+        Option("inner_steps", int, 1, "inner steps during meta-training", positive=True, maximum=MAX_STEPS,
+               why_maximum=WHY_STEPS),
         Option("test_inner_steps", int, None, "inner steps for `adapt` at test time (default inner_steps)",
-               positive=True, nullable=True),
+               positive=True, nullable=True, maximum=MAX_STEPS, why_maximum=WHY_STEPS, stage="test"),
         Option("test_inner_lr", float, None, "inner step size at test time (default inner_lr; the gradient-based "
                "family with a fixed step size: not Meta-SGD or LEO, which learn theirs)", positive=True,
-               nullable=True),
-        Option("shots", int, 5, "support examples per task (per class for classification): K", positive=True),
+               nullable=True, stage="test"),
+        Option("shots", int, 5, "support examples per task (per class for classification): K", positive=True,
+               maximum=MAX_EXAMPLES, why_maximum=WHY_EXAMPLES),
         Option("queries", int, None, "query examples per task during meta-training (default: shots)",
-               positive=True, nullable=True),
+               positive=True, nullable=True, maximum=MAX_EXAMPLES, why_maximum=WHY_EXAMPLES),
         Option("seed", int, 0, "seed of the training task stream and of the model's initialization",
                non_negative=True),
-        Option("device", str, "cpu", "torch device: cpu, cuda or cuda:N"),
+        Option("device", str, "cpu", "torch device: cpu, cuda or cuda:N", stage="place"),
         Option("outer_lr", float, 1e-3, "outer-loop learning rate (Adam; Reptile's ε)", positive=True),
         Option("first_order", bool, False, "maml: drop second-order terms (fomaml sets it)"),
         Option("adapt", str, "all", "parameters the inner loop adapts: all, head, or glob patterns"),
@@ -101,20 +154,18 @@ OPTIONS: dict[str, Option] = {
         Option("path", str, "auto", "execution path over tasks", choices=("auto", "loop", "vmap")),
         Option("chunk_size", int, None, "vmap path: tasks per chunk", positive=True, nullable=True),
         Option("time_budget", float, None, "stop meta-training after this many seconds (checkpointed)",
-               positive=True, nullable=True),
-        Option("checkpoint_every", int, 1000, "iterations between checkpoints", positive=True),
-        Option("log_every", int, 100, "iterations between metrics-log lines", positive=True),
-        Option("eval_episodes", int, 600, "test tasks for evaluation", positive=True),
-        Option("eval_steps", list, [0, 1, 5, 10], "inner-step counts reported by eval", non_negative=True),
-        Option("eval_seed", int, 0, "seed of the fixed test tasks (shared by all runs)", non_negative=True),
+               positive=True, nullable=True, maximum=MAX_SECONDS, why_maximum="a year", stage="schedule"),
+        Option("checkpoint_every", int, 1000, "iterations between checkpoints", positive=True, stage="schedule"),
+        Option("log_every", int, 100, "iterations between metrics-log lines", positive=True, stage="schedule"),
+        Option("eval_episodes", int, 600, "test tasks for evaluation", positive=True, maximum=MAX_EPISODES,
+               why_maximum=WHY_EPISODES, stage="test"),
+        Option("eval_steps", list, [0, 1, 5, 10], "inner-step counts reported by eval", non_negative=True,
+               maximum=MAX_STEPS, why_maximum=WHY_STEPS, stage="test"),
+        Option("eval_seed", int, 0, "seed of the fixed test tasks (shared by all runs)", non_negative=True,
+               stage="test"),
     ]
 }
 
-#: Keys that may change when a run is resumed (they do not change its result).
-RESUMABLE_CHANGES = {"iterations", "time_budget", "device", "checkpoint_every", "log_every", "eval_episodes", "eval_steps",
-                     "test_inner_steps", "test_inner_lr", "eval_seed"}
-#: Keys that ``metaloop eval --set`` may change: they only say how a trained run is tested.
-EVAL_CHANGES = ("test_inner_steps", "test_inner_lr", "eval_episodes", "eval_steps", "eval_seed", "device")
 
 
 def parse_set(items: Iterable[str]) -> dict[str, Any]:

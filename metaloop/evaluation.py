@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from metaloop.algorithms.base import MetaLearner
 from metaloop.benchmarks import Benchmark, build_learner, check_device, get_benchmark
 from metaloop.checkpoint import atomic_write_text, load_checkpoint
-from metaloop.config import EVAL_CHANGES, resolve
+from metaloop.config import MAX_EPISODES, MAX_STEPS, WHY_EPISODES, WHY_STEPS, resolve
 from metaloop.errors import MetaloopError
 from metaloop.training import read_config
 
@@ -49,7 +49,17 @@ def check_steps(steps: Sequence[int]) -> list[int]:
     for s in steps:
         if not isinstance(s, int) or isinstance(s, bool) or s < 0:
             raise MetaloopError(f"option 'steps': step counts must be integers ≥ 0, got {s!r}")
+        if s > MAX_STEPS:
+            raise MetaloopError(f"option 'steps': at most {MAX_STEPS:,} ({WHY_STEPS}), got {s}")
     return steps
+
+
+def check_episodes(episodes: int) -> int:
+    if not isinstance(episodes, int) or isinstance(episodes, bool) or episodes < 1:
+        raise MetaloopError(f"option 'episodes': must be a positive integer, got {episodes!r}")
+    if episodes > MAX_EPISODES:
+        raise MetaloopError(f"option 'episodes': at most {MAX_EPISODES:,} ({WHY_EPISODES}), got {episodes}")
+    return episodes
 
 
 def evaluate_learner(
@@ -74,8 +84,7 @@ def evaluate_learner(
     starts after the chunks found there. The file is removed when the evaluation completes.
     """
     steps = check_steps(steps)
-    if episodes < 1:
-        raise MetaloopError(f"option 'episodes': must be positive, got {episodes}")
+    check_episodes(episodes)
     tasks = bench.test_tasks(cfg)
     if hasattr(tasks, "__len__") and episodes > len(tasks):
         raise MetaloopError(f"option 'episodes': {episodes} requested, benchmark '{bench.name}' has {len(tasks)} test tasks")
@@ -162,14 +171,15 @@ def load_learner(run_dir: str | Path, *, device: str | None = None,
     """Rebuild a run's learner from its config and last checkpoint (in evaluation mode).
 
     Options newer than the run take their defaults. ``overrides`` may change the options of
-    :data:`~metaloop.config.EVAL_CHANGES` only (how the run is tested, not what was trained).
+    stage ``test`` or ``place`` only (:attr:`~metaloop.config.Option.testable`: how or where the run is tested).
     """
     stored = read_config(run_dir)
     options = get_benchmark(stored["benchmark"]).all_options()
     changes = dict(overrides or {})
+    testable = [name for name, opt in options.items() if opt.testable]
     for key in changes:
-        if key not in EVAL_CHANGES:
-            raise MetaloopError(f"--set {key}: eval can change only {', '.join(EVAL_CHANGES)} "
+        if key in options and not options[key].testable:
+            raise MetaloopError(f"--set {key}: eval can change only {', '.join(testable)} "
                                 f"('{key}' changes what is trained: train another run)")
     known = {k: v for k, v in stored.items() if k in options}
     cfg = {"algo": stored["algo"], "benchmark": stored["benchmark"],
@@ -197,7 +207,7 @@ def evaluate(
     """Evaluate a run directory's last checkpoint; write ``eval.json`` and plots; return the result.
 
     ``episodes`` and ``steps`` default to the run's ``eval_episodes`` and ``eval_steps``; ``overrides``
-    changes test-time options (:data:`~metaloop.config.EVAL_CHANGES`, e.g. ``test_inner_lr``), which the
+    changes test-time options (:attr:`~metaloop.config.Option.testable`, e.g. ``test_inner_lr``), which the
     result records under ``"settings"``.
     """
     run_dir = Path(run_dir)

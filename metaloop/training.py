@@ -32,7 +32,6 @@ from tqdm.auto import tqdm
 
 from metaloop.benchmarks import build_learner, get_benchmark, resolve_config
 from metaloop.checkpoint import atomic_write_text, has_checkpoint, load_checkpoint, save_checkpoint
-from metaloop.config import RESUMABLE_CHANGES
 from metaloop.errors import MetaloopError
 
 CONFIG = "config.yaml"
@@ -68,9 +67,10 @@ def _check_run_dir(out: Path, cfg: Mapping[str, Any], resume: bool) -> dict[str,
     if not occupied:
         return None  # nothing to resume: start fresh
     stored = read_config(out)
-    defaults = {k: o.default for k, o in get_benchmark(cfg["benchmark"]).all_options().items()}
+    options = get_benchmark(cfg["benchmark"]).all_options()
+    defaults = {k: o.default for k, o in options.items()}
     for key in sorted(set(stored) | set(cfg)):
-        if key in RESUMABLE_CHANGES:
+        if key in options and options[key].resumable:
             continue
         if key not in stored and key in defaults and cfg.get(key) == defaults[key]:
             continue  # an option newer than the run, at its default: the run is unchanged

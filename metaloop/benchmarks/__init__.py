@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from metaloop.benchmarks.user_images import user_image_benchmark
 from metaloop.config import load_yaml, parse_set, resolve
 from metaloop.errors import MetaloopError
 
-__all__ = ["BENCHMARKS", "Benchmark", "TaskSource", "build_learner", "get_benchmark", "resolve_config"]
+__all__ = ["BENCHMARKS", "Benchmark", "TaskSource", "build_learner", "check_model_size", "get_benchmark",
+           "resolve_config"]
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [SINUSOID, *OMNIGLOT, OMNIGLOT_LAKE, *MINIIMAGENET, *TEXT, *LM]}
 
@@ -96,6 +98,44 @@ def check_device(device: str) -> None:
         raise MetaloopError(f"option 'device': {device!r} is not supported (cpu, cuda, cuda:N)")
 
 
+def device_memory(device: str) -> int:
+    """Bytes of memory of ``device``: the machine's physical memory for the CPU, the GPU's own for CUDA."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return int(torch.cuda.get_device_properties(dev).total_memory)
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1000 or unit == "PB":
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    raise AssertionError
+
+
+#: Copies of the parameters that meta-training holds at least: the weights, their gradient, Adam's two moments.
+PARAMETER_COPIES = 4
+
+
+def check_model_size(bench: Benchmark, cfg: Mapping[str, Any]) -> int:
+    """Build the model on the ``meta`` device (no memory) and refuse one whose weights, gradients and
+    optimizer state alone exceed the device's memory, naming the benchmark's ``size_options``. Returns the
+    parameter count (0 for a benchmark without size options)."""
+    if not bench.size_options:
+        return 0
+    with torch.device("meta"):
+        model = bench.make_model(dict(cfg))
+    count = sum(p.numel() for p in model.parameters())
+    need = count * PARAMETER_COPIES * max((p.element_size() for p in model.parameters()), default=4)
+    have = device_memory(cfg["device"])
+    if need > have:
+        values = ", ".join(f"{k}={cfg[k]!r}" for k in bench.size_options)
+        raise MetaloopError(f"options {values}: the model would have {count:.3g} parameters, at least "
+                            f"{_bytes(need)} with their gradients and Adam's state; {cfg['device']} has {_bytes(have)}")
+    return count
+
+
 def build_learner(cfg: Mapping[str, Any]) -> tuple[MetaLearner, Benchmark]:
     """The benchmark's model wrapped in the configured algorithm, on ``cfg['device']``.
 
@@ -115,6 +155,7 @@ def build_learner(cfg: Mapping[str, Any]) -> tuple[MetaLearner, Benchmark]:
                       outer_clip_norm=0.1, clip_norm=cfg["inner_clip"], path=cfg["path"],
                       chunk_size=cfg["chunk_size"])
         return learner.to(cfg["device"]), bench
+    check_model_size(bench, cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg["seed"])
         model = bench.make_model(dict(cfg))

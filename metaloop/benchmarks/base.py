@@ -52,6 +52,10 @@ class Benchmark:
     #: ``(info key, group names)``: the test tasks fall into groups (a :class:`TaskBatch` ``info`` tensor of
     #: indices into the names), and evaluation also reports each group (lm-strings: the function families).
     task_groups: tuple[str, tuple[str, ...]] | None = None
+    #: The options that set the size of a model built from scratch (not loaded from pretrained weights):
+    #: before a run allocates it, the model is built on the ``meta`` device and its parameter count is
+    #: checked against the device's memory (:func:`metaloop.benchmarks.check_model_size`).
+    size_options: tuple[str, ...] = ()
 
     def all_options(self) -> dict[str, Option]:
         return {**OPTIONS, **{o.name: o for o in self.options}}

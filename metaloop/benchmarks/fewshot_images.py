@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metaloop.benchmarks.base import Benchmark, TaskSource
-from metaloop.config import Option
+from metaloop.config import MAX_EXAMPLES, WHY_EXAMPLES, Option
 from metaloop.errors import MetaloopError
 from metaloop.models.conv import Conv4
 from metaloop.models.resnet12 import ResNet12
@@ -125,8 +125,10 @@ COMMON_OPTIONS = (
            nullable=True),
     Option("train_shots", int, None, "support examples per class in meta-training (default: shots)",
            positive=True, nullable=True),
-    Option("eval_queries", int, 15, "query examples per class in test episodes", positive=True),
-    Option("data", str, None, "data root (default: $METALOOP_DATA, then ../shared/data)", nullable=True),
+    Option("eval_queries", int, 15, "query examples per class in test episodes", positive=True,
+           maximum=MAX_EXAMPLES, why_maximum=WHY_EXAMPLES, stage="test"),
+    Option("data", str, None, "data root (default: $METALOOP_DATA, then ../shared/data)", nullable=True,
+           stage="place"),
     Option("feature_epochs", int, 3, "leo: epochs of supervised pretraining of the feature extractor "
            "on the meta-training classes", positive=True),
 )
@@ -158,6 +160,7 @@ def _omniglot_benchmark(name: str, ways: int, shots: int, *, inner_lr: float, in
         make_model=_omniglot_model,
         **_sources(_omniglot_data),
         options=OMNIGLOT_OPTIONS,
+        size_options=("filters",),
         defaults={
             "ways": ways, "shots": shots, "queries": queries, "inner_lr": inner_lr, "inner_steps": inner_steps,
             "test_inner_steps": max(3, inner_steps), "meta_batch_size": meta_batch, "iterations": 60000,
@@ -230,6 +233,7 @@ OMNIGLOT_LAKE = classification_benchmark(
     train_tasks=_lake_train,
     test_tasks=_lake_test,
     options=OMNIGLOT_OPTIONS,
+    size_options=("filters",),
     defaults={
         "ways": 20, "shots": 1, "queries": 5, "inner_lr": 0.1, "inner_steps": 5, "test_inner_steps": 5,
         "meta_batch_size": 16, "iterations": 60000, "outer_lr": 1e-3, "eval_steps": [0, 1, 5, 10],
@@ -291,8 +295,9 @@ def _miniimagenet_benchmark(name: str, shots: int) -> Benchmark:
             Option("filters", int, 32, "Conv-4 filters per layer (MAML: 32 on mini-ImageNet)", positive=True),
             Option("backbone", str, "conv4", "feature extractor", choices=("conv4", "resnet12")),
             Option("images", str, None, "folder of mini-ImageNet images (default: <data root>/miniimagenet/images)",
-                   nullable=True),
+                   nullable=True, stage="place"),
         ),
+        size_options=("filters", "backbone"),
         defaults={
             "ways": 5, "shots": shots, "queries": 15, "inner_lr": 0.01, "inner_steps": 5, "test_inner_steps": 10,
             "meta_batch_size": 4 if shots == 1 else 2, "iterations": 60000, "outer_lr": 1e-3,

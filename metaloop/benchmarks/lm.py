@@ -151,12 +151,13 @@ LM_STRINGS = Benchmark(
     train_tasks=_strings_train,
     test_tasks=_strings_test,
     options=(*MODEL_OPTIONS,
-             Option("eval_queries", int, 20, "lm-strings: query lines per test task", positive=True)),
+             Option("eval_queries", int, 20, "lm-strings: query lines per test task", positive=True, stage="test")),
     defaults=_defaults(iterations=2500, shots=5, eval_episodes=600),
     algo_defaults=_algo_defaults({"maml": 2500, "fomaml": 5000, "metasgd": 2000, "reptile": 1200, "anil": 5000,
                                   "pretrain": 5000}),
     classification=False,
     task_groups=("family", FAMILIES),
+    size_options=("n_layer", "n_embd", "lora_rank"),
 )
 
 LM_SHAKESPEARE = Benchmark(
@@ -171,12 +172,14 @@ LM_SHAKESPEARE = Benchmark(
     train_tasks=_shakespeare_train,
     test_tasks=_shakespeare_test,
     options=(*MODEL_OPTIONS,
-             Option("eval_queries", int, 8, "lm-shakespeare: query lines per test task", positive=True),
-             Option("data", str, None, "data root (default: $METALOOP_DATA, then ../shared/data)", nullable=True)),
+             Option("eval_queries", int, 8, "lm-shakespeare: query lines per test task", positive=True, stage="test"),
+             Option("data", str, None, "data root (default: $METALOOP_DATA, then ../shared/data)", nullable=True,
+                    stage="place")),
     defaults=_defaults(iterations=1500, shots=8, meta_batch_size=4, eval_episodes=300),
     algo_defaults=_algo_defaults({"maml": 1500, "fomaml": 3000, "metasgd": 1500, "reptile": 1000, "anil": 3000,
                                   "pretrain": 3000}),
     classification=False,
+    size_options=("n_layer", "n_embd", "lora_rank"),
 )
 
 LM = (LM_STRINGS, LM_SHAKESPEARE)

@@ -47,9 +47,10 @@ SINUSOID = Benchmark(
     metric_fn=_mse_per_task,
     train_tasks=_sinusoid_train,
     test_tasks=_sinusoid_test,
+    size_options=("hidden",),
     options=(
         Option("hidden", list, [40, 40], "sinusoid: hidden layer widths of the ReLU MLP", positive=True),
-        Option("eval_queries", int, 100, "sinusoid: query points per test task", positive=True),
+        Option("eval_queries", int, 100, "sinusoid: query points per test task", positive=True, stage="test"),
     ),
     defaults={
         "iterations": 70000,

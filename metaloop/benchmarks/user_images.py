@@ -114,8 +114,10 @@ def user_image_benchmark(name: str) -> Benchmark:
         **_sources(_data),
         options=(
             *COMMON_OPTIONS,
-            Option("image_size", int, 84, "images are resized to this square size", positive=True),
-            Option("channels", int, 3, "1 (grayscale) or 3 (RGB)", positive=True),
+            Option("image_size", int, 84, "images are resized to this square size (84: mini-ImageNet's; 28 for "
+                   "small digits or characters)", positive=True, maximum=1024,
+                   why_maximum="every image is held in memory at this size"),
+            Option("channels", int, 3, "1 (grayscale) or 3 (RGB): images are converted", positive=True, maximum=3),
             Option("filters", int, 64, "Conv-4 filters per layer", positive=True),
             Option("backbone", str, "conv4", "feature extractor", choices=("conv4", "resnet12")),
             Option("path_column", str, "path", "CSV: the column of image paths"),
@@ -134,4 +136,5 @@ def user_image_benchmark(name: str) -> Benchmark:
             "leo": _LEO,
         },
         feature_dim=_feature_dim,
+        size_options=("filters", "backbone", "image_size"),
     )
