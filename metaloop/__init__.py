@@ -14,17 +14,33 @@ and the algorithms work on any ``nn.Module``::
     learner.meta_step(task_batch, optimizer)
 """
 
-from metaloop.algorithms import ALGORITHMS, ANIL, FOMAML, MAML, MetaLearner, MetaSGD, Pretrain, Reptile
-from metaloop.benchmarks import BENCHMARKS, build_learner, resolve_config
-from metaloop.errors import MetaloopError
-from metaloop.evaluation import evaluate, evaluate_learner, load_learner
-from metaloop.tasks.base import TaskBatch
-from metaloop.training import train
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ALGORITHMS", "ANIL", "BENCHMARKS", "FOMAML", "MAML", "MetaLearner", "MetaSGD", "MetaloopError", "Pretrain",
-    "Reptile", "TaskBatch", "build_learner", "evaluate", "evaluate_learner", "load_learner", "resolve_config",
-    "train",
-]
+#: The public names, by the module that defines them. They are imported on first use (PEP 562), so that
+#: ``metaloop --help`` and Ctrl-C at start-up do not wait for torch.
+_EXPORTS = {
+    **dict.fromkeys(["ALGORITHMS", "ANIL", "FOMAML", "MAML", "MetaLearner", "MetaSGD", "Pretrain", "Reptile"],
+                    "metaloop.algorithms"),
+    **dict.fromkeys(["BENCHMARKS", "build_learner", "resolve_config"], "metaloop.benchmarks"),
+    "MetaloopError": "metaloop.errors",
+    **dict.fromkeys(["evaluate", "evaluate_learner", "load_learner"], "metaloop.evaluation"),
+    "TaskBatch": "metaloop.tasks.base",
+    "train": "metaloop.training",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'metaloop' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

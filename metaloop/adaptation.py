@@ -32,7 +32,7 @@ from typing import Any
 import torch
 
 from metaloop.algorithms import MAML
-from metaloop.benchmarks.fewshot_images import EMBEDDING_ALGOS
+from metaloop.benchmarks.fewshot_images import EMBEDDING_ALGOS, warn_queries_in_support
 from metaloop.checkpoint import atomic_write_text
 from metaloop.errors import MetaloopError
 from metaloop.evaluation import load_learner
@@ -109,9 +109,19 @@ class Adapter:
         return x.to(self._device)
 
     # ------------------------------------------------------------------ predict many times
+    #: Queries encoded and predicted at a time by :meth:`predict_proba`: its peak memory is set by this
+    #: batch, not by the number of queries.
+    predict_batch: int = 256
+
     @torch.no_grad()
     def predict_proba(self, inputs: Sequence[str], *, base_dir: str | Path = ".", source: str = "query") -> torch.Tensor:
-        """Class probabilities ``[n, len(classes)]`` (columns in the order of :attr:`classes`)."""
+        """Class probabilities ``[n, len(classes)]`` (columns in the order of :attr:`classes`).
+
+        The inputs are encoded and predicted :attr:`predict_batch` at a time; a query's probabilities do
+        not depend on the other queries, so they are those of one batch of all. The exception is a model
+        with transductive BatchNorm, which normalizes with the statistics of the whole query set (as in
+        evaluation): its queries go in one batch.
+        """
         if self._state is None:
             raise MetaloopError("Adapter: call fit(support examples) before predicting")
         if not inputs:
@@ -119,9 +129,17 @@ class Adapter:
         for i, value in enumerate(inputs):
             if not str(value).strip():
                 raise MetaloopError(f"{source}: example {i + 1} has an empty {self.input_column}")
-        x = self._encode(list(inputs), base_dir, source)
-        logits = self.learner.predict(self._state, x)[:, : len(self.classes)]
-        return torch.softmax(logits.float(), dim=-1).cpu()
+        values = list(inputs)
+        fmodel = self.learner.fmodel
+        whole_set = fmodel.has_batch_norm and fmodel.bn_mode == "transductive"
+        size = len(values) if whole_set else max(1, self.predict_batch)
+        probs = []
+        for start in range(0, len(values), size):
+            x = self._encode(values[start:start + size], base_dir, source)
+            logits = self.learner.predict(self._state, x)[:, : len(self.classes)]
+            probs.append(torch.softmax(logits.float(), dim=-1).cpu())
+            del x, logits  # before the next batch is encoded
+        return torch.cat(probs)
 
     def predict(self, inputs: Sequence[str], *, base_dir: str | Path = ".", source: str = "query") -> list[tuple[str, float]]:
         """``(label, probability)`` of the most probable class for each input."""
@@ -142,21 +160,43 @@ def _detach(state: Any) -> Any:
     return state
 
 
+def check_out(out: Path, run_dir: Path, inputs: dict[str, Path], *, force: bool = False) -> None:
+    """Refuse an ``--out`` that would replace an input (the support or query file), a file inside a run
+    directory (its log, config or checkpoint), or, without ``force``, any existing file."""
+    target = out.expanduser().resolve()
+    for what, path in inputs.items():
+        if target == Path(path).expanduser().resolve():
+            raise MetaloopError(f"--out {out}: that is the {what} file; write the predictions to another file")
+    for folder in (target.parent, *target.parent.parents):
+        if folder == Path(run_dir).resolve() or (folder / "config.yaml").is_file() and (
+                (folder / "checkpoint.json").exists() or (folder / "metrics.jsonl").exists()):
+            raise MetaloopError(f"--out {out}: inside the run directory {folder}; write the predictions outside it")
+    if target.is_dir():
+        raise MetaloopError(f"--out {out}: is a directory; give a .csv or .jsonl file")
+    if target.exists() and not force:
+        raise MetaloopError(f"--out {out}: the file exists; --force replaces it")
+
+
 def adapt_files(run_dir: str | Path, support: str | Path, query: str | Path, out: str | Path | None = None, *,
                 label_column: str = "label", input_column: str | None = None, steps: int | None = None,
-                min_shots: int | None = None) -> list[dict[str, Any]]:
-    """``metaloop adapt``: read the files, adapt, predict; write ``out`` (CSV or JSONL) if given."""
+                min_shots: int | None = None, device: str | None = None, force: bool = False) -> list[dict[str, Any]]:
+    """``metaloop adapt``: read the files, adapt, predict; write ``out`` (CSV or JSONL) if given (atomically;
+    see :func:`check_out` for what it may not replace). ``device`` overrides the run's (a run trained on a GPU
+    adapts on a CPU-only machine with ``device="cpu"``)."""
     if out is not None and Path(out).suffix.lower() not in FORMATS:
         raise MetaloopError(f"--out {out}: expected a .csv or .jsonl file")
+    if out is not None:
+        check_out(Path(out), Path(run_dir), {"support": Path(support), "query": Path(query)}, force=force)
     # Read and check both files before the (slower) model load, so that a typo fails fast.
     support_table, query_table = read_table(support), read_table(query)
-    adapter = Adapter(run_dir, steps=steps, min_shots=min_shots)
+    adapter = Adapter(run_dir, steps=steps, min_shots=min_shots, device=device)
     name, kind = input_column or adapter.input_column, adapter.input_column
     what = f"the run's {kind} inputs"
     inputs = support_table.column(name, kind=kind, what=what, strip=kind != "text")
     labels = support_table.column(label_column, kind="label", what="the labels", integers=True, strip=True)
     queries = query_table.column(name, kind=kind, what=what, strip=kind != "text")
     adapter.fit(inputs, labels, base_dir=Path(support).parent, source=str(support))
+    warn_queries_in_support(inputs, queries, kind=kind, support=support, query=query)  # queries in the support
     predictions = adapter.predict(queries, base_dir=Path(query).parent, source=str(query))
     rows = [{name: q, "prediction": label, "score": round(score, 6)} for q, (label, score) in zip(queries, predictions)]
     if out is not None:

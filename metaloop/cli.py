@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-column", default="label", help="column of the support labels (default: label)")
     p.add_argument("--steps", type=_inner_steps, help="inner steps (default: the run's test_inner_steps)")
     p.add_argument("--min-shots", type=_examples, help="examples needed per label (default: the run's shots)")
+    p.add_argument("--device", help="torch device to adapt on (default: the run's; e.g. cpu for a run trained on "
+                   "a GPU)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out file")
 
     p = sub.add_parser("list", help="list algorithms and benchmarks")
     p.add_argument("--options", action="store_true", help="also list the config options")
@@ -121,7 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from metaloop.comparison import exit_with_parent
     from metaloop.training import train
+
+    exit_with_parent()  # a trainer started by `compare` stops when compare is gone
 
     out = train(args.algo, args.benchmark, args.out, config_file=args.config, overrides=args.sets,
                 resume=args.resume, progress=not args.quiet)
@@ -135,7 +141,7 @@ def _print_eval(result: dict, run_dir: str) -> None:
     print(f"{result['algo']} on {result['benchmark']}: {result['metric']} over {result['episodes']} test tasks "
           f"(mean ± 95% CI), checkpoint at iteration {result['iteration']}")
     print(format_table({result["algo"]: result}))
-    print(f"plots in {Path(run_dir) / 'plots'}")
+    print(f"result in {Path(run_dir) / result['file']}, plots in {Path(run_dir) / 'plots'}")
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -167,7 +173,8 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     from metaloop.adaptation import adapt_files, format_rows
 
     rows = adapt_files(args.run_dir, args.support, args.query, args.out, label_column=args.label_column,
-                       input_column=args.input_column, steps=args.steps, min_shots=args.min_shots)
+                       input_column=args.input_column, steps=args.steps, min_shots=args.min_shots,
+                       device=args.device, force=args.force)
     if args.out is None:
         sys.stdout.write(format_rows(rows, ".csv", list(rows[0])))
     else:
@@ -187,11 +194,21 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print(f"benchmark  {'images:PATH':<18} {user_image_benchmark('images:PATH').description}")
     print(f"benchmark  {'text:FILE':<18} your own texts: text:FILE.csv|.jsonl (text,label[,split])")
     if args.options:
-        seen = {}
-        for bench in BENCHMARKS.values():
-            seen.update(bench.all_options())
-        for opt in seen.values():
-            print(f"option     {opt.name:<18} {opt.help} (default {opt.default!r})")
+        from metaloop.benchmarks import get_benchmark
+        from metaloop.config import OPTIONS
+
+        benches = [*BENCHMARKS.values(), get_benchmark("images:PATH"), get_benchmark("text:FILE")]
+        variants: dict[str, dict] = {}  # name -> {definition: (option, {benchmark family: None})}
+        for bench in benches:
+            family = bench.name.split(":")[0] + ":" if ":" in bench.name else bench.name.split("-")[0]
+            for name, opt in bench.all_options().items():
+                entry = variants.setdefault(name, {}).setdefault(repr(opt), (opt, {}))
+                entry[1][family] = None
+        for name, defined in variants.items():
+            for opt, families in defined.values():
+                scope = "" if name in OPTIONS else "; " + ", ".join(families)
+                limit = "" if opt.maximum is None else f", at most {opt.maximum:g}"
+                print(f"option     {name:<18} {opt.help} (default {opt.default!r}{limit}{scope})")
     return 0
 
 
@@ -235,8 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MetaloopError as exc:
         print(f"metaloop: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("metaloop: interrupted (train wrote a checkpoint: continue with --resume)", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # train's own says what the run directory holds
+        print(f"metaloop: {exc}" if str(exc) else "metaloop: interrupted", file=sys.stderr)
         return 130
 
 

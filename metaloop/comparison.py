@@ -17,9 +17,13 @@ import csv
 import hashlib
 import io
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,18 +68,58 @@ def _train(algo: str, benchmark: str, run: Path, sets: Sequence[str], config_fil
         cmd += ["--set", item]
     if not progress:
         cmd.append("--quiet")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, PARENT: str(os.getpid())}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stderr is not None
     tail = ""
-    for chunk in iter(lambda: proc.stderr.read(256), ""):
-        if progress:
-            sys.stderr.write(chunk)
-            sys.stderr.flush()
-        tail = (tail + chunk)[-4000:]
-    if proc.wait() == 0:
+    try:
+        for chunk in iter(lambda: proc.stderr.read(256), ""):
+            if progress:
+                sys.stderr.write(chunk)
+                sys.stderr.flush()
+            tail = (tail + chunk)[-4000:]
+        code = proc.wait()
+    finally:  # compare stopped (Ctrl-C, an error): its trainer stops too, with a checkpoint
+        _stop(proc)
+    if code == 0:
         return None
     lines = [line for line in re.split(r"[\r\n]", tail) if line.strip()]
-    return lines[-1].removeprefix("metaloop: error: ") if lines else f"exit code {proc.returncode}"
+    return lines[-1].removeprefix("metaloop: error: ") if lines else f"exit code {code}"
+
+
+#: The environment variable that tells a ``metaloop train`` child the process id of its ``compare``.
+PARENT = "METALOOP_PARENT_PID"
+
+
+def _stop(proc: subprocess.Popen, grace: float = 60.0) -> None:
+    """Stop a trainer that is still running: SIGINT (it checkpoints and exits), then SIGKILL after ``grace``."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def exit_with_parent(interval: float = 0.5, grace: float = 60.0) -> None:
+    """In a ``metaloop train`` started by ``compare``: stop as a Ctrl-C would (a checkpoint, then exit) when
+    the ``compare`` process is gone, however it ended (killed, crashed), so that no trainer runs on orphaned.
+    A second interrupt follows after ``grace`` seconds if the first did not stop it."""
+    parent = os.environ.get(PARENT, "")
+    if not parent.isdigit():
+        return
+    pid = int(parent)
+
+    def watch() -> None:
+        while os.getppid() == pid:
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(grace)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=watch, name="metaloop-parent-watch", daemon=True).start()
 
 
 def compare(
@@ -122,16 +166,19 @@ def compare(
             continue
         learner, _, cfg = load_learner(run)
         steps = cfg["test_inner_steps"] or cfg["inner_steps"]
-        result = evaluate_learner(learner, bench, cfg, episodes=episodes or cfg["eval_episodes"], steps=[steps])
+        tried = sorted({steps, *cfg["eval_steps"]})
+        result = evaluate_learner(learner, bench, cfg, episodes=episodes or cfg["eval_episodes"], steps=tried)
+        chosen, note = choose_steps(result["steps"], steps, bench.higher_is_better)
         row.update(
             metric=bench.metric,
-            steps=steps,
-            mean=result["steps"][str(steps)]["mean"],
-            ci95=result["steps"][str(steps)]["ci95"],
+            steps=chosen,
+            mean=result["steps"][str(chosen)]["mean"],
+            ci95=result["steps"][str(chosen)]["ci95"],
+            note=note,
             episodes=result["episodes"],
             iterations=record["iteration"],
             train_seconds=record["elapsed_seconds"],
-            latency_ms=adaptation_latency(learner, bench, cfg, steps=steps),
+            latency_ms=adaptation_latency(learner, bench, cfg, steps=chosen),
             peak_rss_mb=record.get("peak_rss_mb"),
             peak_cuda_mb=record.get("peak_cuda_mb"),
             parameters=sum(p.numel() for p in learner.parameters() if p.requires_grad),  # meta-learned ones
@@ -139,9 +186,33 @@ def compare(
         atomic_write_text(run / ROW_CACHE, json.dumps({"key": _row_key(run, record, episodes), "row": row}, indent=1))
         rows.append(row)
     _write(out, bench.name, bench.metric, rows)
-    metric_vs_time([r for r in rows if r.get("mean") is not None], out / "compare.png",
-                   metric=bench.metric, title=bench.name)
+    plotted = [r for r in rows if r.get("mean") is not None]
+    missing = [f"{r['algo']} ({_why_missing(r)})" for r in rows if r.get("mean") is None]
+    metric_vs_time(plotted, out / "compare.png", metric=bench.metric, title=bench.name,
+                   footnote="not plotted: " + "; ".join(missing) if missing else "")
     return rows
+
+
+def choose_steps(summary: dict[str, dict[str, float | None]], steps: int, higher_is_better: bool
+                 ) -> tuple[int, str]:
+    """The step count to report: the run's own (``test_inner_steps``) when its metric is finite; else the best
+    step count with a finite metric, and a note saying so (Meta-SGD's learned step sizes, say, may diverge over
+    more steps than it was meta-trained for). ``(steps, "")`` when every step count diverged."""
+    if summary[str(steps)]["mean"] is not None:
+        return steps, ""
+    finite = {int(s): v["mean"] for s, v in summary.items() if v["mean"] is not None}
+    tried = ", ".join(summary)
+    if not finite:
+        return steps, f"diverged at every step count tried ({tried})"
+    pick = max if higher_is_better else min
+    best = pick(finite, key=lambda s: finite[s])
+    return best, f"diverged at its {steps} test steps; best finite of {tried}: {best}"
+
+
+def _why_missing(row: dict[str, Any]) -> str:
+    if "error" in row:
+        return f"failed: {row['error']}"
+    return row.get("note") or "diverged"
 
 
 #: A run's evaluated row, reused while its checkpoint, its config and the requested episodes are the same.
@@ -158,8 +229,12 @@ def config_digest(run: Path) -> str:
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
 
 
+#: Bumped when a row's fields change, so that rows cached by an older metaloop are evaluated again.
+ROW_FORMAT = 2
+
+
 def _row_key(run: Path, record: dict[str, Any], episodes: int | None) -> list[Any]:
-    return [record.get("sha256"), config_digest(run), episodes]
+    return [record.get("sha256"), config_digest(run), episodes, ROW_FORMAT]
 
 
 def _cached_row(run: Path, record: dict[str, Any], episodes: int | None) -> dict[str, Any] | None:
@@ -190,7 +265,9 @@ def format_markdown(benchmark: str, metric: str, rows: list[dict[str, Any]]) -> 
         if "error" in r:
             lines.append(f"| {r['algo']} | failed: {r['error'].replace('|', '/')} | | | | | | | |")
             continue
-        value = "diverged" if r["mean"] is None else f"{r['mean']:.3f} ± {r['ci95']:.3f}"
+        value = r.get("note") or "diverged" if r["mean"] is None else f"{r['mean']:.3f} ± {r['ci95']:.3f}"
+        if r["mean"] is not None and r.get("note"):
+            value += f" ({r['note']})"
         lines.append(
             f"| {r['algo']} | {value} | {r['steps']} | {_duration(r['train_seconds'])} | {r['iterations']} "
             f"| {r['latency_ms']:.1f} ms | {_fmt(r['peak_rss_mb'], '.0f', 'MB')} | {_fmt(r['peak_cuda_mb'], '.0f', 'MB')} "
@@ -201,7 +278,7 @@ def format_markdown(benchmark: str, metric: str, rows: list[dict[str, Any]]) -> 
 
 def _write(out: Path, benchmark: str, metric: str, rows: list[dict[str, Any]]) -> None:
     fields = ["algo", "metric", "mean", "ci95", "episodes", "steps", "iterations", "train_seconds", "latency_ms",
-              "peak_rss_mb", "peak_cuda_mb", "parameters", "error", "run"]
+              "peak_rss_mb", "peak_cuda_mb", "parameters", "note", "error", "run"]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()

@@ -215,3 +215,14 @@ def resolve(
                 raise MetaloopError(f"{source}: unknown option '{key}' (see `metaloop list --options`)")
             config[key] = options[key].coerce(value, source)
     return config
+
+
+def trained_options(cfg: Mapping[str, Any], options: Mapping[str, Option]) -> dict[str, Any]:
+    """What identifies a trained model: the algorithm, the benchmark and each option of stage ``train`` that
+    differs from its default (so an option added to metaloop after a run was trained leaves it unchanged)."""
+    out = {key: cfg[key] for key in ("algo", "benchmark") if key in cfg}
+    for key, value in cfg.items():
+        opt = options.get(key)
+        if opt is not None and opt.stage == "train" and value != opt.default:
+            out[key] = value
+    return out

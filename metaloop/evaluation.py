@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,9 +22,10 @@ from tqdm.auto import tqdm
 from metaloop.algorithms.base import MetaLearner
 from metaloop.benchmarks import Benchmark, build_learner, check_device, get_benchmark
 from metaloop.checkpoint import atomic_write_text, load_checkpoint
-from metaloop.config import MAX_EPISODES, MAX_STEPS, WHY_EPISODES, WHY_STEPS, resolve
+from metaloop.config import MAX_EPISODES, MAX_STEPS, WHY_EPISODES, WHY_STEPS, resolve, trained_options
 from metaloop.errors import MetaloopError
-from metaloop.training import read_config
+from metaloop.plots import adaptation_curve
+from metaloop.training import CONFIG, read_config
 
 EVAL = "eval.json"
 
@@ -188,11 +190,35 @@ def load_learner(run_dir: str | Path, *, device: str | None = None,
         cfg["device"] = device
     check_device(cfg["device"])
     learner, bench = build_learner(cfg)
-    record = load_checkpoint(Path(run_dir), learner)
+    run = trained_options({"algo": stored["algo"], "benchmark": stored["benchmark"], **known}, options)
+    record = load_checkpoint(Path(run_dir), learner, run=run, where=f"config file '{Path(run_dir) / CONFIG}'")
     cfg["checkpoint_iteration"] = record["iteration"]
     cfg["train_seconds"] = record.get("elapsed_seconds")
     learner.eval()
     return learner, bench, cfg
+
+
+def result_name(run_cfg: Mapping[str, Any], options: Mapping[str, Any], *, episodes: int, steps: Sequence[int],
+                overrides: Mapping[str, Any]) -> str:
+    """The file of a run's evaluation: ``eval.json`` at the run's own settings (its ``eval_episodes``,
+    ``eval_steps`` and test-time options), else a name that lists what differs, e.g.
+    ``eval-episodes=5.json`` or ``eval-test_inner_lr=0.005_steps=0,20.json``: no result replaces another
+    one taken at other settings. Options of stage ``place`` (device, data root) do not change a result."""
+    parts = []
+    if episodes != run_cfg.get("eval_episodes"):
+        parts.append(f"episodes={episodes}")
+    if list(steps) != list(run_cfg.get("eval_steps", [])):
+        parts.append("steps=" + ",".join(str(s) for s in steps))
+    for key in sorted(overrides):
+        opt = options.get(key)
+        if key in ("eval_episodes", "eval_steps") or (opt is not None and opt.stage == "place"):
+            continue
+        if overrides[key] != run_cfg.get(key):
+            value = overrides[key]
+            parts.append(f"{key}=" + (",".join(map(str, value)) if isinstance(value, list) else str(value)))
+    if not parts:
+        return EVAL
+    return "eval-" + re.sub(r"[^A-Za-z0-9_.,=+-]", "_", "_".join(parts)) + ".json"
 
 
 def evaluate(
@@ -204,11 +230,13 @@ def evaluate(
     progress: bool = False,
     overrides: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Evaluate a run directory's last checkpoint; write ``eval.json`` and plots; return the result.
+    """Evaluate a run directory's last checkpoint; write the result and plots; return the result.
 
     ``episodes`` and ``steps`` default to the run's ``eval_episodes`` and ``eval_steps``; ``overrides``
     changes test-time options (:attr:`~metaloop.config.Option.testable`, e.g. ``test_inner_lr``), which the
-    result records under ``"settings"``.
+    result records under ``"settings"``. The result goes to ``eval.json`` at the run's own settings and to
+    a file named by the settings otherwise (:func:`result_name`; ``result["file"]``), so a quick check never
+    replaces a full evaluation.
     """
     run_dir = Path(run_dir)
     learner, bench, cfg = load_learner(run_dir, overrides=overrides)
@@ -219,10 +247,10 @@ def evaluate(
     result["train_seconds"] = cfg["train_seconds"]
     if overrides:
         result["settings"] = {k: cfg[k] for k in overrides}
-    atomic_write_text(run_dir / EVAL, json.dumps(result, indent=1))
+    result["file"] = result_name(read_config(run_dir), bench.all_options(), episodes=episodes, steps=steps,
+                                 overrides=overrides or {})
+    atomic_write_text(run_dir / result["file"], json.dumps(result, indent=1))
     if plots:
-        from metaloop.plots import adaptation_curve
-
         (run_dir / "plots").mkdir(exist_ok=True)
         adaptation_curve({cfg["algo"]: result}, run_dir / "plots" / "adaptation_curve.png", metric=bench.metric)
         if bench.plot is not None:

@@ -88,9 +88,13 @@ def sinusoid_predictions(learner: "MetaLearner", cfg: dict[str, Any], path: Path
     return _save(fig, path)
 
 
-def metric_vs_time(rows: list[dict[str, Any]], path: Path, *, metric: str, title: str = "") -> Path:
-    """Each algorithm's metric (mean ± 95% CI) against its meta-training wall time."""
+def metric_vs_time(rows: list[dict[str, Any]], path: Path, *, metric: str, title: str = "",
+                   footnote: str = "") -> Path:
+    """Each algorithm's metric (mean ± 95% CI) against its meta-training wall time; ``footnote`` under the
+    axes (which algorithms are missing, and why)."""
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    if footnote:
+        fig.text(0.01, -0.02, footnote, fontsize=7, va="top", wrap=True)
     for r in rows:
         minutes = r["train_seconds"] / 60
         ax.errorbar([minutes], [r["mean"]], yerr=[r["ci95"]], marker="o", capsize=3, label=r["algo"])

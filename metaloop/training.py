@@ -21,6 +21,7 @@ import resource
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,7 +33,10 @@ from tqdm.auto import tqdm
 
 from metaloop.benchmarks import build_learner, get_benchmark, resolve_config
 from metaloop.checkpoint import atomic_write_text, has_checkpoint, load_checkpoint, save_checkpoint
-from metaloop.errors import MetaloopError
+from metaloop.config import trained_options
+from metaloop.errors import MetaloopError, MetaloopWarning
+from metaloop.locking import LOCK, RunLock
+from metaloop.plots import training_curve
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -54,18 +58,36 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
     return cfg
 
 
+#: What a run directory holds before its first checkpoint: a folder with only these may be trained again.
+_BEFORE_CHECKPOINT = frozenset({CONFIG, METRICS, "plots", LOCK})
+
+
+def _restartable(out: Path) -> bool:
+    """A run that stopped before its first checkpoint (diverged, interrupted): nothing in it is worth keeping."""
+    names = {p.name for p in out.iterdir()}
+    plots = out / "plots"
+    return (CONFIG in names and not has_checkpoint(out) and names <= _BEFORE_CHECKPOINT
+            and (not plots.is_dir() or all(p.suffix == ".png" for p in plots.iterdir())))
+
+
 def _check_run_dir(out: Path, cfg: Mapping[str, Any], resume: bool) -> dict[str, Any] | None:
-    """Refuse to overwrite another run; return the stored config when resuming."""
+    """Refuse to overwrite another run; return the stored config when resuming one with a checkpoint.
+
+    A folder whose run stopped before its first checkpoint is started again, by ``train`` or ``--resume``,
+    with the new options (with a warning): it holds nothing to lose.
+    """
     if out.exists() and not out.is_dir():
         raise MetaloopError(f"--out '{out}' exists and is not a directory")
-    occupied = out.is_dir() and any(out.iterdir())
-    if not resume:
-        if occupied:
-            what = "a metaloop run" if (out / CONFIG).exists() else "files"
-            raise MetaloopError(f"RUN_DIR '{out}' already holds {what}; use --resume or another --out")
-        return None
+    occupied = out.is_dir() and any(p.name != LOCK for p in out.iterdir())
     if not occupied:
-        return None  # nothing to resume: start fresh
+        return None
+    if _restartable(out):
+        warnings.warn(f"RUN_DIR '{out}' holds a run that stopped before its first checkpoint; starting again",
+                      MetaloopWarning, stacklevel=3)
+        return None
+    if not resume:
+        what = "a metaloop run" if (out / CONFIG).exists() else "files"
+        raise MetaloopError(f"RUN_DIR '{out}' already holds {what}; use --resume or another --out")
     stored = read_config(out)
     options = get_benchmark(cfg["benchmark"]).all_options()
     defaults = {k: o.default for k, o in options.items()}
@@ -136,6 +158,16 @@ def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during ``train``; its message says what the run directory holds now."""
+
+
+def _kept(out: Path, iteration: int | None) -> str:
+    if iteration is None:
+        return f"no checkpoint was written, so a new `metaloop train --out {out}` may reuse the folder"
+    return f"the checkpoint at iteration {iteration} in '{out}' is intact: continue with --resume"
+
+
 def train(
     algo: str | None,
     benchmark: str | None,
@@ -151,23 +183,48 @@ def train(
     ``overrides`` is a mapping of options or ``key=value`` strings. With ``resume=True`` an existing
     run continues from its last checkpoint (its options must match, except those that do not change
     the result, such as ``iterations`` and ``device``); an empty or missing ``out``, or a run that stopped
-    before its first checkpoint, starts from the beginning.
+    before its first checkpoint, starts from the beginning. The folder is locked while training
+    (:mod:`metaloop.locking`): a second trainer of the same folder is refused.
     """
     out = Path(out)
     cfg = resolve_config(algo, benchmark, config_file=config_file, overrides=overrides)
+    existed = out.exists()
+    saved: list[int] = []  # iterations checkpointed so far (by this call or before it)
+    try:
+        with RunLock(out):
+            return _train(cfg, out, resume, progress, saved)
+    except TrainingInterrupted:
+        raise
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(f"interrupted; {_kept(out, saved[-1] if saved else None)}") from None
+    finally:
+        if not existed and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # refused before anything was written: leave no empty folder behind
+
+
+def _train(cfg: dict[str, Any], out: Path, resume: bool, progress: bool, saved: list[int]) -> Path:
     stored = _check_run_dir(out, cfg, resume)
     learner, bench = build_learner(cfg)
+    options = bench.all_options()
+    run = trained_options(cfg, options)
     tasks = bench.train_tasks(cfg)  # data errors surface before anything is written
+    bench.check_splits(cfg)  # warns when test classes or examples are also training ones (the user's data)
+    try:
+        bench.test_tasks(cfg)  # and those of the test split, which evaluation needs after training
+    except MetaloopError as exc:
+        raise MetaloopError(f"the test split: {exc} (test tasks take shots + eval_queries examples per class; "
+                            "eval_queries may be lowered, also later with `metaloop eval --set`)") from None
     optimizer = learner.make_optimizer(cfg["outer_lr"])
     start, elapsed, window, record = 0, 0.0, list[float](), {}
     if stored is not None and has_checkpoint(out):
-        record = load_checkpoint(out, learner, optimizer)
+        record = load_checkpoint(out, learner, optimizer, run=run, where=f"--resume of '{out}'")
         start, elapsed = int(record["iteration"]), float(record["elapsed_seconds"])
+        saved.append(start)
         window = [float(v) for v in record.get("loss_window", [])]  # losses not yet in the log
         if start > cfg["iterations"]:  # checked before anything in RUN_DIR is rewritten
             raise MetaloopError(f"option 'iterations': {cfg['iterations']} is below the checkpoint's {start}")
         _trim_metrics(out / METRICS, start)
-    elif stored is not None:  # stopped before its first checkpoint: nothing to keep, start again
+    else:  # a fresh run, or one that stopped before its first checkpoint: nothing to keep
         _trim_metrics(out / METRICS, 0)
     out.mkdir(parents=True, exist_ok=True)
     (out / "plots").mkdir(exist_ok=True)
@@ -183,7 +240,8 @@ def train(
     def checkpoint() -> None:
         save_checkpoint(out, learner, optimizer, iteration=iteration, elapsed=time.perf_counter() - t0,
                         extra={"algo": cfg["algo"], "benchmark": cfg["benchmark"], "loss_window": window,
-                               **peak_memory(device, previous=record)})
+                               **peak_memory(device, previous=record)}, run=run)
+        saved.append(iteration)
 
     budget = cfg["time_budget"]
     if budget is not None and elapsed >= budget:
@@ -194,10 +252,8 @@ def train(
             learner.before_step(optimizer, iteration, n_iter)
             loss = learner.meta_step(batch, optimizer)
             if not math.isfinite(loss):
-                raise MetaloopError(
-                    f"meta-training diverged: loss is {loss} at iteration {iteration + 1}; lower outer_lr or "
-                    f"inner_lr (the last checkpoint in '{out}' is intact)"
-                )
+                raise MetaloopError(f"meta-training diverged: loss is {loss} at iteration {iteration + 1}; lower "
+                                    f"outer_lr or inner_lr ({_kept(out, saved[-1] if saved else None)})")
             window.append(loss)
             iteration += 1
             bar.update(1)
@@ -215,8 +271,6 @@ def train(
                 break
             if interrupted():
                 checkpoint()
-                raise KeyboardInterrupt
-    from metaloop.plots import training_curve
-
+                raise TrainingInterrupted(f"interrupted; {_kept(out, iteration)}")
     training_curve(out / METRICS, out / "plots" / "training_curve.png", title=f"{cfg['algo']} on {cfg['benchmark']}")
     return out

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -12,10 +15,10 @@ import torch
 from PIL import Image
 
 import metaloop
-from metaloop.adaptation import Adapter
+from metaloop.adaptation import Adapter, adapt_files
 from metaloop.cli import main
 from metaloop.data import data_root
-from metaloop.errors import MetaloopError
+from metaloop.errors import MetaloopError, MetaloopWarning
 
 TEXT_SETS = {"iterations": 1, "meta_batch_size": 1, "queries": 2, "eval_episodes": 1, "log_every": 1,
              "checkpoint_every": 1}
@@ -157,6 +160,80 @@ def test_adapter_fit_errors(proto_run):
         adapter.fit(["x y"], ["b", "a"])
 
 
+# ---------------------------------------------------------------------------------- many queries, bounded memory
+
+
+def test_predict_proba_in_batches_equals_one_batch(proto_run, monkeypatch):
+    """Queries are encoded and predicted predict_batch at a time, with the probabilities of one batch."""
+    adapter = Adapter(proto_run).fit([t for t, _ in SUPPORT], [label for _, label in SUPPORT])
+    queries = QUERIES + ["cancel my card", "weather today", "set alarm", "order pizza for dinner"]
+    one = adapter.predict_proba(queries)
+    sizes: list[int] = []
+    encode = adapter._encode
+    monkeypatch.setattr(adapter, "_encode", lambda values, *a: sizes.append(len(values)) or encode(values, *a))
+    adapter.predict_batch = 3
+    batched = adapter.predict_proba(queries)
+    assert sizes == [3, 3, 1] and batched.shape == (7, 3)
+    torch.testing.assert_close(batched, one, rtol=1e-5, atol=1e-6)  # float32: the same up to rounding
+    assert [label for label, _ in adapter.predict(queries[:3])] == EXPECTED
+
+
+def test_predict_proba_keeps_transductive_batchnorm_queries_together(omniglot_run, tmp_path, monkeypatch):
+    """Transductive BatchNorm normalizes with the statistics of the query set: one batch, whatever predict_batch."""
+    rng = np.random.default_rng(2)
+    paths = []
+    for k in range(4):
+        picture = np.full((28, 28), 255, dtype=np.uint8)
+        picture[rng.random((28, 28)) < 0.25] = 0
+        Image.fromarray(picture).save(tmp_path / f"{k}.png")
+        paths.append(f"{k}.png")
+    adapter = Adapter(omniglot_run).fit(paths[:2], ["a", "b"], base_dir=tmp_path)
+    assert adapter.learner.fmodel.has_batch_norm and adapter.learner.fmodel.bn_mode == "transductive"
+    one = adapter.predict_proba(paths, base_dir=tmp_path)
+    sizes: list[int] = []
+    encode = adapter._encode
+    monkeypatch.setattr(adapter, "_encode", lambda values, *a: sizes.append(len(values)) or encode(values, *a))
+    adapter.predict_batch = 1
+    torch.testing.assert_close(adapter.predict_proba(paths, base_dir=tmp_path), one)
+    assert sizes == [4]
+
+
+#: Run in a fresh process: adapt to 77 labels × 10 shots, predict N queries, print the peak RSS in KiB. That is
+#: VmHWM, the high-water mark of the process's own memory since exec; not getrusage's ru_maxrss, which starts
+#: at the RSS of the parent that forked it (pytest's, hundreds of MB, enough to hide the growth).
+PEAK_RSS = """
+import sys
+import torch
+torch.set_num_threads(1)
+from metaloop.adaptation import Adapter
+words = "book flight rome paris fly cancel card bank balance transfer money weather today tomorrow rain".split()
+def text(i):
+    return f"{words[i % 15]} {words[i // 15 % 15]} {words[i // 225 % 15]} {i}"
+adapter = Adapter(sys.argv[1]).fit([text(i) for i in range(770)], [f"label{i % 77}" for i in range(770)])
+probs = adapter.predict_proba([text(i + 7) for i in range(int(sys.argv[2]))])
+assert probs.shape == (int(sys.argv[2]), 77)
+with open("/proc/self/status") as f:
+    print(next(line.split()[1] for line in f if line.startswith("VmHWM:")))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak RSS (VmHWM) from /proc/self/status")
+def test_predict_memory_does_not_grow_with_queries(proto_run, text_cache):
+    """Issue 20: the peak RSS at 5,000 queries is within 1.5× of that at 100, for a ProtoNet adapted to 77
+    labels × 10 shots (before: the queries went in one batch and predict built a [queries, 770, d] tensor;
+    with the tiny encoder 2.2×, with MiniLM 0.94 GB at 10 queries and 12.4 GB at 5,000)."""
+    env = {**os.environ, "METALOOP_CACHE": str(text_cache)}
+    runs = {n: subprocess.Popen([sys.executable, "-c", PEAK_RSS, str(proto_run), str(n)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in (100, 5000)}
+    peak = {}
+    for n, proc in runs.items():
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-2000:]
+        peak[n] = int(out.split()[-1])
+    assert peak[5000] <= 1.5 * peak[100], f"peak RSS {peak[100] / 1024:.0f} MiB at 100 queries, " \
+                                          f"{peak[5000] / 1024:.0f} MiB at 5000"
+
+
 # ----------------------------------------------------------------------------------------- the command
 
 
@@ -287,3 +364,88 @@ def test_adapt_image_run(omniglot_run, tmp_path, capsys):
     missing = write_csv(tmp_path / "missing.csv", [*rows, ("img/none.png", "line")], fields=("path", "label"))
     assert_one_line_error(cli(capsys, omniglot_run, "--support", missing, "--query", query),
                           "none.png does not exist")
+
+
+# ------------------------------------------------------------------------------- queries that are support examples
+
+
+def test_adapt_warns_when_queries_are_support_texts(proto_run, tmp_path, capsys):
+    """A query that is also a support text (case and spacing aside) is answered by the support label: the
+    command warns on one line, counting them, and still predicts."""
+    support = write_csv(tmp_path / "support.csv", SUPPORT)
+    query = write_csv(tmp_path / "query.csv", [["Book a flight  to rome"], ["play music"], ["fly me to london"]],
+                      fields=("text",))
+    code, out, err = cli(capsys, proto_run, "--support", support, "--query", query)
+    assert code == 0, err
+    assert err == (f"metaloop: warning: {query}: 2 of the 3 queries are also in the support file {support} "
+                   "(compared ignoring case and spacing): their predictions are not a test of the model\n")
+    assert len(out.splitlines()) == 4
+    with pytest.warns(MetaloopWarning, match=r"2 of the 3 queries are also in the support file"):
+        adapt_files(proto_run, support, query)
+    distinct = write_csv(tmp_path / "distinct.csv", [[q] for q in QUERIES], fields=("text",))
+    code, out, err = cli(capsys, proto_run, "--support", support, "--query", distinct)
+    assert code == 0 and err == ""
+
+
+def test_adapt_warns_when_query_images_are_support_images(omniglot_run, tmp_path, capsys):
+    """Image queries are compared by file content: the same file by another path, or a copy, counts."""
+    rng = np.random.default_rng(1)
+    (tmp_path / "img").mkdir()
+    (tmp_path / "q").mkdir()
+    rows = []
+    for label in ("a", "b"):
+        for k in range(2):
+            Image.fromarray(rng.integers(0, 255, (30, 30), dtype=np.uint8)).save(tmp_path / "img" / f"{label}{k}.png")
+            rows.append((f"img/{label}{k}.png", label))
+    (tmp_path / "q" / "copy.png").write_bytes((tmp_path / "img" / "b1.png").read_bytes())
+    Image.fromarray(rng.integers(0, 255, (30, 30), dtype=np.uint8)).save(tmp_path / "q" / "new.png")
+    support = write_csv(tmp_path / "support.csv", rows, fields=("path", "label"))
+    query = write_csv(tmp_path / "q" / "query.csv", [["../img/a0.png"], ["copy.png"], ["new.png"]], fields=("path",))
+    code, _, err = cli(capsys, omniglot_run, "--support", support, "--query", query)
+    assert code == 0, err
+    assert err == (f"metaloop: warning: {query}: 2 of the 3 queries are also in the support file {support} "
+                   "(identical files): their predictions are not a test of the model\n")
+
+
+def test_adapt_out_never_replaces_an_input_or_a_run_file(proto_run, tmp_path, capsys):
+    """--out may not be the support or query file, nor a file inside a run directory, and replaces an
+    existing file only with --force; what was refused is unchanged."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(proto_run, run)
+    support = write_csv(tmp_path / "support.csv", SUPPORT)
+    query = write_csv(tmp_path / "query.csv", [[q] for q in QUERIES], fields=("text",))
+    kept = {p: p.read_bytes() for p in [support, query, run / "metrics.jsonl", run / "config.yaml"]}
+    args = [run, "--support", support, "--query", query, "--out"]
+    assert_one_line_error(cli(capsys, *args, support), "that is the support file")
+    assert_one_line_error(cli(capsys, *args, tmp_path / "." / "query.csv", "--force"), "that is the query file")
+    assert_one_line_error(cli(capsys, *args, run / "metrics.jsonl", "--force"), "inside the run directory")
+    assert_one_line_error(cli(capsys, *args, run / "plots" / "p.csv"), "inside the run directory")
+    assert all(p.read_bytes() == data for p, data in kept.items())
+    out = tmp_path / "p.csv"
+    assert cli(capsys, *args, out)[0] == 0
+    first = out.read_bytes()
+    out.write_text("mine\n")
+    assert_one_line_error(cli(capsys, *args, out), "the file exists; --force replaces it")
+    assert out.read_text() == "mine\n"
+    assert cli(capsys, *args, out, "--force")[0] == 0 and out.read_bytes() == first
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_adapt_a_gpu_run_on_the_cpu(proto_run, tmp_path, capsys):
+    """A run trained with device=cuda adapts on a CPU-only machine with --device cpu (and says so when not)."""
+    import shutil
+
+    import yaml
+
+    run = tmp_path / "run"
+    shutil.copytree(proto_run, run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**cfg, "device": "cuda"}, sort_keys=False))
+    support = write_csv(tmp_path / "support.csv", SUPPORT)
+    query = write_csv(tmp_path / "query.csv", [[q] for q in QUERIES], fields=("text",))
+    assert_one_line_error(cli(capsys, run, "--support", support, "--query", query), "--device cpu")
+    code, out, err = cli(capsys, run, "--support", support, "--query", query, "--device", "cpu")
+    assert code == 0, err
+    assert [r["prediction"] for r in csv.DictReader(out.splitlines())] == EXPECTED

@@ -135,3 +135,82 @@ def test_orphaned_tensor_files_are_removed_by_the_next_save(tmp_path):
     (tmp_path / "checkpoint-7.safetensors").write_bytes(b"orphan")
     save_checkpoint(tmp_path, learner, opt, iteration=8, elapsed=0.0)
     assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == ["checkpoint-8.safetensors"]
+
+
+@pytest.mark.parametrize(("field", "value", "needle"), [
+    ("iteration", -5, "field 'iteration' must be an integer ≥ 0, got -5"),
+    ("iteration", 2.5, "field 'iteration'"),
+    ("iteration", "20", "field 'iteration'"),
+    ("elapsed_seconds", None, "field 'elapsed_seconds'"),
+    ("elapsed_seconds", -1.0, "field 'elapsed_seconds'"),
+    ("file", "../../elsewhere.safetensors", "field 'file'"),
+    ("sha256", "abc", "field 'sha256'"),
+    ("loss_window", ["x"], "field 'loss_window'"),
+])
+def test_a_damaged_checkpoint_record_is_refused_naming_the_field(tmp_path: Path, field, value, needle):
+    """checkpoint.json is checked field by field (a missing field reads as null) before anything trusts it."""
+    learner, opt, _ = make()
+    save_checkpoint(tmp_path, learner, opt, iteration=20, elapsed=1.0)
+    record = json.loads((tmp_path / "checkpoint.json").read_text())
+    if value is None:
+        del record[field]
+    else:
+        record[field] = value
+    (tmp_path / "checkpoint.json").write_text(json.dumps(record))
+    with pytest.raises(MetaloopError, match=needle.replace("(", r"\(")):
+        load_checkpoint(tmp_path, learner, opt)
+
+
+def test_the_record_is_checked_against_the_tensors_file(tmp_path: Path):
+    """The tensors file carries its own iteration and the digest of the run it was trained as: an edited
+    iteration (with the file renamed to match) or an edited 'run' in checkpoint.json is refused, and so is a
+    config that differs from the run the checkpoint was trained with, naming the option."""
+    from metaloop.checkpoint import _sha256
+
+    learner, opt, _ = make()
+    run = {"algo": "maml", "benchmark": "sinusoid", "hidden": [8]}
+    save_checkpoint(tmp_path, learner, opt, iteration=20, elapsed=1.0, run=run)
+    load_checkpoint(tmp_path, learner, opt, run=run)
+    with pytest.raises(MetaloopError, match=r"config.yaml: option 'algo' is 'protonet' there, but the checkpoint "
+                                            r"was trained with 'maml'"):
+        load_checkpoint(tmp_path, learner, opt, run={**run, "algo": "protonet"})
+    record = json.loads((tmp_path / "checkpoint.json").read_text())
+    (tmp_path / "checkpoint.json").write_text(json.dumps({**record, "run": {**run, "algo": "protonet"}}))
+    with pytest.raises(MetaloopError, match="'run' is not the one"):
+        load_checkpoint(tmp_path, learner, opt)
+    (tmp_path / "checkpoint-20.safetensors").rename(tmp_path / "checkpoint-5.safetensors")
+    record.update(iteration=5, file="checkpoint-5.safetensors", sha256=_sha256(tmp_path / "checkpoint-5.safetensors"))
+    (tmp_path / "checkpoint.json").write_text(json.dumps(record))
+    with pytest.raises(MetaloopError, match="iteration 5, but checkpoint-5.safetensors holds iteration 20"):
+        load_checkpoint(tmp_path, learner, opt)
+
+
+def test_a_save_never_deletes_a_later_checkpoint(tmp_path: Path):
+    """Only the checkpoint a save replaces (and earlier orphans) are removed: a tensors file of a later
+    iteration than the new one stays (it may be all that is left of a run whose record was damaged)."""
+    learner, opt, _ = make()
+    save_checkpoint(tmp_path, learner, opt, iteration=20, elapsed=1.0)
+    save_checkpoint(tmp_path, learner, opt, iteration=5, elapsed=1.0)
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == [
+        "checkpoint-20.safetensors", "checkpoint-5.safetensors"]
+
+
+def test_written_files_get_the_users_usual_mode(tmp_path: Path):
+    """Atomic writes go through a private temp file; the result has the mode a plain open would give
+    (0666 less the umask), not mkstemp's 0600."""
+    import os
+
+    from metaloop.checkpoint import atomic_write_text
+
+    learner, opt, _ = make()
+    previous = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        path = save_checkpoint(tmp_path, learner, opt, iteration=1, elapsed=0.0)
+        os.umask(0o077)
+        atomic_write_text(tmp_path / "b.txt", "x")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert path.stat().st_mode & 0o777 == 0o644 and (tmp_path / "checkpoint.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o600

@@ -125,7 +125,8 @@ def test_config_file_is_read_and_set_overrides_it(tmp_path: Path, capsys):
 
 # ------------------------------------------------------------------------------------------------ eval, list
 def test_eval_json_prints_one_object(run: Path, capsys):
-    """eval --json prints exactly one JSON object with the requested steps, and writes eval.json and plots."""
+    """eval --json prints exactly one JSON object with the requested steps, and writes it, named by the
+    settings that differ from the run's own (here the steps), and plots."""
     code, out, err = cli(capsys, "eval", run, "--json", "--episodes", "20", "--steps", "0,1")
     assert code == 0, err
     assert out.count("\n") == 1
@@ -135,7 +136,8 @@ def test_eval_json_prints_one_object(run: Path, capsys):
     assert set(result["steps"]) == {"0", "1"}
     for entry in result["steps"].values():
         assert set(entry) == {"mean", "ci95"} and entry["mean"] > 0 and entry["ci95"] > 0
-    assert json.loads((run / "eval.json").read_text()) == result
+    assert result["file"] == "eval-steps=0,1.json" and not (run / "eval.json").exists()
+    assert json.loads((run / result["file"]).read_text()) == result
     for name in ("adaptation_curve.png", "predictions.png"):
         assert (run / "plots" / name).read_bytes().startswith(PNG)
 
@@ -149,6 +151,38 @@ def test_eval_prints_a_table(run: Path, capsys):
     assert [f"mse after {s} steps" in head for s in (0, 1, 5, 10)] == [True] * 4
     assert any(line.startswith("| maml | ") for line in lines)
     assert (run / "eval.json").exists() and (run / "plots" / "adaptation_curve.png").exists()
+
+
+def test_eval_keeps_each_result_under_its_settings(run: Path, capsys):
+    """A quick check at other settings never replaces the run's own result: eval.json holds the evaluation
+    at the run's settings, and others get a file named by what differs."""
+    code, out, err = cli(capsys, "eval", run, "--json", "--no-plots")
+    assert code == 0, err
+    full = json.loads(out)
+    assert full["file"] == "eval.json" and full["episodes"] == 20
+    code, out, err = cli(capsys, "eval", run, "--json", "--no-plots", "--episodes", "5")
+    assert code == 0, err
+    quick = json.loads(out)
+    assert quick["file"] == "eval-episodes=5.json" and quick["episodes"] == 5
+    assert json.loads((run / "eval.json").read_text()) == full
+    code, out, err = cli(capsys, "eval", run, "--json", "--no-plots", "--set", "test_inner_lr=0.005",
+                         "--set", "eval_queries=7", "--set", "device=cpu")
+    assert code == 0, err
+    assert json.loads(out)["file"] == "eval-eval_queries=7_test_inner_lr=0.005.json"  # device: no change
+    code, out, err = cli(capsys, "eval", run, "--no-plots")
+    assert code == 0 and f"result in {run / 'eval.json'}" in out
+
+
+def test_list_options_names_every_benchmarks_options(capsys):
+    """`list --options` includes the options of the user's own data (images:PATH, text:FILE), says which
+    benchmarks take each, and gives the upper bounds."""
+    code, out, _ = cli(capsys, "list", "--options")
+    assert code == 0
+    lines = {line.split()[1]: line for line in out.splitlines() if line.startswith("option ")}
+    for name in ("image_size", "channels", "path_column", "text_column", "split_column", "train_sources"):
+        assert name in lines, name
+    assert "images:" in lines["image_size"] and "default 84" in lines["image_size"]
+    assert "at most 1e+08" in lines["iterations"]
 
 
 def test_list_names_algorithms_and_benchmarks(capsys):
@@ -198,6 +232,13 @@ BAD_OPTIONS = [
     pytest.param(dict(sets=["inner_lr=-0.01"]), "inner_lr", id="inner-lr-negative"),
     pytest.param(dict(sets=["outer_lr=0"]), "outer_lr", id="outer-lr-zero"),
     pytest.param(dict(sets=["shots=0"]), "shots", id="shots-zero"),
+    pytest.param(dict(sets=["inner_lr=inf"]), "finite", id="inner-lr-infinite"),
+    pytest.param(dict(sets=["outer_lr=.nan"]), "finite", id="outer-lr-nan"),
+    pytest.param(dict(sets=["iterations=1000000000000"]), "at most", id="iterations-unbounded"),
+    pytest.param(dict(sets=["meta_batch_size=1000000000"]), "at most", id="meta-batch-unbounded"),
+    pytest.param(dict(sets=["inner_steps=1000000000"]), "at most", id="inner-steps-unbounded"),
+    pytest.param(dict(sets=["time_budget=1e12"]), "at most", id="time-budget-unbounded"),
+    pytest.param(dict(sets=["hidden=[1000000,1000000]"]), "hidden", id="model-beyond-memory"),
     pytest.param(dict(sets=["device=cuda"]), "cuda", id="cuda-unavailable",
                  marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")),
 ]
@@ -258,6 +299,10 @@ def _garbage_pointer(run: Path) -> Path:
     pytest.param(None, ["--steps", "-1"], "--steps", id="negative-step"),
     pytest.param(None, ["--steps", "a,b"], "--steps", id="non-integer-steps"),
     pytest.param(None, ["--episodes", "0"], "--episodes", id="zero-episodes"),
+    pytest.param(None, ["--episodes", "1000000000000"], "at most", id="episodes-unbounded"),
+    pytest.param(None, ["--steps", "0,1000000000"], "at most", id="steps-unbounded"),
+    pytest.param(None, ["--set", "inner_lr=0.5"], "changes what is trained", id="set-a-training-option"),
+    pytest.param(None, ["--set", "test_inner_lr=inf"], "finite", id="set-infinite"),
     pytest.param(_no_checkpoint, [], "no checkpoint", id="no-checkpoint"),
     pytest.param(lambda run: run / "missing", [], "does not exist", id="missing-dir"),
     pytest.param(_flip_tensor_bytes, [], "sha256", id="corrupt-tensors"),

@@ -2,11 +2,17 @@
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from metaloop.cli import main
-from metaloop.comparison import compare, parse_budget
+from metaloop.comparison import choose_steps, compare, parse_budget
 from metaloop.errors import MetaloopError
 
 TINY = ["hidden=[8]", "meta_batch_size=4", "log_every=5", "checkpoint_every=10"]
@@ -21,7 +27,7 @@ def test_parse_budget(text, expected):
     assert parse_budget(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "abc", "0", "-5", "1.5it", "10d"])
+@pytest.mark.parametrize("text", ["", "abc", "0", "-5", "1.5it", "10d", "1000000000000", "1000000h"])
 def test_bad_budget(text):
     """A malformed budget names --budget."""
     with pytest.raises(MetaloopError, match="--budget"):
@@ -103,3 +109,70 @@ def test_bad_compare_input_exits_2_and_trains_nothing(tmp_path, capsys, args):
     code = main(["compare", "--benchmark", "sinusoid", "--out", str(tmp_path / "c"), *args])
     assert code == 2 and len(capsys.readouterr().err.strip().splitlines()) == 1
     assert not (tmp_path / "c").exists()
+
+
+def test_the_reported_step_count_is_the_runs_own_or_else_the_best_finite_one():
+    """A row reports the run's test_inner_steps while its metric is finite; when that diverged, the best
+    step count with a finite metric (by the metric's direction) and a note; when all diverged, a note."""
+    summary = {"0": {"mean": 40.0}, "1": {"mean": 70.0}, "5": {"mean": 65.0}, "10": {"mean": None}}
+    assert choose_steps(summary, 5, higher_is_better=True) == (5, "")
+    steps, note = choose_steps(summary, 10, higher_is_better=True)
+    assert steps == 1 and note == "diverged at its 10 test steps; best finite of 0, 1, 5, 10: 1"
+    assert choose_steps(summary, 10, higher_is_better=False)[0] == 0
+    assert choose_steps({"1": {"mean": None}, "10": {"mean": None}}, 10, True) == (
+        10, "diverged at every step count tried (1, 10)")
+
+
+def test_compare_says_why_a_row_is_missing_from_the_plot(tmp_path, monkeypatch):
+    """With a test-time step size that overflows, every step count but 0 diverges: the rows report step 0
+    with a note; when only diverging step counts are tried, the rows are not plotted and the plot's
+    footnote and the table say why."""
+    import metaloop.plots
+
+    footnotes = []
+    real = metaloop.plots.metric_vs_time
+    monkeypatch.setattr(metaloop.plots, "metric_vs_time",
+                        lambda rows, path, **kw: (footnotes.append(kw["footnote"]), real(rows, path, **kw))[1])
+    sets = [*TINY, "test_inner_lr=1e300", "test_inner_steps=1"]
+    rows = compare("sinusoid", ["maml", "fomaml"], tmp_path / "c", budget="5", episodes=4, progress=False,
+                   overrides=[*sets, "eval_steps=[1]"])
+    note = "diverged at every step count tried (1)"
+    assert [r["mean"] for r in rows] == [None, None] and all(r["note"] == note for r in rows)
+    assert footnotes[-1] == f"not plotted: maml ({note}); fomaml ({note})"
+    assert (tmp_path / "c" / "compare.md").read_text().count(note) == 2
+    rows = compare("sinusoid", ["maml", "fomaml"], tmp_path / "c", budget="5", episodes=4, progress=False,
+                   overrides=[*sets, "eval_steps=[0,1]"])
+    assert all(r["steps"] == 0 and r["mean"] is not None for r in rows) and footnotes[-1] == ""
+    assert all(r["note"] == "diverged at its 1 test steps; best finite of 0, 1: 0" for r in rows)
+
+
+def test_a_killed_compare_takes_its_trainer_with_it(tmp_path):
+    """SIGKILL of `metaloop compare` (no chance to clean up): its `metaloop train` child notices that its
+    parent is gone, stops as after a Ctrl-C (with a checkpoint) and releases the run folder."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    out = tmp_path / "c"
+    compare_proc = subprocess.Popen([sys.executable, "-m", "metaloop", "compare", "--benchmark", "sinusoid",
+                                     "--algos", "maml", "--budget", "100000", "--quiet", "--out", str(out),
+                                     *[a for item in TINY for a in ("--set", item)]],
+                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lock = out / "maml" / ".lock"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out / "maml" / "checkpoint.json").exists():
+        time.sleep(0.2)
+    assert lock.exists(), "the trainer did not start"
+    trainer = json.loads(lock.read_text())["pid"]
+    compare_proc.kill()
+    compare_proc.wait()
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            os.kill(trainer, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(trainer, signal.SIGKILL)
+        pytest.fail("the trainer outlived its compare")
+    assert not lock.exists()
+    assert json.loads((out / "maml" / "checkpoint.json").read_text())["iteration"] > 10

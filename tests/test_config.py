@@ -128,3 +128,41 @@ def test_metaoptnet_options_reach_the_learner(algo: str):
     assert float(learner.scale.detach()) == 7.5 and learner.scale.requires_grad
     with pytest.raises(MetaloopError, match=r"option 'logit_scale' must be positive"):
         resolve_config(algo, "omniglot-5w1s", overrides={"logit_scale": 0})
+
+
+def test_floats_must_be_finite_and_sizes_bounded():
+    """inf and NaN are refused for every float option (YAML's .inf too); a maximum bounds a number and each
+    element of a list, and the message gives the bound and why."""
+    opts = {"lr": Option("lr", float, 0.1, "", positive=True), "n": Option("n", int, 1, "", maximum=10,
+                                                                           why_maximum="ten is plenty"),
+            "widths": Option("widths", list, [1], "", maximum=100)}
+    for layer in ({"lr": float("inf")}, {"lr": float("nan")}, {"lr": "inf"}, parse_set(["lr=.inf"]),
+                  parse_set(["lr=-.inf"]), parse_set(["lr=.nan"])):
+        with pytest.raises(MetaloopError, match="option 'lr' must be a finite number"):
+            resolve(opts, [("--set", layer)])
+    with pytest.raises(MetaloopError, match=r"option 'n' is at most 10 \(ten is plenty\), got 11"):
+        resolve(opts, [("--set", {"n": 11})])
+    with pytest.raises(MetaloopError, match="option 'widths' is at most 100"):
+        resolve(opts, [("--set", {"widths": [5, 101]})])
+    assert resolve(opts, [("--set", {"n": 10, "widths": [100]})])["n"] == 10
+    with pytest.raises(MetaloopError, match="iterations"):
+        resolve_config("maml", "sinusoid", overrides=parse_set(["iterations=1e12"]))
+
+
+def test_each_option_declares_who_may_change_it():
+    """An option's stage says whether a resume (schedule, test, place) and eval (test, place) may change it;
+    the run's identity is its algorithm, benchmark and the training options off their defaults."""
+    assert OPTIONS["iterations"].resumable and not OPTIONS["iterations"].testable
+    assert OPTIONS["test_inner_lr"].resumable and OPTIONS["test_inner_lr"].testable
+    assert OPTIONS["device"].testable and not OPTIONS["inner_lr"].resumable
+    omniglot = BENCHMARKS["omniglot-5w1s"].all_options()
+    assert omniglot["eval_queries"].testable and omniglot["data"].testable and not omniglot["ways"].testable
+    with pytest.raises(ValueError, match="stage"):
+        Option("x", int, 1, "", stage="sometimes")
+    from metaloop.config import trained_options
+
+    cfg = resolve_config("maml", "sinusoid", overrides={"inner_lr": 0.02, "iterations": 7, "eval_queries": 3})
+    assert trained_options(cfg, BENCHMARKS["sinusoid"].all_options()) == {
+        "algo": "maml", "benchmark": "sinusoid", "inner_lr": 0.02,
+        **{k: cfg[k] for k, o in BENCHMARKS["sinusoid"].all_options().items()
+           if o.stage == "train" and cfg[k] != o.default and k != "inner_lr"}}

@@ -121,7 +121,7 @@ def test_python_api_train_evaluate_load_learner(tmp_path: Path):
     assert result["algo"] == "maml" and result["episodes"] == 20 and result["iteration"] == 10
     assert set(result["steps"]) == {"0", "1"}
     assert all(set(v) == {"mean", "ci95"} for v in result["steps"].values())
-    assert json.loads((run / "eval.json").read_text()) == result
+    assert json.loads((run / result["file"]).read_text()) == result
 
     learner, bench, cfg = metaloop.load_learner(run)
     assert isinstance(learner, metaloop.MAML) and bench.name == "sinusoid"
@@ -143,7 +143,8 @@ def test_resume_of_a_run_without_checkpoint_starts_again(tmp_path: Path, monkeyp
         train("maml", b, 20)
     monkeypatch.undo()
     assert not (b / "checkpoint.json").exists() and (b / "metrics.jsonl").read_text()
-    train("maml", b, 20, resume=True)
+    with pytest.warns(metaloop.errors.MetaloopWarning, match="stopped before its first checkpoint"):
+        train("maml", b, 20, resume=True)
     assert_same_final_state(a, b, 20)
 
 
@@ -165,3 +166,94 @@ def test_resume_accepts_a_run_written_before_an_option_existed(tmp_path: Path):
     (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     train("maml", run, 20, resume=True)
     assert json.loads((run / "checkpoint.json").read_text())["iteration"] == 20
+
+
+def diverge_at(monkeypatch, after: int) -> None:
+    """Make the next run's meta_step return NaN once ``after`` meta-steps are done."""
+    real_build = metaloop.training.build_learner
+
+    def build(cfg):
+        learner, bench = real_build(cfg)
+        real_step, done = learner.meta_step, [0]
+
+        def meta_step(batch, optimizer):
+            done[0] += 1
+            loss = real_step(batch, optimizer)
+            return float("nan") if done[0] > after else loss
+
+        learner.meta_step = meta_step
+        return learner, bench
+
+    monkeypatch.setattr(metaloop.training, "build_learner", build)
+
+
+def test_divergence_says_truly_what_is_kept_and_leaves_a_reusable_folder(tmp_path: Path, monkeypatch):
+    """Divergence before the first checkpoint says that none was written, and a fresh train (with other
+    options) may then reuse the folder; after a checkpoint it names that one, and the folder is kept."""
+    run = tmp_path / "r"
+    diverge_at(monkeypatch, 3)
+    with pytest.raises(metaloop.MetaloopError, match=r"at iteration 4; .*no checkpoint was written, so a new "
+                                                     r"`metaloop train --out .*` may reuse the folder"):
+        train("maml", run, 20)
+    monkeypatch.undo()
+    with pytest.warns(metaloop.errors.MetaloopWarning, match="stopped before its first checkpoint"):
+        train("maml", run, 20, {"inner_lr": 0.02})
+    assert json.loads((run / "checkpoint.json").read_text())["iteration"] == 20
+    assert [r["iteration"] for r in metrics(run)] == [5, 10, 15, 20]
+
+    other = tmp_path / "o"
+    diverge_at(monkeypatch, 12)
+    with pytest.raises(metaloop.MetaloopError, match="the checkpoint at iteration 10 in .* is intact: continue "
+                                                     "with --resume"):
+        train("maml", other, 20)
+    monkeypatch.undo()
+    with pytest.raises(metaloop.MetaloopError, match="already holds a metaloop run"):
+        train("maml", other, 20, {"inner_lr": 0.02})
+
+
+def test_ctrl_c_says_whether_a_checkpoint_exists(tmp_path: Path, monkeypatch, capsys):
+    """Ctrl-C before the first meta-step (start-up) says that nothing was checkpointed; during training, where
+    the checkpoint is. The command line prints that one line and exits 130, without a traceback."""
+    from metaloop.cli import main
+
+    def interrupted_build(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(metaloop.training, "build_learner", interrupted_build)
+    code = main(["train", "--algo", "maml", "--benchmark", "sinusoid", "--out", str(tmp_path / "s"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 130 and err.count("\n") == 1 and "no checkpoint was written" in err, err
+    monkeypatch.undo()
+
+    interrupt_meta_step(monkeypatch, 12, KeyboardInterrupt())
+    with pytest.raises(metaloop.training.TrainingInterrupted, match="checkpoint at iteration 13 .* is intact"):
+        train("maml", tmp_path / "t", 20)
+
+
+def test_a_run_directory_is_trained_by_one_process_at_a_time(tmp_path: Path):
+    """While a trainer holds RUN_DIR/.lock a second one is refused, naming the holder; a lock left by a
+    process that died is taken over with a warning; the lock is gone after training."""
+    import subprocess
+    import sys
+
+    from metaloop.locking import LOCK, RunLock
+
+    run = tmp_path / "r"
+    with RunLock(run):
+        with pytest.raises(metaloop.MetaloopError, match=rf"is being trained by process {os.getpid()}"):
+            train("maml", run, 5)
+    assert not (run / LOCK).exists()
+
+    # a trainer killed with SIGKILL leaves its lock file; the kernel has released the lock itself
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from metaloop.locking import RunLock; "
+                               "RunLock(sys.argv[1]).__enter__(); print('held', flush=True); time.sleep(60)",
+                               str(run)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(metaloop.MetaloopError, match=rf"process {holder.pid}"):
+        train("maml", run, 5)
+    holder.kill()
+    holder.wait()
+    assert (run / LOCK).exists()
+    with pytest.warns(metaloop.errors.MetaloopWarning, match=rf"took over the lock of process {holder.pid}"):
+        train("maml", run, 5)
+    assert not (run / LOCK).exists() and json.loads((run / "checkpoint.json").read_text())["iteration"] == 5

@@ -19,6 +19,9 @@ Ways: N is not a constructor argument. The prototypes are computed for a static 
 :mod:`metaloop.algorithms.labels`), so the same learner trains 20-way and tests 5-way, under both
 execution paths. Support and query are embedded by separate forward passes (transductive BatchNorm
 normalizes each set with its own statistics, as in MAML's convention).
+
+Memory: the squared distances of eq. 2 are computed as ``‖z‖² − 2 z·c_kᵀ + ‖c_k‖²`` (see
+:func:`squared_distances`), a ``[queries, n]`` matrix product, never the ``[queries, n, d]`` differences.
 """
 
 from __future__ import annotations
@@ -36,6 +39,24 @@ from metaloop.errors import MetaloopError
 DISTANCES: tuple[str, ...] = ("sqeuclidean", "cosine")
 #: The temperature of cosine logits (as in Chen et al. 2019, "A Closer Look at Few-shot Classification").
 COSINE_SCALE = 10.0
+
+
+def squared_distances(z: Tensor, centers: Tensor, present: Tensor) -> Tensor:
+    """``[len(z), len(centers)]``: ``‖z_i − c_k‖²``, without the ``[len(z), len(centers), d]`` differences.
+
+    The expansion ``‖z_i − m‖² − 2 (z_i − m)·(c_k − m) + ‖c_k − m‖²``, clamped at 0 (rounding can make
+    it slightly negative), with ``m`` the mean of the present centers: the distance does not depend on
+    ``m``, and shifting by it keeps the expansion from cancelling digits when the embeddings lie far from
+    the origin. ``m`` is detached, which changes no gradient (every derivative in ``m`` is zero). The
+    gradients in ``z_i`` and ``c_k`` are those of the broadcast formula, ``±2 (z_i − c_k)``, always finite
+    (0 where the clamp acts, at a distance that is 0 to rounding).
+    """
+    weights = present.to(centers.dtype)
+    shift = ((weights @ centers) / weights.sum().clamp(min=1)).detach()  # [d]
+    z, centers = z - shift, centers - shift
+    cross = z @ centers.T  # [queries, n]
+    squared = z.pow(2).sum(-1, keepdim=True) - 2 * cross + centers.pow(2).sum(-1)
+    return squared.clamp(min=0)
 
 
 class ProtoState(NamedTuple):
@@ -81,5 +102,5 @@ class ProtoNet(MetaLearner):
         if self.distance == "cosine":
             cos = F.normalize(z, dim=-1) @ F.normalize(state.prototypes, dim=-1).T
             return mask_logits(COSINE_SCALE * cos, state.present)
-        squared = (z.unsqueeze(1) - state.prototypes.unsqueeze(0)).pow(2).sum(-1)  # [queries, n]
+        squared = squared_distances(z, state.prototypes, state.present)  # [queries, n]
         return mask_logits(-squared, state.present)

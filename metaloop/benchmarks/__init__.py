@@ -68,6 +68,7 @@ def resolve_config(
     file_layer.pop("benchmark", None)
     if algo is None or benchmark is None:
         raise MetaloopError("both an algorithm (--algo) and a benchmark (--benchmark) are needed")
+    benchmark = user_data_name(benchmark)
     bench = get_benchmark(benchmark)
     check_algorithm(algo, bench)
     if overrides is None:
@@ -87,13 +88,30 @@ def resolve_config(
     return {"algo": algo, "benchmark": benchmark, **cfg}
 
 
+def user_data_name(benchmark: str) -> str:
+    """``images:PATH`` and ``text:FILE`` with an absolute path (the data must exist): a run then finds its data
+    from any working directory. Other names unchanged."""
+    for prefix in (USER_PREFIX, TEXT_PREFIX):
+        if benchmark.startswith(prefix):
+            path = Path(benchmark.removeprefix(prefix).strip()).expanduser()
+            if not str(path) or str(path) == ".":
+                break
+            if prefix == TEXT_PREFIX and not path.is_file():
+                raise MetaloopError(f"benchmark '{benchmark}': file {path} does not exist")
+            if not path.exists():
+                raise MetaloopError(f"benchmark '{benchmark}': no such folder or CSV file")
+            return prefix + str(path.resolve())
+    return benchmark
+
+
 def check_device(device: str) -> None:
     try:
         dev = torch.device(device)
     except RuntimeError:
         raise MetaloopError(f"option 'device': {device!r} is not a torch device (cpu, cuda, cuda:N)") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise MetaloopError(f"option 'device': {device!r} requested but CUDA is not available")
+        raise MetaloopError(f"option 'device': {device!r} requested but CUDA is not available (a run trained on a "
+                            "GPU evaluates with `eval --set device=cpu` and adapts with `adapt --device cpu`)")
     if dev.type not in ("cpu", "cuda", "mps"):
         raise MetaloopError(f"option 'device': {device!r} is not supported (cpu, cuda, cuda:N)")
 

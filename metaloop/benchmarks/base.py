@@ -20,6 +20,10 @@ class TaskSource(Protocol):
     def batch(self, start: int, count: int) -> TaskBatch: ...
 
 
+def _no_check(cfg: dict[str, Any]) -> None:
+    """The default :attr:`Benchmark.check_splits`: a benchmark whose splits are disjoint by construction."""
+
+
 @dataclass(frozen=True)
 class Benchmark:
     """A named benchmark. ``defaults`` and ``algo_defaults`` are presets applied before user config.
@@ -52,6 +56,11 @@ class Benchmark:
     #: ``(info key, group names)``: the test tasks fall into groups (a :class:`TaskBatch` ``info`` tensor of
     #: indices into the names), and evaluation also reports each group (lm-strings: the function families).
     task_groups: tuple[str, tuple[str, ...]] | None = None
+    #: ``check_splits(cfg)``, called by :func:`~metaloop.training.train` once the training tasks are drawn: warns
+    #: (:class:`~metaloop.errors.MetaloopWarning`) when the test split shares classes or examples with the training
+    #: split, which inflates the test accuracy. The user's own data (``images:``, ``text:``) checks; the named
+    #: benchmarks' splits are disjoint by construction (the default does nothing).
+    check_splits: Callable[[dict[str, Any]], None] = _no_check
     #: The options that set the size of a model built from scratch (not loaded from pretrained weights):
     #: before a run allocates it, the model is built on the ``meta`` device and its parameter count is
     #: checked against the device's memory (:func:`metaloop.benchmarks.check_model_size`).

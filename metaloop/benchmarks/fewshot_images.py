@@ -14,19 +14,22 @@ needs ``train_ways == ways``, since its classifier head has one output per class
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import warnings
+from collections.abc import Callable, Hashable, Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metaloop.benchmarks.base import Benchmark, TaskSource
 from metaloop.config import MAX_EXAMPLES, WHY_EXAMPLES, Option
-from metaloop.errors import MetaloopError
+from metaloop.errors import MetaloopError, MetaloopWarning
 from metaloop.models.conv import Conv4
 from metaloop.models.resnet12 import ResNet12
+from metaloop.tables import label_order
 from metaloop.tasks.base import TaskBatch
 from metaloop.tasks.episodes import EpisodicTasks
 
@@ -51,7 +54,17 @@ def _train_ways(cfg: dict[str, Any]) -> int:
     return cfg["train_ways"] or cfg["ways"]
 
 
+def _check_two_ways(cfg: dict[str, Any]) -> None:
+    """At least 2 classes per task: a 1-way task has one possible answer, and any model scores 100 % on it."""
+    for key in ("ways", "train_ways"):
+        value = cfg.get(key)
+        if value is not None and value < 2:
+            raise MetaloopError(f"option '{key}': {key}={value} gives {value}-way tasks, which have one possible "
+                                f"answer (accuracy is 100 % whatever the model); use {key} ≥ 2")
+
+
 def _check_ways(cfg: dict[str, Any]) -> None:
+    _check_two_ways(cfg)
     if cfg["algo"] not in EMBEDDING_ALGOS and _train_ways(cfg) != cfg["ways"]:
         raise MetaloopError(
             f"option 'train_ways': {cfg['algo']} has a {cfg['ways']}-way classifier head, so it must "
@@ -78,11 +91,123 @@ def image_encoder(size: int | None, channels: int | None, *, invert: bool = Fals
 
 
 def _sources(data: Callable[[dict[str, Any], str], Any]) -> dict[str, Callable[[dict[str, Any]], TaskSource]]:
-    """``train_tasks`` and ``test_tasks`` episodes over ``data(cfg, split)``."""
-    return {
-        "train_tasks": lambda cfg: _episodes(data(cfg, "train"), cfg, train=True),
-        "test_tasks": lambda cfg: _episodes(data(cfg, "test"), cfg, train=False),
-    }
+    """``train_tasks`` and ``test_tasks`` episodes over ``data(cfg, split)`` (the number of ways is checked
+    before any data is read: LEO builds no model that would check it, and its features take time)."""
+
+    def tasks(cfg: dict[str, Any], split: str) -> TaskSource:
+        _check_two_ways(cfg)
+        return _episodes(data(cfg, split), cfg, train=split == "train")
+
+    return {"train_tasks": lambda cfg: tasks(cfg, "train"), "test_tasks": lambda cfg: tasks(cfg, "test")}
+
+
+# ----------------------------------------------------------------------- the user's data: inflated accuracy
+class SplitView(NamedTuple):
+    """One split of the user's data, as :func:`warn_shared_splits` and :func:`warn_repeated_inputs` see it."""
+
+    #: Where the split is, for the messages ("/data/test", "the split=test rows of data.csv").
+    where: str
+    #: The class name of each example.
+    classes: Sequence[str]
+    #: The identity of each example's input: equal keys are the same input (image pixels, normalized text).
+    keys: Sequence[Hashable]
+    #: How each example is shown in a message (its file, or its text).
+    names: Sequence[str]
+
+
+def pixels_key(image: Tensor) -> bytes:
+    """The identity of a decoded image: a digest of its pixels (equal for the same picture in two files)."""
+    return hashlib.blake2b(image.contiguous().numpy().tobytes(), digest_size=16).digest()
+
+
+def text_key(text: str) -> str:
+    """The identity of a text: case and runs of white space do not matter (``Book a  flight`` = ``book a flight``)."""
+    return " ".join(text.split()).casefold()
+
+
+def quoted(text: str, limit: int = 60) -> str:
+    """A text as a message shows it: quoted, and cut after ``limit`` characters."""
+    return repr(text if len(text) <= limit else text[: limit - 1] + "…")
+
+
+def _listing(names: Sequence[str], limit: int = 5) -> str:
+    return ", ".join(names[:limit]) + (", …" if len(names) > limit else "")
+
+
+def _pair(a: str, b: str) -> str:
+    return a if a == b else f"{a} and {b}"
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, MetaloopWarning, stacklevel=3)
+
+
+def warn_shared_splits(benchmark: str, unit: str, train: SplitView, test: SplitView) -> None:
+    """Warn (:class:`~metaloop.errors.MetaloopWarning`, once per cause) when test classes are also training classes
+    (by name), and when test inputs are also training inputs (by key): meta-testing is meant to be on classes the
+    model has not been meta-trained on, and accuracy on seen classes or seen examples is inflated.
+
+    ``unit`` names one input ("image", "text")."""
+    where = f"(test: {test.where}; training: {train.where})"
+    seen = set(train.classes)
+    test_classes = label_order(test.classes)
+    shared = [c for c in test_classes if c in seen]
+    if shared:
+        verb = "is also a training class" if len(shared) == 1 else "are also training classes"
+        _warn(f"benchmark '{benchmark}': {len(shared)} of the {len(test_classes)} test classes ({_listing(shared)}) "
+              f"{verb} {where}; meta-testing is meant to be on classes not seen in meta-training, and accuracy on "
+              "seen classes is inflated")
+    first: dict[Hashable, int] = {}
+    for i, key in enumerate(train.keys):
+        first.setdefault(key, i)
+    same = [i for i, key in enumerate(test.keys) if key in first]
+    if same:
+        i = same[0]
+        verb = f"is identical to a training {unit}" if len(same) == 1 else f"are identical to training {unit}s"
+        _warn(f"benchmark '{benchmark}': {len(same)} of the {len(test.keys)} test {unit}s {verb} {where}, e.g. "
+              f"{_pair(test.names[i], train.names[first[test.keys[i]]])}; the model has seen them in meta-training, "
+              "which inflates accuracy")
+
+
+def warn_repeated_inputs(benchmark: str, unit: str, test: SplitView, how: str) -> None:
+    """Warn (:class:`~metaloop.errors.MetaloopWarning`) when an input appears more than once in a class of the test
+    split: an episode may draw one copy into the support set and another into the query set, and then answers
+    that query by copying. ``how`` says how inputs are compared ("identical pixels")."""
+    first: dict[tuple[str, Hashable], int] = {}
+    second: dict[tuple[str, Hashable], int] = {}  # the repeated inputs (of a class), in the order first seen
+    for i, pair in enumerate(zip(test.classes, test.keys)):
+        if pair not in first:
+            first[pair] = i
+        elif pair not in second:
+            second[pair] = i
+    if second:
+        pair = min(second, key=first.__getitem__)
+        i, j, n = first[pair], second[pair], len(second)
+        verb = f"{unit} appears" if n == 1 else f"{unit}s appear"
+        _warn(f"benchmark '{benchmark}': {n} {verb} more than once in a class of the test split ({test.where}), "
+              f"e.g. {_pair(test.names[i], test.names[j])} ({how}); an episode may put one copy in the support set "
+              "and another in the query set, which inflates accuracy")
+
+
+def warn_queries_in_support(inputs: Sequence[str], queries: Sequence[str], *, kind: str, support: str | Path,
+                            query: str | Path) -> None:
+    """``metaloop adapt``: warn when queries are also support examples (texts by :func:`text_key`, image paths,
+    relative to their file's folder, by the files' bytes): the support label answers them, so their predictions
+    say nothing about the model."""
+
+    def key(value: str, base: Path) -> Hashable:
+        if kind == "text":
+            return text_key(value)
+        file = (base / Path(value).expanduser()).resolve()
+        return hashlib.blake2b(file.read_bytes(), digest_size=16).digest() if file.is_file() else str(file)
+
+    seen = {key(v, Path(support).parent) for v in inputs}
+    n = sum(key(q, Path(query).parent) in seen for q in queries)
+    if n:
+        how = "compared ignoring case and spacing" if kind == "text" else "identical files"
+        verb = "is" if n == 1 else "are"
+        _warn(f"{query}: {n} of the {len(queries)} queries {verb} also in the support file {support} ({how}): "
+              "their predictions are not a test of the model")
 
 
 def _episodes(dataset: Any, cfg: dict[str, Any], *, train: bool) -> EpisodicTasks:

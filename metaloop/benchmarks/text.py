@@ -253,7 +253,8 @@ def encode_texts(cfg: dict[str, Any], texts: list[str], base_dir: Path) -> Tenso
 
 
 def _text_benchmark(name: str, source: str | None, description: str, *, ways: int, shots: int,
-                    train_sources: str | None = None, max_length: int = 64, eval_queries: int = 15) -> Benchmark:
+                    train_sources: str | None = None, max_length: int = 64, eval_queries: int = 15,
+                    check_splits: Callable[[dict[str, Any]], None] | None = None) -> Benchmark:
     return classification_benchmark(
         name=name,
         description=description,
@@ -270,6 +271,7 @@ def _text_benchmark(name: str, source: str | None, description: str, *, ways: in
         feature_dim=_feature_dim,
         input_column="text",
         encode_inputs=encode_texts,
+        **({} if check_splits is None else {"check_splits": check_splits}),
     )
 
 
@@ -302,7 +304,19 @@ def _user_table(path: str) -> Any:
 
 
 def _user_split(path: str, split: str, columns: tuple[str, ...]) -> Any:
-    """The rows of ``split`` (by the split column), or the whole file as the test split without one."""
+    """The rows of ``split`` (by the split column), or the whole file as the test split without one. Loading the
+    test split warns when a text appears more than once in one of its classes."""
+    from metaloop.benchmarks.fewshot_images import warn_repeated_inputs
+
+    data = _user_rows(path, split, columns)
+    if split == "test":
+        view = _text_view(data, _user_where(path, split, columns))
+        warn_repeated_inputs(f"{PREFIX}{path}", "text", view, "compared ignoring case and spacing")
+    return data
+
+
+def _user_rows(path: str, split: str, columns: tuple[str, ...]) -> Any:
+    """:func:`_user_split` without the check."""
     from metaloop.tasks.text import table_texts
 
     text_col, label_col, split_col = columns
@@ -319,12 +333,38 @@ def _user_split(path: str, split: str, columns: tuple[str, ...]) -> Any:
     return table_texts(replace(table, rows=rows), text_col, label_col)
 
 
+def _user_where(path: str, split: str, columns: tuple[str, ...]) -> str:
+    """Where a split of ``text:FILE`` is, for messages: the rows of its split, or the whole file."""
+    split_col = columns[2]
+    return f"the {split_col}={split} rows of {path}" if _user_table(path).has(split_col) else path
+
+
+def _text_view(data: Any, where: str) -> Any:
+    from metaloop.benchmarks.fewshot_images import SplitView, quoted, text_key
+
+    classes = [data.classes[i] for i in data.labels.tolist()]
+    return SplitView(where, classes, [text_key(t) for t in data.texts], [quoted(t) for t in data.texts])
+
+
+def _check_user_splits(cfg: dict[str, Any]) -> None:
+    """``check_splits`` of ``text:FILE``: warn when test classes are training classes (by name) or test texts
+    are training texts (the training split of the file, or the ``train_sources`` mix)."""
+    from metaloop.benchmarks.fewshot_images import warn_shared_splits
+
+    name = cfg["benchmark"]
+    path, sources = name.removeprefix(PREFIX), _train_sources(cfg)
+    columns = (cfg["text_column"], cfg["label_column"], cfg["split_column"])
+    train, test = (_texts(name, s, cfg["data"], sources, columns) for s in ("train", "test"))
+    train_where = f"train_sources={sources}" if sources else _user_where(path, "train", columns)
+    warn_shared_splits(name, "text", _text_view(train, train_where),
+                       _text_view(test, _user_where(path, "test", columns)))
+
+
 def user_text_benchmark(name: str) -> Benchmark:
-    """The benchmark for ``text:FILE`` (nothing is read until tasks are drawn)."""
+    """The benchmark for ``text:FILE`` (nothing is read until tasks are drawn: ``adapt`` needs no file;
+    training checks that it exists, see :func:`metaloop.benchmarks.resolve_config`)."""
     path = name.removeprefix(PREFIX).strip()
     if not path:
         raise MetaloopError("benchmark 'text:': give a CSV or JSONL file after 'text:'")
-    if not Path(path).is_file():
-        raise MetaloopError(f"benchmark '{name}': file {path} does not exist")
     return _text_benchmark(name, None, "your own texts: text:FILE.csv|.jsonl (text,label[,split])", ways=5,
-                           shots=5)
+                           shots=5, check_splits=_check_user_splits)

@@ -29,10 +29,14 @@ from metaloop.benchmarks.fewshot_images import (
     COMMON_OPTIONS,
     EMBEDDING_ALGOS,
     FEATURE_ALGOS,
+    SplitView,
     _check_ways,
     _sources,
     classification_benchmark,
     image_encoder,
+    pixels_key,
+    warn_repeated_inputs,
+    warn_shared_splits,
 )
 from metaloop.config import Option
 from metaloop.errors import MetaloopError
@@ -46,21 +50,48 @@ PREFIX = "images:"
 
 @lru_cache(maxsize=4)
 def _split(path: str, split: str, size: int, channels: int, columns: tuple[str, str, str]) -> LabelledImages:
+    """The images of ``split`` (``paths`` holds each one's file); loading the test split warns when an image
+    appears more than once in a class (see :func:`~metaloop.benchmarks.fewshot_images.warn_repeated_inputs`)."""
     root = Path(path).expanduser()
     if root.is_dir():
         folder = root / split
         if not folder.is_dir():
             raise MetaloopError(f"benchmark 'images:{path}': expected a folder {folder} of class folders")
-        return ImageFolderDataset(folder, size, channels)
-    if not root.is_file():
-        raise MetaloopError(f"benchmark 'images:{path}': no such folder or CSV file")
-    path_col, label_col, split_col = columns
-    splits = [s for (s,) in read_csv_columns(root, (split_col,))]
-    keep = [i for i, s in enumerate(splits) if s == split]
-    if not keep:
-        raise MetaloopError(f"{root}: no row has {split_col}={split!r}")
-    full = ImageCSVDataset(root, size, channels, path_column=path_col, label_column=label_col)
-    return LabelledImages(full.images[keep], full.labels[keep], full.classes)
+        data: LabelledImages = ImageFolderDataset(folder, size, channels)
+    else:
+        if not root.is_file():
+            raise MetaloopError(f"benchmark 'images:{path}': no such folder or CSV file")
+        path_col, label_col, split_col = columns
+        splits = [s for (s,) in read_csv_columns(root, (split_col,))]
+        keep = [i for i, s in enumerate(splits) if s == split]
+        if not keep:
+            raise MetaloopError(f"{root}: no row has {split_col}={split!r}")
+        full = ImageCSVDataset(root, size, channels, path_column=path_col, label_column=label_col)
+        data = LabelledImages(full.images[keep], full.labels[keep], full.classes)
+        data.paths = [full.paths[i] for i in keep]  # type: ignore[attr-defined]
+    if split == "test":
+        warn_repeated_inputs(f"{PREFIX}{path}", "image", _view(data, _where(path, split, columns)), "identical pixels")
+    return data
+
+
+def _where(path: str, split: str, columns: tuple[str, str, str]) -> str:
+    """Where a split of ``images:PATH`` is, for messages: its folder, or the rows of the CSV file."""
+    root = Path(path).expanduser()
+    return str(root / split) if root.is_dir() else f"the {columns[2]}={split} rows of {root}"
+
+
+def _view(data: Any, where: str) -> SplitView:
+    classes = [data.classes[i] for i in data.labels.tolist()]
+    return SplitView(where, classes, [pixels_key(image) for image in data.images], [str(p) for p in data.paths])
+
+
+def _check_splits(cfg: dict[str, Any]) -> None:
+    """Warn when test classes are training classes (by name) or test images are training images (by pixels)."""
+    path = cfg["benchmark"].removeprefix(PREFIX)
+    columns = (cfg["path_column"], cfg["label_column"], cfg["split_column"])
+    train, test = (_view(_split(path, s, cfg["image_size"], cfg["channels"], columns), _where(path, s, columns))
+                   for s in ("train", "test"))
+    warn_shared_splits(cfg["benchmark"], "image", train, test)
 
 
 def _data(cfg: dict[str, Any], split: str) -> Any:
@@ -137,4 +168,5 @@ def user_image_benchmark(name: str) -> Benchmark:
         },
         feature_dim=_feature_dim,
         size_options=("filters", "backbone", "image_size"),
+        check_splits=_check_splits,
     )

@@ -69,8 +69,8 @@ class ImageFolderDataset(LabelledImages):
         channels: 1 (grayscale) or 3 (RGB).
         extensions: the file name endings taken as images (case-insensitive); hidden files are skipped.
 
-    Attributes: ``images uint8 [n, channels, h, w]``, ``labels int64 [n]``, ``classes`` (folder names),
-    ``paths`` (the file of each image).
+    Attributes: ``images uint8 [n, channels, h, w]``, ``labels int64 [n]``, ``classes`` (the folder name of each
+    class id: sorted, numerically when every name is an integer), ``paths`` (the file of each image).
 
     Raises:
         MetaloopError: ``root`` is not a folder, has no class folders, a class folder has no images,
@@ -88,7 +88,9 @@ class ImageFolderDataset(LabelledImages):
         root = Path(root).expanduser()
         if not root.is_dir():
             raise MetaloopError(f"image folder {root} does not exist")
-        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+        rank = {name: i for i, name in enumerate(label_order(f.name for f in folders))}
+        folders.sort(key=lambda f: rank[f.name])  # class-id order: numeric names as numbers ("2" before "10")
         if not folders:
             raise MetaloopError(
                 f"image folder {root} has no class subfolders (expected {root}/<class>/<image>)"
@@ -108,8 +110,8 @@ class ImageFolderDataset(LabelledImages):
                 raise MetaloopError(f"class folder {folder} holds no images ({', '.join(ends)})")
             paths += files
             names += [folder.name] * len(files)
-        images, labels, _ = _labelled(paths, names, image_size, channels, str(root))
-        super().__init__(images, labels, [f.name for f in folders])
+        images, labels, classes = _labelled(paths, names, image_size, channels, str(root))
+        super().__init__(images, labels, classes)
         self.root, self.paths = root, paths
 
 

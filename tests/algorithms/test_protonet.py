@@ -6,8 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 
 from metaloop.algorithms import ProtoNet
+from metaloop.algorithms.protonet import squared_distances
 from metaloop.errors import MetaloopError
 from metaloop.tasks.base import TaskBatch
 
@@ -159,3 +162,69 @@ def test_bad_options_and_labels():
     learner = ProtoNet(mlp())
     with pytest.raises(MetaloopError, match="support labels"):
         learner.adapt(learner.params(), (torch.randn(3, 4, dtype=torch.float64), torch.tensor([0, 1, 3])))
+
+
+def broadcast_squared(z: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    """The former formula: ``‖z_i − c_k‖²`` through the ``[queries, n, d]`` differences."""
+    return (z.unsqueeze(1) - centers.unsqueeze(0)).pow(2).sum(-1)
+
+
+def test_squared_distances_equal_the_broadcast_formula():
+    """squared_distances (the ``‖z‖² − 2 z·cᵀ + ‖c‖²`` expansion, shifted by the mean present center)
+    equals the broadcast formula in value and in gradient (float64), for embeddings far from the origin,
+    absent classes (zero centers) and a query on a center (distance 0: clamped, gradient finite)."""
+    gen = torch.Generator().manual_seed(7)
+    offset = 50 * torch.randn(16, generator=gen, dtype=torch.float64)
+    centers = offset + torch.randn(9, 16, generator=gen, dtype=torch.float64)
+    present = torch.tensor([True] * 6 + [False] * 3)
+    centers = centers * present.unsqueeze(-1)  # absent classes have zero centers, as in ProtoState
+    z = offset + torch.randn(11, 16, generator=gen, dtype=torch.float64)
+    z[3] = centers[2]
+    weights = torch.randn(11, 9, generator=gen, dtype=torch.float64)
+
+    results = []
+    for formula in (broadcast_squared, lambda a, b: squared_distances(a, b, present)):
+        zz, cc = z.clone().requires_grad_(True), centers.clone().requires_grad_(True)
+        squared = formula(zz, cc)
+        grads = torch.autograd.grad((weights * squared).sum(), (zz, cc))
+        results.append((squared.detach(), *grads))
+    (old, old_dz, old_dc), (new, new_dz, new_dc) = results
+    assert new.shape == (11, 9) and bool((new >= 0).all()) and float(new[3, 2]) == 0.0
+    torch.testing.assert_close(new[:, :6], old[:, :6], rtol=1e-12, atol=1e-9)
+    torch.testing.assert_close(new[:, 6:], old[:, 6:], rtol=1e-12, atol=0)  # ‖z‖² ≈ 2500 from the zero centers
+    for new_grad, old_grad in ((new_dz, old_dz), (new_dc, old_dc)):
+        assert torch.isfinite(new_grad).all()
+        torch.testing.assert_close(new_grad, old_grad, rtol=1e-10, atol=1e-7)
+
+
+class LargestTensor(TorchDispatchMode):
+    """Records the largest number of elements of any tensor an operation returns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.numel = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                self.numel = max(self.numel, t.numel())
+        return out
+
+
+@pytest.mark.parametrize("distance", ["sqeuclidean", "cosine"])
+def test_predict_builds_no_queries_by_classes_by_dim_tensor(distance):
+    """predict allocates [queries, n] logits, never [queries, n, d] differences (its memory was
+    queries × support rows × embedding size); the logits are the broadcast formula's."""
+    model = mlp(4, 32)
+    learner = ProtoNet(model, distance=distance)
+    sx, sy = torch.randn(6, 4, dtype=torch.float64), torch.tensor([1, 0, 2, 2, 0, 1])
+    qx = torch.randn(200, 4, dtype=torch.float64)
+    with torch.no_grad():
+        state = learner.adapt(learner.params(), (sx, sy))
+        with LargestTensor() as largest:
+            logits = learner.predict(state, qx)
+        assert largest.numel <= 200 * 32 < 200 * 6 * 32
+        if distance == "sqeuclidean":
+            torch.testing.assert_close(logits[:, :3], -broadcast_squared(model(qx), state.prototypes[:3]),
+                                       rtol=1e-12, atol=1e-12)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import warnings
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from metaloop.algorithms import ALGORITHMS, LEO, MAML, ProtoNet
 from metaloop.benchmarks import build_learner, get_benchmark, resolve_config
 from metaloop.benchmarks.text import DEFAULT_MIX, TEXT, tokens_for
 from metaloop.cli import main
-from metaloop.errors import MetaloopError
+from metaloop.errors import MetaloopError, MetaloopWarning
 
 NAMES = [b.name for b in TEXT]
 GRADIENT = {"maml", "fomaml", "metasgd", "reptile"}
@@ -300,3 +301,111 @@ def test_user_file_errors(text_env, tmp_path, capsys):
 
         with pytest.raises(MetaloopError, match=r"holes.csv:9: empty label in column 'split'"):
             _texts(f"text:{data}", split, None, None, (cfg["text_column"], "label", "split"))
+
+
+# ---------------------------------------------------------------------- text:FILE inputs that inflate accuracy
+
+
+def metaloop_warnings(call, *args, **kwargs) -> list[str]:
+    """The MetaloopWarning messages of ``call(*args, **kwargs)``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        call(*args, **kwargs)
+    return [str(w.message) for w in caught if issubclass(w.category, MetaloopWarning)]
+
+
+@pytest.mark.parametrize("option", ["ways", "train_ways"])
+def test_one_way_text_tasks_are_refused(text_env, tmp_path, option):
+    data = save_csv(tmp_path / "mine.csv", write_texts(tmp_path, ["a", "b"], 2, "train") + write_texts(
+        tmp_path, ["c", "d"], 2, "test"))
+    for name in ("clinc150-5w1s", f"text:{data}"):
+        cfg = resolve_config("protonet", name, overrides={"encoder": str(text_env), option: 1})
+        with pytest.raises(MetaloopError, match=rf"option '{option}': {option}=1 gives 1-way tasks, which have one "
+                                                r"possible answer \(accuracy is 100 % whatever the model\)"):
+            build_learner(cfg)
+
+
+def test_user_file_test_rows_that_are_training_rows_warn(text_env, tmp_path):
+    """The test rows are a copy of the training rows: meta-training warns that the test classes are training
+    classes and that the test texts are training texts, once each, naming the file and the split."""
+    train = [{"text": f"{c} says hello number {i}", "label": c, "split": "train"} for c in "xyz" for i in range(3)]
+    data = save_csv(tmp_path / "same.csv", train + [{**r, "split": "test"} for r in train])
+    from metaloop import train as train_run
+
+    messages = sorted(metaloop_warnings(train_run, "protonet", f"text:{data}", tmp_path / "run", progress=False,
+                                        overrides={"encoder": str(text_env), **USER_SETS, "iterations": 1}))
+    where = f"(test: the split=test rows of {data}; training: the split=train rows of {data})"
+    assert messages == [
+        (f"benchmark 'text:{data}': 3 of the 3 test classes (x, y, z) are also training classes {where}; "
+         "meta-testing is meant to be on classes not seen in meta-training, and accuracy on seen classes is inflated"),
+        (f"benchmark 'text:{data}': 9 of the 9 test texts are identical to training texts {where}, e.g. 'x says "
+         "hello number 0'; the model has seen them in meta-training, which inflates accuracy"),
+    ]
+    # one shared class name is enough to warn; disjoint splits do not warn
+    other = [{"text": f"{c} writes {i}", "label": c, "split": "test"} for c in ("x", "u", "v") for i in range(2)]
+    data = save_csv(tmp_path / "one.csv", train + other)
+    cfg = resolve_config("protonet", f"text:{data}", overrides={"encoder": str(text_env), **USER_SETS})
+    bench = get_benchmark(f"text:{data}")
+    assert metaloop_warnings(bench.check_splits, cfg) == [(
+        f"benchmark 'text:{data}': 1 of the 3 test classes (x) is also a training class (test: the split=test rows "
+        f"of {data}; training: the split=train rows of {data}); meta-testing is meant to be on classes not seen in "
+        "meta-training, and accuracy on seen classes is inflated")]
+    other = [{**r, "label": r["label"] + "2"} for r in other]
+    data = save_csv(tmp_path / "disjoint.csv", train + other)
+    cfg = resolve_config("protonet", f"text:{data}", overrides={"encoder": str(text_env), **USER_SETS})
+    assert metaloop_warnings(get_benchmark(f"text:{data}").check_splits, cfg) == []
+
+
+def test_user_file_repeated_test_texts_warn(text_env, tmp_path):
+    """The same text twice in a test class (case and spacing aside): loading the test split warns once,
+    counting the repeated texts; a text under two labels is not counted (it cannot be answered by copying)."""
+    rows = [("book a flight", "travel"), ("Book a  flight", "travel"), ("fly to rome", "travel"),
+            ("play music", "music"), ("play music", "music"), ("play music", "music"), ("sing", "music"),
+            ("hello", "greet"), ("hello", "music"), ("hi there", "greet")]
+    data = save_csv(tmp_path / "repeats.csv", [{"text": t, "label": label} for t, label in rows])
+    from metaloop.benchmarks.text import _texts
+
+    columns = ("text", "label", "split")
+    assert metaloop_warnings(_texts, f"text:{data}", "test", None, None, columns) == [(
+        f"benchmark 'text:{data}': 2 texts appear more than once in a class of the test split ({data}), e.g. "
+        "'book a flight' and 'Book a  flight' (compared ignoring case and spacing); an episode may put one copy "
+        "in the support set and another in the query set, which inflates accuracy")]
+    cfg = resolve_config("protonet", f"text:{data}", overrides={"encoder": str(text_env), **USER_SETS})
+    assert metaloop_warnings(lambda: get_benchmark(f"text:{data}").test_tasks(cfg).batch(0, 3)) == []  # loaded once
+
+
+def test_named_text_benchmark_does_not_warn(text_env, clinc_data, tmp_path):
+    """CLINC150's test domains are held out of meta-training: training on it warns of nothing."""
+    from metaloop import train as train_run
+
+    assert metaloop_warnings(train_run, "protonet", "clinc150-5w1s", tmp_path / "run", progress=False,
+                             overrides={"encoder": str(text_env), **USER_SETS, "iterations": 1}) == []
+
+
+def test_user_file_test_split_is_checked_before_training(text_env, tmp_path, capsys, monkeypatch):
+    """Test tasks need shots + eval_queries texts per class: a test split that is too small is refused
+    before any training (the message names eval_queries), eval may lower eval_queries later, and the run
+    keeps the file's absolute path, so that eval and adapt work from any working directory."""
+    rows = (write_texts(tmp_path, [f"train{i}" for i in range(4)], 3, "train", seed=1)
+            + write_texts(tmp_path, ["alpha", "beta", "gamma"], 4, "test", seed=2))
+    save_csv(tmp_path / "topics.csv", rows)
+    monkeypatch.chdir(tmp_path)
+    small = {**USER_SETS, "eval_queries": 15}
+    code, _, err = cli(capsys, "train", "--algo", "protonet", "--benchmark", "text:topics.csv", "--out", "run",
+                       "--quiet", *sets(encoder=text_env, **small))
+    assert_one_line_error(code, err, "the test split: ")
+    assert "eval_queries" in err and not (tmp_path / "run").exists()
+    code, _, err = cli(capsys, "train", "--algo", "protonet", "--benchmark", "text:topics.csv", "--out", "run",
+                       "--quiet", *sets(encoder=text_env, **USER_SETS))
+    assert code == 0, err
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    code, out, err = cli(capsys, "eval", tmp_path / "run", "--json", "--no-plots", "--set", "eval_queries=3")
+    assert code == 0, err
+    assert json.loads(out)["benchmark"] == f"text:{tmp_path / 'topics.csv'}"
+    save_csv(elsewhere / "s.csv", [{"text": "book a flight", "label": "travel"}, {"text": "my card", "label": "bank"}])
+    save_csv(elsewhere / "q.csv", [{"text": "fly to rome"}])
+    code, out, err = cli(capsys, "adapt", tmp_path / "run", "--support", "s.csv", "--query", "q.csv", "--min-shots", "1")
+    assert code == 0, err
+    assert out.splitlines()[0] == "text,prediction,score"

@@ -141,3 +141,18 @@ def test_image_csv_errors(folder, tmp_path):
     unreadable = _csv(tmp_path / "u.csv", "path,label", ["photos/cat/0.jpg,cat", "photos/cat/bad.jpg,cat"])
     with pytest.raises(MetaloopError, match=r"cannot read image .*photos/cat/bad.jpg"):
         ImageCSVDataset(unreadable, 16)
+
+
+def test_image_folder_numeric_class_names(tmp_path):
+    """Folders named by numbers: ``classes[label]`` is the folder of each image (ids in numeric order,
+    2 before 10), as for a CSV of numeric labels."""
+    root = tmp_path / "digits"
+    shades = {"2": 40, "10": 120, "1": 200}
+    for name, shade in shades.items():
+        for i in range(2):
+            _save(root / name / f"{i}.png", shade, 1)
+    d = ImageFolderDataset(root, 8, 1)
+    assert d.classes == ["1", "2", "10"]
+    assert [d.classes[label] for label in d.labels.tolist()] == [p.parent.name for p in d.paths]
+    for label, name in enumerate(d.classes):
+        assert (d.images[d.labels == label].float() - shades[name]).abs().max() <= 3
