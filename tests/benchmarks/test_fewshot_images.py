@@ -19,6 +19,17 @@ def _has_omniglot() -> bool:
 
 
 needs_omniglot = pytest.mark.skipif(not _has_omniglot(), reason="Omniglot not found under the data root")
+
+
+def _has_miniimagenet_splits() -> bool:
+    try:
+        return (data_root() / "miniimagenet-splits" / "train.csv").exists()
+    except MetaloopError:
+        return False
+
+
+needs_miniimagenet_splits = pytest.mark.skipif(not _has_miniimagenet_splits(),
+                                               reason="the mini-ImageNet split CSVs are not under the data root")
 TINY = {"filters": 4, "meta_batch_size": 2, "iterations": 3, "log_every": 1, "checkpoint_every": 3,
         "eval_episodes": 10, "queries": 2, "eval_queries": 3}
 
@@ -66,6 +77,7 @@ def test_test_episodes_do_not_depend_on_the_algorithm_or_training_seed():
     assert torch.equal(x.query_x, y.query_x) and torch.equal(x.support_y, y.support_y)
 
 
+@needs_miniimagenet_splits
 def test_missing_miniimagenet_images_is_a_one_line_error(tmp_path, capsys):
     """Training mini-ImageNet without images exits 2 with one line naming the folder searched."""
     code = main(["train", "--algo", "maml", "--benchmark", "miniimagenet-5w1s", "--set", f"images={tmp_path}",
