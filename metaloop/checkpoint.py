@@ -153,8 +153,9 @@ def save_checkpoint(
 
 def _frozen(learner: torch.nn.Module) -> set[str]:
     """Names of the parameters that are not meta-learned (``requires_grad=False``, e.g. a pretrained
-    encoder under LoRA): checkpoints omit them, since the model is rebuilt with them, and store a digest."""
-    return {name for name, p in learner.named_parameters() if not p.requires_grad}
+    encoder under LoRA): checkpoints omit them, since the model is rebuilt with them, and store a digest. Every
+    name of a shared (tied) parameter counts, as ``state_dict`` lists each."""
+    return {name for name, p in learner.named_parameters(remove_duplicate=False) if not p.requires_grad}
 
 
 def _frozen_digest(learner: torch.nn.Module, frozen: set[str]) -> str:

