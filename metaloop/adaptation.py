@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,7 +35,7 @@ import torch
 from metaloop.algorithms import MAML
 from metaloop.benchmarks.fewshot_images import EMBEDDING_ALGOS, warn_queries_in_support
 from metaloop.checkpoint import atomic_write_text
-from metaloop.errors import MetaloopError
+from metaloop.errors import MetaloopError, MetaloopWarning
 from metaloop.evaluation import load_learner
 from metaloop.tables import read_table
 
@@ -61,8 +62,10 @@ class Adapter:
             raise MetaloopError(f"{self.run_dir}: adapt needs a classifier; benchmark '{self.cfg['benchmark']}' "
                                 "is not a classification benchmark")
         self.input_column = self.bench.input_column or "text"
+        self.label_column = self.bench.label_column
         self.steps = steps
-        self.min_shots = self.cfg["shots"] if min_shots is None else min_shots
+        default_shots = 1 if self.bench.open_answers else self.cfg["shots"]
+        self.min_shots = default_shots if min_shots is None else min_shots
         if self.min_shots < 1:
             raise MetaloopError(f"--min-shots must be positive, got {self.min_shots}")
         self.classes: list[str] = []
@@ -80,6 +83,7 @@ class Adapter:
                 raise MetaloopError(f"{source}: example {i + 1} has an empty {self.input_column}")
         counts = Counter(str(label) for label in labels)
         self.classes = sorted(counts)
+        _warn_similar_labels(self.classes, source)
         short = [c for c in self.classes if counts[c] < self.min_shots]
         if short:
             c = short[0]
@@ -88,7 +92,7 @@ class Adapter:
         if len(self.classes) < 2:
             raise MetaloopError(f"{source}: need at least 2 labels, got {len(self.classes)}")
         ways = self.cfg["ways"]
-        if self.cfg["algo"] not in EMBEDDING_ALGOS and len(self.classes) > ways:
+        if not self.bench.open_answers and self.cfg["algo"] not in EMBEDDING_ALGOS and len(self.classes) > ways:
             raise MetaloopError(f"{self.run_dir}: its classifier head has {ways} outputs, but {source} has "
                                 f"{len(self.classes)} labels (use a run trained with ways ≥ {len(self.classes)}, "
                                 "or ProtoNet/MetaOptNet, which take any number)")
@@ -103,7 +107,7 @@ class Adapter:
     def _encode(self, inputs: list[str], base_dir: str | Path, source: str) -> Any:
         assert self.bench.encode_inputs is not None
         try:
-            x = self.bench.encode_inputs(self.cfg, inputs, Path(base_dir))
+            x = self.bench.encode_inputs(self.cfg, inputs, Path(base_dir), self.classes)
         except MetaloopError as e:
             raise MetaloopError(f"{source}: {e}") from None
         return x.to(self._device)
@@ -148,6 +152,18 @@ class Adapter:
         return [(self.classes[int(i)], float(s)) for i, s in zip(index, scores)]
 
 
+def _warn_similar_labels(labels: Sequence[str], source: str) -> None:
+    """Labels that differ only by case or spacing are most likely one class written two ways."""
+    groups: dict[str, list[str]] = {}
+    for label in labels:
+        groups.setdefault(" ".join(label.split()).lower(), []).append(label)
+    similar = [names for names in groups.values() if len(names) > 1]
+    if similar:
+        shown = ", ".join(" / ".join(repr(n) for n in names) for names in similar[:3])
+        warnings.warn(f"{source}: labels that differ only by case or spacing are separate classes: {shown}",
+                      MetaloopWarning, stacklevel=3)
+
+
 def _detach(state: Any) -> Any:
     if isinstance(state, torch.Tensor):
         return state.detach()
@@ -178,7 +194,7 @@ def check_out(out: Path, run_dir: Path, inputs: dict[str, Path], *, force: bool 
 
 
 def adapt_files(run_dir: str | Path, support: str | Path, query: str | Path, out: str | Path | None = None, *,
-                label_column: str = "label", input_column: str | None = None, steps: int | None = None,
+                label_column: str | None = None, input_column: str | None = None, steps: int | None = None,
                 min_shots: int | None = None, device: str | None = None, force: bool = False) -> list[dict[str, Any]]:
     """``metaloop adapt``: read the files, adapt, predict; write ``out`` (CSV or JSONL) if given (atomically;
     see :func:`check_out` for what it may not replace). ``device`` overrides the run's (a run trained on a GPU
@@ -193,7 +209,8 @@ def adapt_files(run_dir: str | Path, support: str | Path, query: str | Path, out
     name, kind = input_column or adapter.input_column, adapter.input_column
     what = f"the run's {kind} inputs"
     inputs = support_table.column(name, kind=kind, what=what, strip=kind != "text")
-    labels = support_table.column(label_column, kind="label", what="the labels", integers=True, strip=True)
+    labels = support_table.column(label_column or adapter.label_column, kind="label", what="the labels",
+                                  integers=True, strip=True)
     queries = query_table.column(name, kind=kind, what=what, strip=kind != "text")
     adapter.fit(inputs, labels, base_dir=Path(support).parent, source=str(support))
     warn_queries_in_support(inputs, queries, kind=kind, support=support, query=query)  # queries in the support

@@ -22,6 +22,7 @@ from metaloop.config import (
     WHY_EXAMPLES,
     WHY_ITERATIONS,
     WHY_STEPS,
+    format_number,
 )
 from metaloop.errors import MetaloopError, MetaloopWarning
 
@@ -33,9 +34,12 @@ class _Parser(argparse.ArgumentParser):
 
 def _steps(text: str) -> list[int]:
     try:
-        steps = [int(s) for s in text.split(",") if s.strip() != ""]
+        steps = [int(s) for s in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"--steps {text!r}: expected comma-separated integers like 0,1,5,10")
+    twice = sorted({s for s in steps if steps.count(s) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"--steps {text!r}: {twice[0]} is given twice")
     if not steps or any(s < 0 for s in steps):
         raise argparse.ArgumentTypeError(f"--steps {text!r}: step counts must be integers ≥ 0")
     if max(steps) > MAX_STEPS:
@@ -107,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--query", required=True, metavar="FILE", help="CSV or JSONL with the column text (or path)")
     p.add_argument("--out", metavar="FILE", help="write predictions here (.csv or .jsonl); default: print CSV")
     p.add_argument("--input-column", help="column of the inputs (default: text, or path for image runs)")
-    p.add_argument("--label-column", default="label", help="column of the support labels (default: label)")
+    p.add_argument("--label-column", help="column of the support labels (default: label; output for llm-tasks)")
     p.add_argument("--steps", type=_inner_steps, help="inner steps (default: the run's test_inner_steps)")
     p.add_argument("--min-shots", type=_examples, help="examples needed per label (default: the run's shots)")
     p.add_argument("--device", help="torch device to adapt on (default: the run's; e.g. cpu for a run trained on "
@@ -210,7 +214,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
         for name, defined in variants.items():
             for opt, families in defined.values():
                 scope = "" if name in OPTIONS else "; " + ", ".join(families)
-                limit = "" if opt.maximum is None else f", at most {opt.maximum:g}"
+                limit = "" if opt.maximum is None else f", at most {format_number(opt.maximum)}"
                 print(f"option     {name:<18} {opt.help} (default {opt.default!r}{limit}{scope})")
     return 0
 

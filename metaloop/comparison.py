@@ -28,11 +28,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from metaloop.benchmarks import check_algorithm, get_benchmark
+from metaloop.benchmarks import check_algorithm, get_benchmark, resolve_config
 from metaloop.checkpoint import atomic_write_text
 from metaloop.config import MAX_ITERATIONS, MAX_SECONDS, WHY_ITERATIONS, parse_set
 from metaloop.errors import MetaloopError
-from metaloop.training import read_config
+from metaloop.training import check_out_dir, read_config
 
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(it|s|m|h)?\s*$")
 
@@ -148,7 +148,10 @@ def compare(
     parse_set(sets)  # malformed --set fails here, before any training
     if budget is not None:
         sets += [f"{k}={v}" for k, v in parse_budget(budget).items()]
+    for algo in algos:  # every option of every run checked here, before any training (one line, exit 2)
+        resolve_config(algo, benchmark, config_file=config_file, overrides=sets)
     out = Path(out)
+    check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     for algo in algos:

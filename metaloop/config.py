@@ -80,7 +80,7 @@ class Option:
             raise MetaloopError(f"{where} must not be negative, got {value!r}")
         if self.maximum is not None and not all(v <= self.maximum for v in values):
             why = f" ({self.why_maximum})" if self.why_maximum else ""
-            raise MetaloopError(f"{where} is at most {self.maximum:g}{why}, got {value!r}")
+            raise MetaloopError(f"{where} is at most {format_number(self.maximum)}{why}, got {value!r}")
         return value
 
     @property
@@ -92,6 +92,11 @@ class Option:
     def testable(self) -> bool:
         """``metaloop eval --set`` may change it: it says only how or where a trained run is tested."""
         return self.stage in ("test", "place")
+
+
+def format_number(value: float) -> str:
+    """``100,000,000`` for a whole number, ``0.5`` otherwise."""
+    return f"{int(value):,}" if float(value).is_integer() else f"{value:g}"
 
 
 #: Upper bounds of the sizes (see :attr:`Option.maximum`): far beyond any published protocol, and below what
@@ -129,7 +134,7 @@ OPTIONS: dict[str, Option] = {
         Option("queries", int, None, "query examples per task during meta-training (default: shots)",
                positive=True, nullable=True, maximum=MAX_EXAMPLES, why_maximum=WHY_EXAMPLES),
         Option("seed", int, 0, "seed of the training task stream and of the model's initialization",
-               non_negative=True),
+               non_negative=True, maximum=2**32 - 1, why_maximum="a 32-bit seed"),
         Option("device", str, "cpu", "torch device: cpu, cuda or cuda:N", stage="place"),
         Option("outer_lr", float, 1e-3, "outer-loop learning rate (Adam; Reptile's ε)", positive=True),
         Option("first_order", bool, False, "maml: drop second-order terms (fomaml sets it)"),
@@ -162,7 +167,7 @@ OPTIONS: dict[str, Option] = {
         Option("eval_steps", list, [0, 1, 5, 10], "inner-step counts reported by eval", non_negative=True,
                maximum=MAX_STEPS, why_maximum=WHY_STEPS, stage="test"),
         Option("eval_seed", int, 0, "seed of the fixed test tasks (shared by all runs)", non_negative=True,
-               stage="test"),
+               maximum=2**32 - 1, why_maximum="a 32-bit seed", stage="test"),
     ]
 }
 
@@ -183,15 +188,37 @@ def parse_set(items: Iterable[str]) -> dict[str, Any]:
     return out
 
 
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key given twice in one mapping is an error (PyYAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKey(f"key {key!r} appears twice (lines {seen[key]} and {line})")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a config file: a YAML mapping of option names to values."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise MetaloopError(f"config file '{path}': cannot be read ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise MetaloopError(f"config file '{path}': not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except _DuplicateKey as exc:
+        raise MetaloopError(f"config file '{path}': {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""

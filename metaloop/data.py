@@ -59,9 +59,33 @@ def data_root(path: str | os.PathLike[str] | None = None) -> Path:
     )
 
 
+def file_stamp(path: str | Path) -> tuple[int, ...] | None:
+    """What changes when a user's file or folder changes: a file's size and modification time, or those of every
+    file under a folder (a folder of images: a file added, removed, or written over); ``None`` when the path is
+    missing. In-process caches of user data take it as part of their key, so that an edited file is read again."""
+    path = Path(path).expanduser()
+    try:
+        if path.is_file():
+            st = path.stat()
+            return (st.st_size, st.st_mtime_ns)
+        if path.is_dir():
+            out: list[int] = []
+            for root, dirs, files in os.walk(path):
+                dirs.sort()
+                for name in sorted(files):
+                    st = os.stat(os.path.join(root, name))
+                    out += [hash(os.path.relpath(os.path.join(root, name), path)), st.st_size, st.st_mtime_ns]
+            return tuple(out)
+    except OSError:
+        return None
+    return None
+
+
 def cache_dir() -> Path:
     """The folder for derived files: ``$METALOOP_CACHE``, else ``~/.cache/metaloop`` (not created here)."""
     env = os.environ.get(CACHE_ENV)
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "metaloop"
+    path = Path(env).expanduser() if env else Path.home() / ".cache" / "metaloop"
+    if path.exists() and not path.is_dir():
+        where = f"${CACHE_ENV}" if env else "the default cache"
+        raise MetaloopError(f"cache folder {path} ({where}) is a file; point ${CACHE_ENV} at a folder")
+    return path

@@ -249,6 +249,8 @@ def evaluate(
         result["settings"] = {k: cfg[k] for k in overrides}
     result["file"] = result_name(read_config(run_dir), bench.all_options(), episodes=episodes, steps=steps,
                                  overrides=overrides or {})
+    if (run_dir / result["file"]).is_dir():
+        raise MetaloopError(f"'{run_dir / result['file']}' is a folder; eval writes its result there (move it)")
     atomic_write_text(run_dir / result["file"], json.dumps(result, indent=1))
     if plots:
         (run_dir / "plots").mkdir(exist_ok=True)

@@ -122,14 +122,28 @@ def read_table(path: str | os.PathLike[str], *, what: str = "file") -> Table:
             fields.update(dict.fromkeys(row))
             rows.append((number, row))
         return Table(path, True, tuple(fields), tuple(rows))
+    if "\x00" in text:
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise MetaloopError(f"{path}:{line}: contains a NUL byte (a binary file, or UTF-16 text?); expected UTF-8 text")
+    csv.field_size_limit(max(csv.field_size_limit(), MAX_FIELD))  # a long text is a text, not an error
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = tuple(reader.fieldnames or ())
-    for row in reader:  # DictReader skips blank lines
-        if None in row:
-            raise MetaloopError(f"{path}:{reader.line_num}: more fields than the header has columns "
-                                "(quote a text that contains commas)")
-        rows.append((reader.line_num, {k: v if v is not None else "" for k, v in row.items()}))
+    try:
+        header = tuple(reader.fieldnames or ())
+        twice = sorted({c for c in header if header.count(c) > 1})
+        if twice:
+            raise MetaloopError(f"{path}:1: column {twice[0]!r} appears twice in the header")
+        for row in reader:  # DictReader skips blank lines
+            if None in row:
+                raise MetaloopError(f"{path}:{reader.line_num}: more fields than the header has columns "
+                                    "(quote a text that contains commas)")
+            rows.append((reader.line_num, {k: v if v is not None else "" for k, v in row.items()}))
+    except csv.Error as e:
+        raise MetaloopError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
     return Table(path, False, header, tuple(rows))
+
+
+#: The longest CSV field read (Python's csv module stops at 131,072 characters by default).
+MAX_FIELD = 2**30
 
 
 def label_order(names: Iterable[str]) -> list[str]:

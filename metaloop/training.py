@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import resource
 import signal
 import threading
@@ -158,6 +159,34 @@ def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
+def check_out_dir(out: Path, what: str = "--out") -> None:
+    """Refuse a run directory that is a file, lies under a file, or cannot be created or written."""
+    if out.exists() and not out.is_dir():
+        raise MetaloopError(f"{what} '{out}' exists and is not a directory")
+    for parent in out.resolve().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise MetaloopError(f"{what} '{out}': '{parent}' is a file, not a folder")
+            target = out if out.exists() else parent
+            if not os.access(target, os.W_OK | os.X_OK):
+                raise MetaloopError(f"{what} '{out}': folder '{target}' is not writable")
+            return
+
+
+#: The temp files of metaloop's atomic writes in a run directory (``.<name>.<random>.tmp``).
+_LEFTOVERS = (".checkpoint-*.safetensors.*.tmp", ".checkpoint.json.*.tmp", f".{CONFIG}.*.tmp", f".{METRICS}.*.tmp")
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Temp files of writes that a kill interrupted, in a run directory (it has a config.yaml): the folder is
+    locked, so no other process is writing them."""
+    if not (out / CONFIG).is_file():
+        return
+    for pattern in _LEFTOVERS:
+        for leftover in out.glob(pattern):
+            leftover.unlink(missing_ok=True)
+
+
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during ``train``; its message says what the run directory holds now."""
 
@@ -188,6 +217,7 @@ def train(
     """
     out = Path(out)
     cfg = resolve_config(algo, benchmark, config_file=config_file, overrides=overrides)
+    check_out_dir(out)
     existed = out.exists()
     saved: list[int] = []  # iterations checkpointed so far (by this call or before it)
     try:
@@ -203,6 +233,7 @@ def train(
 
 
 def _train(cfg: dict[str, Any], out: Path, resume: bool, progress: bool, saved: list[int]) -> Path:
+    _remove_leftovers(out)
     stored = _check_run_dir(out, cfg, resume)
     learner, bench = build_learner(cfg)
     options = bench.all_options()

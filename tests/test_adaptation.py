@@ -449,3 +449,10 @@ def test_adapt_a_gpu_run_on_the_cpu(proto_run, tmp_path, capsys):
     code, out, err = cli(capsys, run, "--support", support, "--query", query, "--device", "cpu")
     assert code == 0, err
     assert [r["prediction"] for r in csv.DictReader(out.splitlines())] == EXPECTED
+
+
+def test_labels_that_differ_only_by_case_or_spacing_warn(proto_run, tmp_path, capsys):
+    support = write_csv(tmp_path / "s.csv", [*SUPPORT, ("book it", "Travel"), ("fly it", "Travel")])
+    query = write_csv(tmp_path / "q.csv", [[q] for q in QUERIES], fields=("text",))
+    code, _, err = cli(capsys, proto_run, "--support", support, "--query", query)
+    assert code == 0 and "metaloop: warning: " in err and "'Travel' / 'travel'" in err, err

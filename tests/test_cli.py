@@ -182,7 +182,7 @@ def test_list_options_names_every_benchmarks_options(capsys):
     for name in ("image_size", "channels", "path_column", "text_column", "split_column", "train_sources"):
         assert name in lines, name
     assert "images:" in lines["image_size"] and "default 84" in lines["image_size"]
-    assert "at most 1e+08" in lines["iterations"]
+    assert "at most 100,000,000" in lines["iterations"]
 
 
 def test_list_names_algorithms_and_benchmarks(capsys):
@@ -340,3 +340,91 @@ def test_process_exit_code_for_a_corrupt_checkpoint(run: Path):
     proc = _python_m("eval", run, "--json")
     assert_one_line_error(proc.returncode, proc.stderr, "sha256")
     assert proc.stdout == "" and snapshot(run) == before
+
+
+# ------------------------------------------------------------------------------- defects found as a new user
+def _file(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    pytest.param(lambda t: ["--set", "seed=100000000000000000000"], "option 'seed' is at most 4,294,967,295",
+                 id="seed-overflow"),
+    pytest.param(lambda t: ["--set", "device=mps"], "MPS", id="mps-unavailable",
+                 marks=pytest.mark.skipif(torch.backends.mps.is_available(), reason="MPS is available here")),
+    pytest.param(lambda t: ["--config", _file(t, "latin1.yaml", "shots: 5 # café".encode("latin-1"))],
+                 "not UTF-8 text", id="yaml-latin1"),
+    pytest.param(lambda t: ["--config", _file(t, "utf16.yaml", "shots: 5\n".encode("utf-16"))], "not UTF-8 text",
+                 id="yaml-utf16"),
+    pytest.param(lambda t: ["--config", _file(t, "binary.yaml", bytes(range(256)))], "not UTF-8 text",
+                 id="yaml-binary"),
+    pytest.param(lambda t: ["--config", _file(t, "twice.yaml", b"shots: 5\nshots: 6\n")],
+                 "key 'shots' appears twice (lines 1 and 2)", id="yaml-duplicate-key"),
+])
+def test_new_user_train_defects_are_one_line_errors(tmp_path: Path, capsys, argv, needle):
+    """Each used to end in a traceback, or to be accepted silently."""
+    out = tmp_path / "run"
+    code, _, err = cli(capsys, "train", "--algo", "maml", "--benchmark", "sinusoid", "--out", out, "--quiet",
+                       *set_args(TINY), *argv(tmp_path))
+    assert_one_line_error(code, err, needle)
+    assert not out.exists()
+
+
+def test_out_that_is_a_file_or_under_one(tmp_path: Path, capsys):
+    """train and compare refuse an --out that is a file or lies under one (each was a traceback)."""
+    afile = tmp_path / "notes.txt"
+    afile.write_text("mine")
+    for out, needle in [(afile, "exists and is not a directory"), (afile / "run", "is a file, not a folder")]:
+        code, _, err = cli(capsys, "train", "--algo", "maml", "--benchmark", "sinusoid", "--out", out, "--quiet")
+        assert_one_line_error(code, err, needle)
+    code, _, err = cli(capsys, "compare", "--benchmark", "sinusoid", "--algos", "maml", "--out", afile / "c")
+    assert_one_line_error(code, err, "is a file, not a folder")
+    assert afile.read_text() == "mine"
+
+
+def test_cache_that_is_a_file(tmp_path: Path, capsys, monkeypatch):
+    afile = tmp_path / "cache"
+    afile.write_text("")
+    monkeypatch.setenv("METALOOP_CACHE", str(afile))
+    from metaloop.data import cache_dir
+    from metaloop.errors import MetaloopError
+
+    with pytest.raises(MetaloopError, match=r"cache folder .* \(\$METALOOP_CACHE\) is a file"):
+        cache_dir()
+
+
+def test_compare_checks_every_option_before_training(tmp_path: Path, capsys):
+    """A bad --set reaches the user as one line from compare itself, before any child process trains."""
+    out = tmp_path / "c"
+    code, _, err = cli(capsys, "compare", "--benchmark", "sinusoid", "--algos", "maml,fomaml", "--out", out,
+                       "--set", "iterations=abc")
+    assert_one_line_error(code, err, "option 'iterations' must be int")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("steps", "needle"), [("1,,2", "expected comma-separated integers"),
+                                               ("5,5", "5 is given twice")])
+def test_eval_steps_must_be_distinct_integers(run: Path, capsys, steps, needle):
+    code, _, err = cli(capsys, "eval", run, "--steps", steps)
+    assert_one_line_error(code, err, needle)
+
+
+def test_eval_result_path_that_is_a_folder(run: Path, capsys):
+    (run / "eval.json").mkdir()
+    code, _, err = cli(capsys, "eval", run, "--no-plots")
+    assert_one_line_error(code, err, "is a folder")
+
+
+def test_resume_removes_the_temp_files_of_a_killed_write(run: Path, capsys):
+    """A kill during a checkpoint write leaves `.checkpoint-*.tmp` files; the next train in the folder (it holds
+    the lock) removes them, and nothing else."""
+    leftovers = [run / ".checkpoint-30.safetensors.abc123.tmp", run / ".checkpoint.json.x9.tmp"]
+    for path in leftovers:
+        path.write_bytes(b"partial")
+    mine = run / ".notes.tmp"
+    mine.write_text("keep")
+    code, _, err = cli(capsys, *train_argv(run, run.parent, sets=["iterations=30"]))
+    assert code == 0, err
+    assert not any(p.exists() for p in leftovers) and mine.read_text() == "keep"

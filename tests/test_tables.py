@@ -75,3 +75,21 @@ def test_column_errors(tmp_path, name, content, kwargs, message):
 def test_label_order():
     assert label_order(["10", "2", "-1", "2"]) == ["-1", "2", "10"]
     assert label_order(["b", "a", "10", "2"]) == ["10", "2", "a", "b"]
+
+
+def test_binary_duplicated_columns_and_long_fields(tmp_path):
+    """A NUL byte (a binary or UTF-16 file) and a column named twice are errors naming file and line; a field
+    longer than the csv module's default limit (131,072 characters) is read."""
+    from metaloop.tables import read_table
+
+    nul = tmp_path / "nul.csv"
+    nul.write_bytes(b"text,label\nhello\x00,a\n")
+    with pytest.raises(MetaloopError, match=r"nul.csv:2: contains a NUL byte"):
+        read_table(nul)
+    twice = tmp_path / "twice.csv"
+    twice.write_text("text,label,text\na,b,c\n")
+    with pytest.raises(MetaloopError, match=r"twice.csv:1: column 'text' appears twice"):
+        read_table(twice)
+    long = tmp_path / "long.csv"
+    long.write_text("text,label\n" + "x" * 200_000 + ",a\n")
+    assert read_table(long).column("text", kind="text", what="texts") == ["x" * 200_000]

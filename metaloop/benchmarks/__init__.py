@@ -135,6 +135,8 @@ def check_device(device: str) -> None:
                             "GPU evaluates with `eval --set device=cpu` and adapts with `adapt --device cpu`)")
     if dev.type not in ("cpu", "cuda", "mps"):
         raise MetaloopError(f"option 'device': {device!r} is not supported (cpu, cuda, cuda:N)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise MetaloopError(f"option 'device': {device!r} requested but this PyTorch has no MPS (Apple GPU) support")
 
 
 def device_memory(device: str) -> int:

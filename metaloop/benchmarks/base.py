@@ -50,9 +50,15 @@ class Benchmark:
     #: The dimension of the pretrained features that feature-based algorithms (LEO) receive.
     feature_dim: Callable[[dict[str, Any]], int] | None = None
     #: For ``metaloop adapt``: the column of the user's files holding the raw inputs (``text`` or ``path``)
-    #: and ``encode_inputs(cfg, values, base_dir)`` turning them into the model's input tensor ``[n, ...]``.
+    #: and ``encode_inputs(cfg, values, base_dir, options)`` turning them into the model's input tensor ``[n, ...]``
+    #: (``options``: the labels of the support file, for a model that reads them: the LLM's answer words).
     input_column: str | None = None
-    encode_inputs: Callable[[dict[str, Any], list[str], Path], Any] | None = None
+    encode_inputs: Callable[[dict[str, Any], list[str], Path, list[str]], Any] | None = None
+    #: The column of the support file's labels (``label``; the LLM benchmarks' ``output``).
+    label_column: str = "label"
+    #: The model answers with any set of labels, as words (no classifier head with ``ways`` outputs): ``adapt``
+    #: takes any number of labels, and each needs one example at least.
+    open_answers: bool = False
     #: ``(info key, group names)``: the test tasks fall into groups (a :class:`TaskBatch` ``info`` tensor of
     #: indices into the names), and evaluation also reports each group (lm-strings: the function families).
     task_groups: tuple[str, tuple[str, ...]] | None = None

@@ -77,7 +77,7 @@ def image_encoder(size: int | None, channels: int | None, *, invert: bool = Fals
     benchmark's model input ``float32 [n, channels, size, size]``; ``invert`` for Omniglot's strokes.
     ``None`` takes the size or channels from the run's ``image_size`` / ``channels`` options."""
 
-    def encode(cfg: dict[str, Any], paths: list[str], base_dir: Path) -> Tensor:
+    def encode(cfg: dict[str, Any], paths: list[str], base_dir: Path, options: list[str] | None = None) -> Tensor:
         if cfg["algo"] in FEATURE_ALGOS:
             raise MetaloopError(f"adapt: algorithm '{cfg['algo']}' works on pretrained features; "
                                 "adapting it to image files is not supported")

@@ -35,10 +35,11 @@ from torch import Tensor, nn
 
 from metaloop.benchmarks.base import Benchmark, TaskSource
 from metaloop.config import Option
+from metaloop.data import file_stamp
 from metaloop.errors import MetaloopError
 from metaloop.models.llm import LORA_TARGETS, SMOLLM2, PromptScorer, Template, add_lora, answer_nll, load_lm, \
     load_lm_tokenizer
-from metaloop.tasks.prompts import PromptTask, PromptTasks, read_task_file, source_task
+from metaloop.tasks.prompts import PAD, PromptTask, PromptTasks, read_task_file, source_task
 
 PREFIX = "llm-tasks:"
 NAME = "llm-tasks"
@@ -77,6 +78,21 @@ def make_scorer(cfg: Mapping[str, Any]) -> nn.Module:
     return PromptScorer(lm, Template(load_lm_tokenizer(cfg["lm"])), mode=cfg["scoring"])
 
 
+def encode_prompts(cfg: dict[str, Any], inputs: list[str], base_dir: Any, options: list[str]) -> Tensor:
+    """``metaloop adapt``: the user's inputs with the support file's labels as the answer options, packed as the
+    scorer reads them (:mod:`metaloop.tasks.prompts`)."""
+    template = Template(load_lm_tokenizer(cfg["lm"]))
+    rows = [ids[: cfg["max_input_tokens"]] for ids in template.fields(inputs)]
+    answers = template.fields(options)
+    width = max(len(r) for r in [*rows, *answers])
+    x = torch.full((len(rows), 1 + len(answers), width), PAD, dtype=torch.long)
+    for j, ids in enumerate(answers):
+        x[:, 1 + j, : len(ids)] = torch.tensor(ids)
+    for i, ids in enumerate(rows):
+        x[i, 0, : len(ids)] = torch.tensor(ids)
+    return x
+
+
 def _names(text: str, option: str) -> list[str]:
     names = [n.strip() for n in text.split(",") if n.strip()]
     if not names:
@@ -84,8 +100,15 @@ def _names(text: str, option: str) -> list[str]:
     return names
 
 
-@lru_cache(maxsize=8)
 def _pool(benchmark: str, split: str, sources: str, root: str | None) -> tuple[PromptTask, ...]:
+    stamp = file_stamp(benchmark.removeprefix(PREFIX)) if benchmark.startswith(PREFIX) else None
+    return _pool_cached(benchmark, split, sources, root, stamp)
+
+
+@lru_cache(maxsize=8)
+def _pool_cached(benchmark: str, split: str, sources: str, root: str | None,
+                 stamp: tuple[int, ...] | None) -> tuple[PromptTask, ...]:
+    """The tasks of a split (the user's file is read again when it changes: ``stamp``)."""
     if benchmark.startswith(PREFIX):
         tasks = read_task_file(benchmark.removeprefix(PREFIX))[split]
         if tasks:
@@ -172,6 +195,10 @@ def llm_benchmark(name: str) -> Benchmark:
                   "path": "loop", "time_budget": 3600.0},
         algo_defaults=_ALGO_DEFAULTS,
         task_groups=("seed", SEED_GROUPS),
+        input_column="input",
+        label_column="output",
+        encode_inputs=encode_prompts,
+        open_answers=True,
     )
 
 

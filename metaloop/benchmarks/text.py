@@ -43,7 +43,7 @@ from metaloop.benchmarks.fewshot_images import (
     classification_benchmark,
 )
 from metaloop.config import Option
-from metaloop.data import cache_dir
+from metaloop.data import cache_dir, file_stamp
 from metaloop.errors import MetaloopError
 from metaloop.features import LabelledFeatures
 from metaloop.tasks.images import digest, load_cache, save_cache
@@ -106,8 +106,10 @@ def _mix(names: str, split: str, root: str | None) -> Any:
 
 
 @lru_cache(maxsize=8)
-def _texts(source: str, split: str, root: str | None, train_sources: str | None, columns: tuple[str, ...]) -> Any:
-    """The labelled texts of a split: the benchmark's own source, or the mix of ``train_sources``."""
+def _texts(source: str, split: str, root: str | None, train_sources: str | None, columns: tuple[str, ...],
+           stamp: tuple[int, ...] | None = None) -> Any:
+    """The labelled texts of a split: the benchmark's own source, or the mix of ``train_sources``. ``stamp``
+    (:func:`~metaloop.data.file_stamp` of the user's file) makes an edited file be read again."""
     if split == "train" and train_sources:
         return _mix(train_sources, split, root)
     if source.startswith(PREFIX):
@@ -117,18 +119,18 @@ def _texts(source: str, split: str, root: str | None, train_sources: str | None,
 
 @lru_cache(maxsize=8)
 def _tokens(source: str, split: str, root: str | None, train_sources: str | None, columns: tuple[str, ...],
-            encoder: str, max_length: int) -> LabelledTokens:
-    data = _texts(source, split, root, train_sources, columns)
+            encoder: str, max_length: int, stamp: tuple[int, ...] | None = None) -> LabelledTokens:
+    data = _texts(source, split, root, train_sources, columns, stamp)
     return LabelledTokens(tokens_for(list(data.texts), encoder, max_length), data.labels, list(data.classes))
 
 
 @lru_cache(maxsize=8)
 def _features(source: str, split: str, root: str | None, train_sources: str | None, columns: tuple[str, ...],
-              encoder: str, max_length: int) -> Any:
+              encoder: str, max_length: int, stamp: tuple[int, ...] | None = None) -> Any:
     """Frozen-encoder embeddings (unit norm) of every text of a split, for LEO; cached on disk."""
     from metaloop.models.text import TextEncoder, encoder_path, load_encoder
 
-    tokens = _tokens(source, split, root, train_sources, columns, encoder, max_length)
+    tokens = _tokens(source, split, root, train_sources, columns, encoder, max_length, stamp)
     key = digest("text-features", encoder_path(encoder).resolve(), digest(tokens.images.numpy().tobytes(), length=64))
     path = cache_dir() / "features" / f"{key}.safetensors"
     cached = load_cache(path)
@@ -153,10 +155,11 @@ def _data(source: str | None) -> Callable[[dict[str, Any], str], Any]:
         columns = (cfg["text_column"], cfg["label_column"], cfg["split_column"])
         args = (name, split, cfg["data"], _train_sources(cfg), columns)
         _check_length(cfg)
+        stamp = file_stamp(name.removeprefix(PREFIX)) if name.startswith(PREFIX) else None
         if cfg["algo"] in FEATURE_ALGOS:
-            feats = _features(*args, cfg["encoder"], cfg["max_length"])
+            feats = _features(*args, cfg["encoder"], cfg["max_length"], stamp)
             return LabelledFeatures(feats.images * cfg["feature_scale"], feats.labels)
-        return _tokens(*args, cfg["encoder"], cfg["max_length"])
+        return _tokens(*args, cfg["encoder"], cfg["max_length"], stamp)
 
     return data
 
@@ -238,7 +241,7 @@ _ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def encode_texts(cfg: dict[str, Any], texts: list[str], base_dir: Path) -> Tensor:
+def encode_texts(cfg: dict[str, Any], texts: list[str], base_dir: Path, options: list[str] | None = None) -> Tensor:
     """Raw texts as the run's model input: packed tokens, or frozen-encoder features for LEO."""
     from metaloop.models.text import load_tokenizer, tokenize
 
@@ -296,8 +299,12 @@ TEXT = _named()
 
 
 # ------------------------------------------------------------------------------------- the user's own file
-@lru_cache(maxsize=8)
 def _user_table(path: str) -> Any:
+    return _user_table_cached(path, file_stamp(path))
+
+
+@lru_cache(maxsize=8)
+def _user_table_cached(path: str, stamp: tuple[int, ...] | None) -> Any:
     from metaloop.tables import read_table
 
     return read_table(path, what="text file")

@@ -39,6 +39,7 @@ from metaloop.benchmarks.fewshot_images import (
     warn_shared_splits,
 )
 from metaloop.config import Option
+from metaloop.data import file_stamp
 from metaloop.errors import MetaloopError
 from metaloop.models.conv import Conv4
 from metaloop.models.resnet12 import ResNet12
@@ -48,10 +49,16 @@ from metaloop.tasks.images import LabelledImages
 PREFIX = "images:"
 
 
-@lru_cache(maxsize=4)
 def _split(path: str, split: str, size: int, channels: int, columns: tuple[str, str, str]) -> LabelledImages:
     """The images of ``split`` (``paths`` holds each one's file); loading the test split warns when an image
-    appears more than once in a class (see :func:`~metaloop.benchmarks.fewshot_images.warn_repeated_inputs`)."""
+    appears more than once in a class (see :func:`~metaloop.benchmarks.fewshot_images.warn_repeated_inputs`).
+    Kept in memory until a file under ``path`` changes (:func:`~metaloop.data.file_stamp`)."""
+    return _split_cached(path, split, size, channels, columns, file_stamp(path))
+
+
+@lru_cache(maxsize=4)
+def _split_cached(path: str, split: str, size: int, channels: int, columns: tuple[str, str, str],
+                  stamp: tuple[int, ...] | None) -> LabelledImages:
     root = Path(path).expanduser()
     if root.is_dir():
         folder = root / split
@@ -129,6 +136,9 @@ def _feature_dim(cfg: dict[str, Any]) -> int:
 
 def _model(cfg: dict[str, Any]) -> nn.Module:
     _check_ways(cfg)
+    if cfg["image_size"] < 16:
+        raise MetaloopError(f"option 'image_size': {cfg['image_size']} is too small for the backbone's four 2× "
+                            "poolings (at least 16)")
     return _backbone(cfg, None if cfg["algo"] in EMBEDDING_ALGOS else cfg["ways"])
 
 

@@ -111,3 +111,25 @@ def test_a_checkpoint_holds_the_adapters_only(tiny_llama, tmp_path, capsys):
     keys = load_file(str(tmp_path / "r" / "checkpoint-2.safetensors")).keys()
     learner_keys = [k for k in keys if k.startswith("learner.")]
     assert learner_keys and all("lora_" in k for k in learner_keys), learner_keys
+
+
+@pytest.mark.parametrize("algo", ["metaicl", "fomaml"])
+def test_adapt_answers_the_users_new_task(algo, tiny_llama, tmp_path, capsys):
+    """`metaloop adapt RUN --support examples.jsonl --query queries.jsonl`: the support's outputs are the
+    answer options (any number, one example each at least), and each query gets one with its probability."""
+    data = task_file(tmp_path / "tasks.jsonl")
+    code, _, err = run(capsys, "train", "--algo", algo, "--benchmark", f"llm-tasks:{data}", "--out", tmp_path / "r",
+                       "--quiet", *sets(tiny_llama))
+    assert code == 0, err
+    support = tmp_path / "examples.jsonl"
+    support.write_text("".join(json.dumps({"input": i, "output": o}) + "\n" for i, o in [
+        ("the film was wonderful", "positive"), ("a dull and slow story", "negative"), ("loved every minute", "positive"),
+        ("i want my money back", "negative"), ("just boring", "negative"), ("a gem of a movie", "neutral")]))
+    query = tmp_path / "queries.jsonl"
+    query.write_text("".join(json.dumps({"input": q}) + "\n" for q in ["what a great film", "so boring"]))
+    code, out, err = run(capsys, "adapt", tmp_path / "r", "--support", support, "--query", query, "--out",
+                         tmp_path / "answers.jsonl")
+    assert code == 0, err
+    rows = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
+    assert [r["input"] for r in rows] == ["what a great film", "so boring"]
+    assert all(r["prediction"] in {"positive", "negative", "neutral"} and 0 < r["score"] <= 1 for r in rows)

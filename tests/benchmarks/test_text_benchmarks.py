@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 import warnings
 from pathlib import Path
@@ -409,3 +410,18 @@ def test_user_file_test_split_is_checked_before_training(text_env, tmp_path, cap
     code, out, err = cli(capsys, "adapt", tmp_path / "run", "--support", "s.csv", "--query", "q.csv", "--min-shots", "1")
     assert code == 0, err
     assert out.splitlines()[0] == "text,prediction,score"
+
+
+def test_an_edited_user_file_is_read_again(text_env, tmp_path):
+    """The in-process caches of text:FILE key on the file's size and modification time."""
+    from metaloop.benchmarks import get_benchmark
+
+    data = save_csv(tmp_path / "mine.csv", write_texts(tmp_path, ["alpha", "beta", "gamma"], 2, "test", seed=2)
+                    + write_texts(tmp_path, ["x", "y", "z"], 2, "train", seed=3))
+    cfg = resolve_config("protonet", f"text:{data}", overrides={"encoder": str(text_env), **USER_SETS})
+    bench = get_benchmark(f"text:{data}")
+    assert len(bench.test_tasks(cfg).class_ids) == 3
+    save_csv(data, write_texts(tmp_path, ["alpha", "beta", "gamma", "delta"], 2, "test", seed=2)
+             + write_texts(tmp_path, ["x", "y", "z"], 2, "train", seed=3))
+    os.utime(data, ns=(os.stat(data).st_atime_ns, os.stat(data).st_mtime_ns + 10**9))
+    assert len(bench.test_tasks(cfg).class_ids) == 4

@@ -1,6 +1,7 @@
 """`--benchmark images:PATH`: the user's own image folder or CSV as a few-shot benchmark."""
 
 import csv
+import os
 import shutil
 import warnings
 
@@ -91,10 +92,10 @@ def test_leo_on_pretrained_features_of_the_users_images(folder, tmp_path, monkey
     assert metaloop.evaluate(run, plots=False)["episodes"] == 5
     cached = sorted((tmp_path / "cache" / "features").glob("images-*"))
     assert len(cached) == 1
-    _write_images(folder / "test", ["b0"], 1, seed=7)  # overwrite one test image
-    from metaloop.benchmarks import user_images
-
-    user_images._split.cache_clear()
+    image = folder / "test" / "b0" / "0.png"
+    before = image.stat().st_mtime_ns
+    _write_images(folder / "test", ["b0"], 1, seed=7)  # overwrite one test image: read again, embedded anew
+    os.utime(image, ns=(before + 10**9, before + 10**9))
     bench.test_tasks(cfg)
     assert len(sorted((tmp_path / "cache" / "features").glob("images-*"))) == 2
 
@@ -194,3 +195,23 @@ def test_disjoint_user_images_do_not_warn(folder, tmp_path):
         warnings.simplefilter("error", MetaloopWarning)
         run = metaloop.train("protonet", f"images:{folder}", tmp_path / "run", overrides=TRAIN_ONCE, progress=False)
         metaloop.evaluate(run, plots=False)
+
+
+def test_image_size_too_small_for_the_backbone(folder, tmp_path):
+    """image_size=8 cannot go through Conv-4's four poolings: one line saying so, before any training."""
+    with pytest.raises(MetaloopError, match="option 'image_size': 8 is too small"):
+        metaloop.train("maml", f"images:{folder}", tmp_path / "r", overrides={**SETS, "image_size": 8}, progress=False)
+    assert not (tmp_path / "r").exists()
+
+
+def test_missing_test_folder_or_too_few_test_classes_before_training(folder, tmp_path):
+    """An image folder without test/, or with fewer test classes than ways, is refused before any training."""
+    import shutil
+
+    with pytest.raises(MetaloopError, match="the test split: .*ways=5 but the dataset has only 3 classes"):
+        metaloop.train("protonet", f"images:{folder}", tmp_path / "r", overrides={**SETS, "ways": 5, "train_ways": 3},
+                       progress=False)
+    shutil.rmtree(folder / "test")
+    with pytest.raises(MetaloopError, match="test"):
+        metaloop.train("protonet", f"images:{folder}", tmp_path / "r", overrides=SETS, progress=False)
+    assert not (tmp_path / "r").exists()
