@@ -26,6 +26,7 @@ steps. Runs and evaluations go `--jobs` at a time in subprocesses with one threa
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -113,9 +114,17 @@ def cached(path: Path, compute) -> dict:  # noqa: ANN001
     return result
 
 
+def settings_key(args: argparse.Namespace) -> str:
+    """The part of a cached result's name that the --set overrides decide (none: empty, as before they counted)."""
+    if not args.sets:
+        return ""
+    return "-s" + hashlib.sha256("\n".join(args.sets).encode()).hexdigest()[:10]
+
+
 def run_method(method: str, args: argparse.Namespace) -> dict:
     t0 = time.time()
     out: dict = {"evals": {}}
+    tag = f"e{args.episodes}{settings_key(args)}"
     if METHODS[method][2]:
         out["train"] = train(method, args)
         if "failed" in out["train"]:
@@ -123,11 +132,11 @@ def run_method(method: str, args: argparse.Namespace) -> dict:
             return out
         key = f"{out['train']['iterations']}"
         for k in SHOTS:
-            out["evals"][k] = cached(args.runs / "results" / f"{method}-it{key}-k{k}-e{args.episodes}.json",
+            out["evals"][k] = cached(args.runs / "results" / f"{method}-it{key}-k{k}-{tag}.json",
                                      lambda k=k: evaluate_run(method, k, args))
     else:
         for k in SHOTS:
-            out["evals"][k] = cached(args.runs / "results" / f"{method}-k{k}-e{args.episodes}.json",
+            out["evals"][k] = cached(args.runs / "results" / f"{method}-k{k}-{tag}.json",
                                      lambda k=k: evaluate_untrained(method, k, args))
     print(f"{method}: done in {time.time() - t0:.0f} s", flush=True)
     return out
@@ -153,18 +162,20 @@ def reported_step(method: str) -> str:
 
 
 def tokens_per_task(args: argparse.Namespace) -> dict[str, float]:
-    """Mean prompt tokens per meta-training task (demonstrations + queries with their answers), by method
-    kind: K-shot prompts (metaicl) and 0-shot examples (the others), from 20 training episodes."""
-    code = ("import json; from metaloop.benchmarks import resolve_config, get_benchmark; "
-            "cfg = resolve_config('metaicl', 'llm-tasks'); b = get_benchmark('llm-tasks').train_tasks(cfg).batch(0, 20); "
-            "n = lambda x: int((x[..., 0, :] >= 0).sum()); o = lambda x: int((x[..., 1, :] >= 0).sum()); "
-            "per = (n(b.support_x) + n(b.query_x) + o(b.support_x) + o(b.query_x)) / 20; "
-            "print(json.dumps({'tokens': per}))")
-    done = subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True)
-    return json.loads(done.stdout) if done.returncode == 0 else {"tokens": float("nan")}
+    """Mean tokens of a meta-training task's examples (each input with its right answer, demonstrations and
+    queries), from 20 training episodes, and the meta-batch size: what a meta-step reads, before the template."""
+    code = ("import json, sys, torch; from metaloop.benchmarks import resolve_config, get_benchmark; "
+            "cfg = resolve_config('metaicl', 'llm-tasks', overrides=sys.argv[1:]); "
+            "b = get_benchmark('llm-tasks').train_tasks(cfg).batch(0, 20); "
+            "n = lambda x: int((x[..., 0, :] >= 0).sum()); "
+            "a = lambda x, y: int((x.gather(2, (1 + y)[..., None, None].expand(-1, -1, 1, x.shape[-1])) >= 0).sum()); "
+            "per = (n(b.support_x) + n(b.query_x) + a(b.support_x, b.support_y) + a(b.query_x, b.query_y)) / 20; "
+            "print(json.dumps({'tokens': per, 'meta_batch_size': cfg['meta_batch_size']}))")
+    done = subprocess.run([sys.executable, "-c", code, *args.sets], env=ENV, capture_output=True, text=True)
+    return json.loads(done.stdout) if done.returncode == 0 else {"tokens": float("nan"), "meta_batch_size": 4}
 
 
-def write(results: dict[str, dict], args: argparse.Namespace, tokens: float) -> None:
+def write(results: dict[str, dict], args: argparse.Namespace, tokens: float, batch: int) -> None:
     queries = next((s.split("=", 1)[1] for s in reversed(args.sets) if s.startswith("eval_queries=")), "8")
     lines = [
         "## A pretrained LLM on held-out tasks: llm-tasks (SmolLM2-135M-Instruct, LoRA rank 8 on q/v)",
@@ -178,7 +189,8 @@ def write(results: dict[str, dict], args: argparse.Namespace, tokens: float) -> 
         "and in parentheses the worst demonstration seed (the least of the three seeds' means). Gradient-based "
         "methods after 5 inner SGD steps on the K examples (all step counts in the second table). Meta-training: "
         f"the preset of each method on 8-shot 5-way episodes, at most {args.budget} each, one thread; "
-        f"a meta-training task is about {tokens:.0f} prompt tokens.",
+        f"a meta-training task's examples hold about {tokens:.0f} tokens ({batch} tasks per meta-step), before "
+        "the template.",
         "",
         "| method | K = 4 | K = 8 | meta-steps | meta-training | tokens (≈) |",
         "|---|---|---|---|---|---|",
@@ -191,7 +203,7 @@ def write(results: dict[str, dict], args: argparse.Namespace, tokens: float) -> 
             continue
         meta = ("–", "none", "–") if not trained else (
             str(trained["iterations"]), f"{trained['seconds'] / 60:.1f} min",
-            f"{trained['iterations'] * 4 * tokens / 1e6:.2f} M")
+            f"{trained['iterations'] * batch * tokens / 1e6:.2f} M")
         lines.append(f"| {method} | {cell(r['evals'][4], step)} | {cell(r['evals'][8], step)} | {' | '.join(meta)} |")
     lines += ["", "Gradient-based methods by inner steps at test time, K = 8:", "",
               "| method | 0 steps | 1 step | 5 steps | 10 steps |", "|---|---|---|---|---|"]
@@ -218,7 +230,8 @@ def main() -> None:
     args.runs.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(args.jobs) as pool:
         done = dict(zip(args.methods, pool.map(lambda m: run_method(m, args), args.methods)))
-    write(done, args, tokens_per_task(args)["tokens"])
+    counted = tokens_per_task(args)
+    write(done, args, counted["tokens"], counted["meta_batch_size"])
     print(f"wrote the llm block of {args.results}")
 
 

@@ -148,7 +148,8 @@ def _print_eval(result: dict, run_dir: str) -> None:
     print(f"{result['algo']} on {result['benchmark']}: {result['metric']} over {result['episodes']} test tasks "
           f"(mean ± 95% CI), checkpoint at iteration {result['iteration']}")
     print(format_table({result["algo"]: result}))
-    print(f"result in {Path(run_dir) / result['file']}, plots in {Path(run_dir) / 'plots'}")
+    plots = f", plots in {Path(run_dir) / 'plots'}" if result["file"] == "eval.json" else " (plots: only at the run's own settings)"
+    print(f"result in {Path(run_dir) / result['file']}{plots}")
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:

@@ -69,7 +69,10 @@ def _train(algo: str, benchmark: str, run: Path, sets: Sequence[str], config_fil
     if not progress:
         cmd.append("--quiet")
     env = {**os.environ, PARENT: str(os.getpid())}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    # Its own session: a Ctrl-C at the terminal reaches compare alone, which then interrupts the trainer once
+    # (it checkpoints and exits); a second interrupt would stop it at once, without a checkpoint.
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
     assert proc.stderr is not None
     tail = ""
     try:
@@ -107,10 +110,9 @@ def exit_with_parent(interval: float = 0.5, grace: float = 60.0) -> None:
     """In a ``metaloop train`` started by ``compare``: stop as a Ctrl-C would (a checkpoint, then exit) when
     the ``compare`` process is gone, however it ended (killed, crashed), so that no trainer runs on orphaned.
     A second interrupt follows after ``grace`` seconds if the first did not stop it."""
-    parent = os.environ.get(PARENT, "")
-    if not parent.isdigit():
+    if not os.environ.get(PARENT, "").isdigit():
         return
-    pid = int(parent)
+    pid = os.getppid()  # the process that started this one (compare, or a launcher in between that waits for it)
 
     def watch() -> None:
         while os.getppid() == pid:
@@ -168,8 +170,8 @@ def compare(
             rows.append({**cached, **row})
             continue
         learner, _, cfg = load_learner(run)
-        steps = cfg["test_inner_steps"] or cfg["inner_steps"]
-        tried = sorted({steps, *cfg["eval_steps"]})
+        steps = (cfg["test_inner_steps"] or cfg["inner_steps"]) if learner.has_inner_loop else 0
+        tried = sorted({steps, *cfg["eval_steps"]}) if learner.has_inner_loop else [0]
         result = evaluate_learner(learner, bench, cfg, episodes=episodes or cfg["eval_episodes"], steps=tried)
         chosen, note = choose_steps(result["steps"], steps, bench.higher_is_better)
         row.update(
@@ -233,7 +235,7 @@ def config_digest(run: Path) -> str:
 
 
 #: Bumped when a row's fields change, so that rows cached by an older metaloop are evaluated again.
-ROW_FORMAT = 2
+ROW_FORMAT = 3
 
 
 def _row_key(run: Path, record: dict[str, Any], episodes: int | None) -> list[Any]:

@@ -252,7 +252,7 @@ def evaluate(
     if (run_dir / result["file"]).is_dir():
         raise MetaloopError(f"'{run_dir / result['file']}' is a folder; eval writes its result there (move it)")
     atomic_write_text(run_dir / result["file"], json.dumps(result, indent=1))
-    if plots:
+    if plots and result["file"] == EVAL:  # the plots show the run's own evaluation, not a quick check
         (run_dir / "plots").mkdir(exist_ok=True)
         adaptation_curve({cfg["algo"]: result}, run_dir / "plots" / "adaptation_curve.png", metric=bench.metric)
         if bench.plot is not None:

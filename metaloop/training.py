@@ -15,6 +15,7 @@ weights and the optimizer state exactly, a resumed run reproduces an uninterrupt
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import os
@@ -65,7 +66,7 @@ _BEFORE_CHECKPOINT = frozenset({CONFIG, METRICS, "plots", LOCK})
 
 def _restartable(out: Path) -> bool:
     """A run that stopped before its first checkpoint (diverged, interrupted): nothing in it is worth keeping."""
-    names = {p.name for p in out.iterdir()}
+    names = {p.name for p in out.iterdir() if not any(fnmatch.fnmatch(p.name, pattern) for pattern in _LEFTOVERS)}
     plots = out / "plots"
     return (CONFIG in names and not has_checkpoint(out) and names <= _BEFORE_CHECKPOINT
             and (not plots.is_dir() or all(p.suffix == ".png" for p in plots.iterdir())))
@@ -191,10 +192,17 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during ``train``; its message says what the run directory holds now."""
 
 
-def _kept(out: Path, iteration: int | None) -> str:
+def _kept(out: Path, iteration: int | None, *, resume: bool = True) -> str:
+    """What the run directory holds now, for a message; ``iteration`` is the last checkpoint this call knows of
+    (``None``: it looks for one written before)."""
+    if iteration is None and has_checkpoint(out):
+        try:
+            iteration = int(json.loads((out / "checkpoint.json").read_text())["iteration"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return f"'{out}' holds a checkpoint"
     if iteration is None:
         return f"no checkpoint was written, so a new `metaloop train --out {out}` may reuse the folder"
-    return f"the checkpoint at iteration {iteration} in '{out}' is intact: continue with --resume"
+    return f"the checkpoint at iteration {iteration} in '{out}' is intact" + (": continue with --resume" if resume else "")
 
 
 def train(
@@ -233,8 +241,8 @@ def train(
 
 
 def _train(cfg: dict[str, Any], out: Path, resume: bool, progress: bool, saved: list[int]) -> Path:
-    _remove_leftovers(out)
     stored = _check_run_dir(out, cfg, resume)
+    _remove_leftovers(out)
     learner, bench = build_learner(cfg)
     options = bench.all_options()
     run = trained_options(cfg, options)
@@ -283,8 +291,9 @@ def _train(cfg: dict[str, Any], out: Path, resume: bool, progress: bool, saved: 
             learner.before_step(optimizer, iteration, n_iter)
             loss = learner.meta_step(batch, optimizer)
             if not math.isfinite(loss):
-                raise MetaloopError(f"meta-training diverged: loss is {loss} at iteration {iteration + 1}; lower "
-                                    f"outer_lr or inner_lr ({_kept(out, saved[-1] if saved else None)})")
+                raise MetaloopError(f"meta-training diverged: loss is {loss} at iteration {iteration + 1}; train a "
+                                    "new run with a lower outer_lr or inner_lr "
+                                    f"({_kept(out, saved[-1] if saved else None, resume=False)})")
             window.append(loss)
             iteration += 1
             bar.update(1)

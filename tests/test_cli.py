@@ -138,6 +138,9 @@ def test_eval_json_prints_one_object(run: Path, capsys):
         assert set(entry) == {"mean", "ci95"} and entry["mean"] > 0 and entry["ci95"] > 0
     assert result["file"] == "eval-steps=0,1.json" and not (run / "eval.json").exists()
     assert json.loads((run / result["file"]).read_text()) == result
+    assert not (run / "plots" / "adaptation_curve.png").exists()  # plots show the run's own settings only
+    code, out, err = cli(capsys, "eval", run, "--json")
+    assert code == 0 and json.loads(out)["file"] == "eval.json", err
     for name in ("adaptation_curve.png", "predictions.png"):
         assert (run / "plots" / name).read_bytes().startswith(PNG)
 

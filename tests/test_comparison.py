@@ -176,3 +176,27 @@ def test_a_killed_compare_takes_its_trainer_with_it(tmp_path):
         pytest.fail("the trainer outlived its compare")
     assert not lock.exists()
     assert json.loads((out / "maml" / "checkpoint.json").read_text())["iteration"] > 10
+
+
+def test_ctrl_c_on_compare_stops_its_trainer_with_a_checkpoint(tmp_path):
+    """The trainer runs in its own session: a Ctrl-C reaches compare only, which interrupts the trainer once, so
+    that it checkpoints where it is (a second interrupt would stop it without one) and releases the folder."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    out = tmp_path / "c"
+    proc = subprocess.Popen([sys.executable, "-m", "metaloop", "compare", "--benchmark", "sinusoid", "--algos", "maml",
+                             "--budget", "100000", "--quiet", "--out", str(out),
+                             "--set", "checkpoint_every=100000", *[a for item in TINY[:3] for a in ("--set", item)]],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lock = out / "maml" / ".lock"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out / "maml" / "metrics.jsonl").exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    assert lock.exists(), "the trainer did not start"
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=90)
+    assert proc.returncode == 130, err
+    assert not lock.exists()
+    pointer = json.loads((out / "maml" / "checkpoint.json").read_text())
+    assert 0 < pointer["iteration"] < 100000  # not a periodic one: checkpoint_every is beyond the run

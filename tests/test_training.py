@@ -203,8 +203,8 @@ def test_divergence_says_truly_what_is_kept_and_leaves_a_reusable_folder(tmp_pat
 
     other = tmp_path / "o"
     diverge_at(monkeypatch, 12)
-    with pytest.raises(metaloop.MetaloopError, match="the checkpoint at iteration 10 in .* is intact: continue "
-                                                     "with --resume"):
+    with pytest.raises(metaloop.MetaloopError, match=r"train a new run with a lower outer_lr or inner_lr \(the "
+                                                     r"checkpoint at iteration 10 in .* is intact\)"):
         train("maml", other, 20)
     monkeypatch.undo()
     with pytest.raises(metaloop.MetaloopError, match="already holds a metaloop run"):
@@ -257,3 +257,15 @@ def test_a_run_directory_is_trained_by_one_process_at_a_time(tmp_path: Path):
     with pytest.warns(metaloop.errors.MetaloopWarning, match=rf"took over the lock of process {holder.pid}"):
         train("maml", run, 5)
     assert not (run / LOCK).exists() and json.loads((run / "checkpoint.json").read_text())["iteration"] == 5
+
+
+def test_ctrl_c_at_the_start_of_a_resume_names_the_existing_checkpoint(tmp_path: Path, monkeypatch):
+    """Interrupted before its first meta-step, a resumed run still has its checkpoint, and says so."""
+    run = train("maml", tmp_path / "r", 10)
+
+    def interrupted_build(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(metaloop.training, "build_learner", interrupted_build)
+    with pytest.raises(metaloop.training.TrainingInterrupted, match="the checkpoint at iteration 10 .* is intact"):
+        train("maml", run, 20, resume=True)

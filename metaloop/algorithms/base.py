@@ -59,6 +59,9 @@ def resolve_path(path: str, model: nn.Module) -> str:
 class MetaLearner(nn.Module):
     """Base class: holds the user's model (unmodified) and the meta-parameters.
 
+    ``has_inner_loop`` says whether ``adapt`` takes gradient steps (whose count evaluation varies); the
+    closed-form heads and in-context learning have none.
+
     Args:
         model: any ``nn.Module``; its parameters are the meta-learned initialization.
         loss_fn: ``loss_fn(model_output, target) -> scalar`` (for example ``F.mse_loss``).
@@ -66,6 +69,8 @@ class MetaLearner(nn.Module):
         path: ``"auto"``, ``"loop"`` or ``"vmap"``; see the module docstring.
         chunk_size: under ``vmap``, process this many tasks at a time (bounds memory).
     """
+
+    has_inner_loop: bool = False
 
     def __init__(
         self,

@@ -248,6 +248,8 @@ class LEO(MetaLearner):
         path, chunk_size, bn_mode: see :class:`MetaLearner`; ``path`` must be ``"auto"`` or ``"loop"``.
     """
 
+    has_inner_loop = True
+
     def __init__(
         self,
         feature_dim: int,

@@ -57,6 +57,8 @@ class MAML(MetaLearner):
             module docstring); ``False`` runs the whole model at every inner step (same result, slower).
     """
 
+    has_inner_loop = True
+
     def __init__(
         self,
         model: nn.Module,

@@ -14,7 +14,7 @@ classification over its options in the same format: ``argmax_j`` of the option s
 demonstrations, ``loss`` scores only the right option of each query (what the objective needs).
 
 With no meta-training step this is plain in-context learning with the pretrained model (the paper's
-"In-context" and "Channel In-context" baselines), and with ``shots = 0`` it is 0-shot.
+"In-context" and "Channel In-context" baselines), and with no demonstrations (``eval_shots=0``) it is 0-shot.
 """
 
 from __future__ import annotations

@@ -155,20 +155,23 @@ def _bytes(n: float) -> str:
     raise AssertionError
 
 
-#: Copies of the parameters that meta-training holds at least: the weights, their gradient, Adam's two moments.
+#: Copies of a meta-learned parameter that meta-training holds at least: the weights, their gradient, Adam's two
+#: moments (a frozen one: its weights only).
 PARAMETER_COPIES = 4
 
 
 def check_model_size(bench: Benchmark, cfg: Mapping[str, Any]) -> int:
-    """Build the model on the ``meta`` device (no memory) and refuse one whose weights, gradients and
-    optimizer state alone exceed the device's memory, naming the benchmark's ``size_options``. Returns the
+    """Build the model on the ``meta`` device (no memory) and refuse one whose weights, and the gradients and
+    optimizer state of its meta-learned ones, alone exceed the device's memory, naming the benchmark's
+    ``size_options``. Returns the
     parameter count (0 for a benchmark without size options)."""
     if not bench.size_options:
         return 0
     with torch.device("meta"):
         model = bench.make_model(dict(cfg))
     count = sum(p.numel() for p in model.parameters())
-    need = count * PARAMETER_COPIES * max((p.element_size() for p in model.parameters()), default=4)
+    copies = sum(p.numel() * (PARAMETER_COPIES if p.requires_grad else 1) for p in model.parameters())
+    need = copies * max((p.element_size() for p in model.parameters()), default=4)
     have = device_memory(cfg["device"])
     if need > have:
         values = ", ".join(f"{k}={cfg[k]!r}" for k in bench.size_options)

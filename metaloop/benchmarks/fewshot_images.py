@@ -195,8 +195,10 @@ def warn_queries_in_support(inputs: Sequence[str], queries: Sequence[str], *, ki
     relative to their file's folder, by the files' bytes): the support label answers them, so their predictions
     say nothing about the model."""
 
+    texts = kind != "path"  # the image runs' inputs are paths; every other kind of input is a text
+
     def key(value: str, base: Path) -> Hashable:
-        if kind == "text":
+        if texts:
             return text_key(value)
         file = (base / Path(value).expanduser()).resolve()
         return hashlib.blake2b(file.read_bytes(), digest_size=16).digest() if file.is_file() else str(file)
@@ -204,7 +206,7 @@ def warn_queries_in_support(inputs: Sequence[str], queries: Sequence[str], *, ki
     seen = {key(v, Path(support).parent) for v in inputs}
     n = sum(key(q, Path(query).parent) in seen for q in queries)
     if n:
-        how = "compared ignoring case and spacing" if kind == "text" else "identical files"
+        how = "compared ignoring case and spacing" if texts else "identical files"
         verb = "is" if n == 1 else "are"
         _warn(f"{query}: {n} of the {len(queries)} queries {verb} also in the support file {support} ({how}): "
               "their predictions are not a test of the model")

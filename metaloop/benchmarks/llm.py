@@ -35,10 +35,9 @@ from torch import Tensor, nn
 
 from metaloop.benchmarks.base import Benchmark, TaskSource
 from metaloop.config import Option
-from metaloop.data import file_stamp
+from metaloop.data import SMOLLM2, file_stamp, lm_path
 from metaloop.errors import MetaloopError
-from metaloop.models.llm import LORA_TARGETS, SMOLLM2, PromptScorer, Template, add_lora, answer_nll, load_lm, \
-    load_lm_tokenizer
+from metaloop.models.llm import LORA_TARGETS, PromptScorer, Template, add_lora, answer_nll, load_lm, load_lm_tokenizer
 from metaloop.tasks.prompts import PAD, PromptTask, PromptTasks, read_task_file, source_task
 
 PREFIX = "llm-tasks:"
@@ -72,16 +71,17 @@ def make_scorer(cfg: Mapping[str, Any]) -> nn.Module:
     takes second-order gradients)."""
     if cfg["path"] == "vmap":
         raise MetaloopError("option 'path': the language model runs on path=loop only")
-    lm = load_lm(cfg["lm"], attention="eager" if second_order(cfg) else "sdpa")
+    folder = str(lm_path(cfg["lm"]))
+    lm = load_lm(folder, attention="eager" if second_order(cfg) else "sdpa")
     targets = tuple(t.strip() for t in cfg["lora_targets"].split(",") if t.strip())
     add_lora(lm, cfg["lora_rank"], cfg["lora_alpha"], targets or LORA_TARGETS)
-    return PromptScorer(lm, Template(load_lm_tokenizer(cfg["lm"])), mode=cfg["scoring"])
+    return PromptScorer(lm, Template(load_lm_tokenizer(folder)), mode=cfg["scoring"])
 
 
 def encode_prompts(cfg: dict[str, Any], inputs: list[str], base_dir: Any, options: list[str]) -> Tensor:
     """``metaloop adapt``: the user's inputs with the support file's labels as the answer options, packed as the
     scorer reads them (:mod:`metaloop.tasks.prompts`)."""
-    template = Template(load_lm_tokenizer(cfg["lm"]))
+    template = Template(load_lm_tokenizer(str(lm_path(cfg["lm"]))))
     rows = [ids[: cfg["max_input_tokens"]] for ids in template.fields(inputs)]
     answers = template.fields(options)
     width = max(len(r) for r in [*rows, *answers])
@@ -120,13 +120,16 @@ def _pool_cached(benchmark: str, split: str, sources: str, root: str | None,
 
 def _tasks(cfg: dict[str, Any], split: str) -> PromptTasks:
     sources = cfg["train_sources"] if split == "train" else cfg["test_sources"]
-    template = Template(load_lm_tokenizer(cfg["lm"]))
+    template = Template(load_lm_tokenizer(str(lm_path(cfg["lm"]))))
     pool = _pool(cfg["benchmark"], split, sources, cfg["data"])
     if split == "train":
         return PromptTasks(pool, template.fields, ways=cfg["ways"], shots=cfg["shots"],
                            queries=cfg["queries"] or cfg["shots"], seed=cfg["seed"], split="train",
                            max_input_tokens=cfg["max_input_tokens"])
     shots = cfg["shots"] if cfg["eval_shots"] is None else cfg["eval_shots"]
+    if shots == 0 and cfg["algo"] != "metaicl":
+        raise MetaloopError(f"option 'eval_shots': 0 demonstrations leave {cfg['algo']}'s inner loop nothing to "
+                            "adapt on (its 0-shot score is `eval --steps 0` with the usual shots)")
     return PromptTasks(pool, template.fields, ways=cfg["ways"], shots=shots, queries=cfg["eval_queries"],
                        seed=cfg["eval_seed"], split="test", seeds=cfg["eval_seeds"],
                        max_input_tokens=cfg["max_input_tokens"])
@@ -215,7 +218,7 @@ def evaluate_untrained(
     progress: bool = False,
 ) -> dict[str, Any]:
     """The pretrained model without meta-training, on the benchmark's test tasks: in-context learning
-    (``algo="metaicl"``; 0-shot with ``shots=0``) or LoRA fine-tuning on the K examples (``algo="pretrain"``,
+    (``algo="metaicl"``; 0-shot with ``eval_shots=0``) or LoRA fine-tuning on the K examples (``algo="pretrain"``,
     at ``steps``). Returns :func:`~metaloop.evaluation.evaluate_learner`'s dict, ``algo`` named
     ``"icl"``/``"finetune"``."""
     from metaloop.benchmarks import build_learner, resolve_config

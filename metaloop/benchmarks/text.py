@@ -203,8 +203,7 @@ TEXT_OPTIONS = (
     *COMMON_OPTIONS[:4],
     Option("data", str, None, "data root (default: $METALOOP_DATA, then ../shared/data)", nullable=True,
            stage="place"),
-    Option("encoder", str, "minilm", "'minilm' (packaged all-MiniLM-L6-v2) or a local Hugging Face model folder "
-           "(its frozen weights are checked against the run's digest)", stage="place"),
+    Option("encoder", str, "minilm", "'minilm' (packaged all-MiniLM-L6-v2) or a local Hugging Face model folder"),
     Option("max_length", int, 64, "tokens per text (longer texts are truncated)", positive=True),
     Option("feature_scale", float, 1.0, "leo: multiply the frozen unit-norm embeddings by this (LEO's "
            "preset: 4, about 0.2 per dimension of MiniLM's 384; a smaller encoder needs less)", positive=True),

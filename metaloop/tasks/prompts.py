@@ -161,10 +161,11 @@ class PromptTasks:
         self.ways, self.shots, self.queries = ways, shots, queries
         self.seed, self.split, self.seeds = seed, split, max(1, seeds)
         self.encoded = [_Encoded(t, encode, max_input_tokens) for t in tasks]
-        for enc in self.encoded:
-            if len(enc.task.inputs) < shots + queries:
-                raise MetaloopError(f"task {enc.task.name!r} has {len(enc.task.inputs)} examples; an episode "
-                                    f"needs shots + queries = {shots} + {queries}")
+        for enc in self.encoded:  # the fewest examples an episode's options can have: its smallest classes
+            sizes = sorted(len(c) for c in enc.by_class)[: min(ways, len(enc.by_class))]
+            if sum(sizes) < shots + queries:
+                raise MetaloopError(f"task {enc.task.name!r}: its {len(sizes)} smallest classes have {sum(sizes)} "
+                                    f"examples; an episode needs shots + queries = {shots} + {queries}")
 
     def __len__(self) -> int:
         return 2**31 - 1

