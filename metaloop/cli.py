@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -118,6 +119,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "a GPU)")
     p.add_argument("--force", action="store_true", help="replace an existing --out file")
 
+    p = sub.add_parser("data", help="the datasets: which are under the data root; download one")
+    p.add_argument("action", nargs="?", choices=("list", "download"), default="list")
+    p.add_argument("name", nargs="?", help="the dataset to download (see `metaloop data`)")
+    p.add_argument("--to", metavar="DIR", help="data root to download into (default: $METALOOP_DATA, else "
+                   "~/.cache/metaloop/data)")
+
     p = sub.add_parser("list", help="list algorithms and benchmarks")
     p.add_argument("--options", action="store_true", help="also list the config options")
 
@@ -190,6 +197,38 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_data(args: argparse.Namespace) -> int:
+    from metaloop.datasets import DATASETS, download, download_root, status
+
+    if args.action == "download":
+        if not args.name:
+            raise MetaloopError(f"data download: name a dataset ({', '.join(DATASETS)})")
+        root = Path(args.to).expanduser() if args.to else download_root()
+        written = download(args.name, root)
+        state = status(args.name, root)
+        print(f"{args.name}: {len(written)} file(s) written under {root}; {state}" if written else
+              f"{args.name}: already {state} under {root}")
+        if root != _data_root_or_none():
+            print(f"(set METALOOP_DATA={root} for the benchmarks to read it)")
+        return 0
+    root = _data_root_or_none()
+    print(f"data root: {root if root is not None else 'none found (set METALOOP_DATA)'}")
+    for name, dataset in DATASETS.items():
+        state = status(name, root) if root is not None else "missing"
+        how = "" if not dataset.how else " (not downloadable: see `metaloop/datasets.py`)"
+        print(f"dataset    {name:<20} {state:<11} {dataset.size / 1e6:6.1f} MB  {dataset.license}{how}")
+    return 0
+
+
+def _data_root_or_none():  # noqa: ANN202
+    from metaloop.data import data_root
+
+    try:
+        return data_root()
+    except MetaloopError:
+        return None
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from metaloop.algorithms import ALGORITHMS
     from metaloop.benchmarks import BENCHMARKS
@@ -259,7 +298,8 @@ def _demo_llm(out: Path, iterations: int) -> int:
     return 0
 
 
-COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "compare": _cmd_compare, "adapt": _cmd_adapt, "list": _cmd_list,
+COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "compare": _cmd_compare, "adapt": _cmd_adapt, "data": _cmd_data,
+            "list": _cmd_list,
             "demo": _cmd_demo}
 
 
@@ -283,6 +323,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MetaloopError as exc:
         print(f"metaloop: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of our output went away (`metaloop data | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt as exc:  # train's own says what the run directory holds
         print(f"metaloop: {exc}" if str(exc) else "metaloop: interrupted", file=sys.stderr)
         return 130

@@ -144,7 +144,8 @@ def _root(root: Any) -> Path:
 def _data_file(root: Path, relative: str, dataset: str) -> Path:
     path = root / relative
     if not path.is_file():
-        raise MetaloopError(f"{dataset}: expected the file {relative} under the data root {root}, not found")
+        raise MetaloopError(f"{dataset}: expected the file {relative} under the data root {root}, not found "
+                            f"(`metaloop data download {dataset}` gets it)")
     return path
 
 
