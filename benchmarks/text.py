@@ -28,12 +28,14 @@ from pathlib import Path
 
 import torch
 
+from metaloop.algorithms import algorithm
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import benchmark_parser, command_line, extra_settings, machine_summary, mean_ci, replace_block  # noqa: E402
 
 ALGOS = ["protonet", "metaoptnet-svm", "metaoptnet-ridge", "leo", "maml", "fomaml", "anil", "metasgd", "reptile"]
 SOURCES = ["clinc150", "huffpost", "fewrel"]
-HEADLESS = {"protonet", "metaoptnet-svm", "metaoptnet-ridge", "leo"}  # any number of classes at test time
+
 #: Settings evaluated per source: (label, overrides of the test episodes).
 SETTINGS = {
     "clinc150": [("5w1s", {"shots": 1}), ("5w5s", {"shots": 5}),
@@ -209,7 +211,7 @@ def main() -> None:
             loaded: list = []
             cells = []
             for label, over in settings:
-                if "ways" in over and r["algo"] not in HEADLESS:
+                if "ways" in over and algorithm(r["algo"]).role == "predictor":  # a head with ways outputs
                     cells.append("n/a (fixed 5-way head)")
                     continue
                 if label == "5w1s":  # the benchmark's own setting: compare evaluated it

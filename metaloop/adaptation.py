@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from metaloop.algorithms import MAML
-from metaloop.benchmarks.fewshot_images import EMBEDDING_ALGOS, warn_queries_in_support
+from metaloop.benchmarks.fewshot_images import headless, warn_queries_in_support
 from metaloop.checkpoint import atomic_write_text
 from metaloop.errors import MetaloopError, MetaloopWarning
 from metaloop.evaluation import load_learner
@@ -92,7 +92,7 @@ class Adapter:
         if len(self.classes) < 2:
             raise MetaloopError(f"{source}: need at least 2 labels, got {len(self.classes)}")
         ways = self.cfg["ways"]
-        if not self.bench.open_answers and self.cfg["algo"] not in EMBEDDING_ALGOS and len(self.classes) > ways:
+        if not self.bench.open_answers and not headless(self.cfg) and len(self.classes) > ways:
             raise MetaloopError(f"{self.run_dir}: its classifier head has {ways} outputs, but {source} has "
                                 f"{len(self.classes)} labels (use a run trained with ways ≥ {len(self.classes)}, "
                                 "or ProtoNet/MetaOptNet, which take any number)")

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from metaloop.algorithms import ALGORITHM_OPTIONS, algorithm, check_reads
 from metaloop.benchmarks import check_algorithm, get_benchmark, resolve_config
 from metaloop.checkpoint import atomic_write_text
 from metaloop.config import MAX_ITERATIONS, MAX_SECONDS, WHY_ITERATIONS, parse_set
@@ -35,6 +36,12 @@ from metaloop.errors import MetaloopError
 from metaloop.training import check_out_dir, read_config
 
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(it|s|m|h)?\s*$")
+
+
+def own(algo: str, item: str) -> bool:
+    """Is the ``--set key=value`` ``item`` for ``algo``: not an algorithm option, or one that it reads?"""
+    key = item.partition("=")[0].strip()
+    return key not in ALGORITHM_OPTIONS or key in algorithm(algo).reads
 
 
 def parse_budget(text: str) -> dict[str, Any]:
@@ -150,8 +157,13 @@ def compare(
     parse_set(sets)  # malformed --set fails here, before any training
     if budget is not None:
         sets += [f"{k}={v}" for k, v in parse_budget(budget).items()]
+    given = parse_set(sets)
+    for key in given:  # an algorithm option is for the algorithms that read it: refused if none of them does
+        if key in ALGORITHM_OPTIONS and not any(key in algorithm(a).reads for a in algos):
+            check_reads(algos[0], [key], "--set")
+    own_sets = {algo: [s for s in sets if own(algo, s)] for algo in algos}
     for algo in algos:  # every option of every run checked here, before any training (one line, exit 2)
-        resolve_config(algo, benchmark, config_file=config_file, overrides=sets)
+        resolve_config(algo, benchmark, config_file=config_file, overrides=own_sets[algo])
     out = Path(out)
     check_out_dir(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -159,7 +171,7 @@ def compare(
     for algo in algos:
         run = out / algo
         row: dict[str, Any] = {"algo": algo, "run": str(run)}
-        error = _train(algo, benchmark, run, sets, config_file, progress)
+        error = _train(algo, benchmark, run, own_sets[algo], config_file, progress)
         if error is not None:
             row["error"] = error
             rows.append(row)

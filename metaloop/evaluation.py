@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from metaloop.algorithms import check_reads
 from metaloop.algorithms.base import MetaLearner
 from metaloop.benchmarks import Benchmark, build_learner, check_device, get_benchmark
 from metaloop.checkpoint import atomic_write_text, load_checkpoint
@@ -183,6 +184,7 @@ def load_learner(run_dir: str | Path, *, device: str | None = None,
         if key in options and not options[key].testable:
             raise MetaloopError(f"--set {key}: eval can change only {', '.join(testable)} "
                                 f"('{key}' changes what is trained: train another run)")
+    check_reads(stored["algo"], changes, "--set")
     known = {k: v for k, v in stored.items() if k in options}
     cfg = {"algo": stored["algo"], "benchmark": stored["benchmark"],
            **resolve(options, [(f"run '{run_dir}'", known), ("--set", changes)])}

@@ -122,10 +122,14 @@ def test_metaoptnet_options_reach_the_learner(algo: str):
     """`svm_c`, `ridge_lambda` and `logit_scale` configure the MetaOptNet head (no data is read)."""
     from metaloop.benchmarks import build_learner
 
-    cfg = resolve_config(algo, "omniglot-5w1s", overrides={"svm_c": 0.5, "ridge_lambda": 3.0, "logit_scale": 7.5})
+    own, other = ("svm_c", "ridge_lambda") if algo.endswith("svm") else ("ridge_lambda", "svm_c")
+    cfg = resolve_config(algo, "omniglot-5w1s", overrides={own: 0.5, "logit_scale": 7.5})
     learner, _ = build_learner(cfg)
-    assert (learner.head, learner.C_reg, learner.lambda_reg) == (algo.removeprefix("metaoptnet-"), 0.5, 3.0)
+    value = learner.C_reg if algo.endswith("svm") else learner.lambda_reg
+    assert learner.head == algo.removeprefix("metaoptnet-") and value == 0.5
     assert float(learner.scale.detach()) == 7.5 and learner.scale.requires_grad
+    with pytest.raises(MetaloopError, match=rf"option '{other}': algorithm '{algo}' does not read it"):
+        resolve_config(algo, "omniglot-5w1s", overrides={other: 3.0})
     with pytest.raises(MetaloopError, match=r"option 'logit_scale' must be positive"):
         resolve_config(algo, "omniglot-5w1s", overrides={"logit_scale": 0})
 
@@ -166,3 +170,36 @@ def test_each_option_declares_who_may_change_it():
         "algo": "maml", "benchmark": "sinusoid", "inner_lr": 0.02,
         **{k: cfg[k] for k, o in BENCHMARKS["sinusoid"].all_options().items()
            if o.stage == "train" and cfg[k] != o.default and k != "inner_lr"}}
+
+
+def test_an_option_the_algorithm_does_not_read_is_an_error(tmp_path):
+    """Options are declared on the algorithm's class (`reads`): setting one it does not read is refused, naming the
+    algorithms that do; presets (which set the common inner-loop options for every algorithm) are not checked.
+    first_order is read by MAML, ANIL and Meta-SGD, and it reaches their learners."""
+    from metaloop.benchmarks import build_learner
+
+    for algo, key, value in [("anil", "distance", "cosine"), ("protonet", "inner_lr", 0.1), ("fomaml", "first_order", False),
+                             ("maml", "anneal", True), ("leo", "bn_mode", "running"), ("protonet", "test_inner_lr", 0.1)]:
+        bench = "omniglot-5w1s" if algo in ("protonet", "leo") else "sinusoid"
+        with pytest.raises(MetaloopError, match=rf"--set: option '{key}': algorithm '{algo}' does not read it"):
+            resolve_config(algo, bench, overrides={key: value})
+    path = tmp_path / "c.yaml"
+    path.write_text("distance: cosine\n")
+    with pytest.raises(MetaloopError, match="config file .*option 'distance': algorithm 'maml' does not read it"):
+        resolve_config("maml", "sinusoid", config_file=path)
+    for algo in ("maml", "anil", "metasgd"):
+        learner, _ = build_learner(resolve_config(algo, "sinusoid", overrides={"first_order": True}))
+        assert learner.first_order, algo
+    assert resolve_config("protonet", "omniglot-5w1s")["inner_lr"] == 0.4  # the preset is not the user's
+
+
+def test_old_constructor_names_still_work_for_a_release():
+    import torch.nn.functional as F
+
+    from metaloop.algorithms import MAML, MetaOptNet
+    from metaloop.models.mlp import MLP
+
+    with pytest.warns(DeprecationWarning, match=r"MAML\(clip_norm=...\) is now MAML\(inner_clip=...\)"):
+        assert MAML(MLP(1, [4], 1), F.mse_loss, clip_norm=0.5).clip_norm == 0.5
+    with pytest.warns(DeprecationWarning, match="C_reg"):
+        assert MetaOptNet(MLP(1, [4], 2), C_reg=0.3).C_reg == 0.3

@@ -84,7 +84,7 @@ def test_leo_meta_gradient_on_cuda_equals_cpu():
     sy = torch.arange(ways).repeat_interleave(shots)[None]
     batch = TaskBatch(torch.randn(1, ways * shots, 16, generator=gen), sy,
                       torch.randn(1, ways * shots, 16, generator=gen), sy.clone())
-    leo = LEO(16, latent_dim=8, inner_lr_init=0.1, inner_steps=2, seed=0)
+    leo = LEO(16, latent_dim=8, inner_lr=0.1, inner_steps=2, seed=0)
     assert_same_meta_gradient(leo, batch)
 
 

@@ -9,7 +9,6 @@ import json
 import os
 from pathlib import Path
 
-import pytest
 
 from metaloop.algorithms import ALGORITHMS
 from metaloop.benchmarks import BENCHMARKS, build_learner, resolve_config

@@ -1,15 +1,19 @@
-"""Meta-learning algorithms, each in its own file on the shared :class:`MetaLearner` base."""
+"""Meta-learning algorithms, each in its own file on the shared :class:`MetaLearner` base; this file is the
+registry (a CLI name per class, one line each). What an algorithm reads and needs is declared on its class."""
+
+from collections.abc import Iterable
 
 from metaloop.algorithms.anil import ANIL
 from metaloop.algorithms.base import MetaLearner
 from metaloop.algorithms.leo import LEO
 from metaloop.algorithms.maml import FOMAML, MAML
 from metaloop.algorithms.metaicl import MetaICL
-from metaloop.algorithms.metaoptnet import MetaOptNet
+from metaloop.algorithms.metaoptnet import MetaOptNet, MetaOptNetRidge, MetaOptNetSVM
 from metaloop.algorithms.metasgd import MetaSGD
 from metaloop.algorithms.pretrain import Pretrain
 from metaloop.algorithms.protonet import ProtoNet
 from metaloop.algorithms.reptile import Reptile
+from metaloop.errors import MetaloopError
 
 #: CLI name → (class, one-line description).
 ALGORITHMS: dict[str, tuple[type[MetaLearner], str]] = {
@@ -20,13 +24,36 @@ ALGORITHMS: dict[str, tuple[type[MetaLearner], str]] = {
     "reptile": (Reptile, "Reptile: θ ← θ + ε·mean(φ − θ) (Nichol et al. 2018)"),
     "pretrain": (Pretrain, "baseline: multi-task pretraining, then fine-tuning (Finn et al. 2017)"),
     "protonet": (ProtoNet, "Prototypical Networks: nearest class mean in embedding space (Snell et al. 2017)"),
-    "metaoptnet-svm": (MetaOptNet, "MetaOptNet, Crammer-Singer SVM head (Lee et al. 2019)"),
-    "metaoptnet-ridge": (MetaOptNet, "MetaOptNet, ridge-regression head (Lee et al. 2019)"),
+    "metaoptnet-svm": (MetaOptNetSVM, "MetaOptNet, Crammer-Singer SVM head (Lee et al. 2019)"),
+    "metaoptnet-ridge": (MetaOptNetRidge, "MetaOptNet, ridge-regression head (Lee et al. 2019)"),
     "leo": (LEO, "LEO: optimization in a latent space of classifier weights (Rusu et al. 2019)"),
     "metaicl": (MetaICL, "MetaICL: a language model meta-trained to learn in context (Min et al. 2022)"),
 }
 
+#: Options that some algorithm reads and another may not (``seed`` is every run's): setting one that the chosen
+#: algorithm does not read is an error (:func:`check_reads`).
+ALGORITHM_OPTIONS = frozenset(name for cls, _ in ALGORITHMS.values() for name in cls.reads) - {"seed"}
+
+
+def algorithm(name: str) -> type[MetaLearner]:
+    """The class of the algorithm named ``name`` on the command line."""
+    if name not in ALGORITHMS:
+        raise MetaloopError(f"unknown algorithm '{name}' (known: {', '.join(ALGORITHMS)})")
+    return ALGORITHMS[name][0]
+
+
+def check_reads(name: str, keys: Iterable[str], source: str) -> None:
+    """Refuse an option of ``keys`` (set by the user in ``source``) that algorithm ``name`` does not read."""
+    cls = algorithm(name)
+    for key in keys:
+        if key in ALGORITHM_OPTIONS and key not in cls.reads:
+            readers = [n for n, (c, _) in ALGORITHMS.items() if key in c.reads]
+            raise MetaloopError(f"{source}: option '{key}': algorithm '{name}' does not read it (it is for "
+                                f"{', '.join(readers)})")
+
+
 __all__ = [
-    "ALGORITHMS", "ANIL", "FOMAML", "LEO", "MAML", "MetaICL", "MetaLearner", "MetaOptNet", "MetaSGD", "Pretrain",
+    "ALGORITHMS", "ALGORITHM_OPTIONS", "ANIL", "FOMAML", "LEO", "MAML", "MetaICL", "MetaLearner", "MetaOptNet",
+    "MetaOptNetRidge", "MetaOptNetSVM", "MetaSGD", "Pretrain", "algorithm", "check_reads",
     "ProtoNet", "Reptile",
 ]

@@ -18,6 +18,8 @@ from metaloop.algorithms.maml import MAML
 class ANIL(MAML):
     """MAML with ``adapt="head"`` by default (any other ``adapt`` spec is honoured)."""
 
+    needs_head = True
+
     def __init__(self, model: nn.Module, loss_fn: LossFn, **kwargs: Any) -> None:
         if kwargs.get("adapt", "all") == "all":
             kwargs["adapt"] = "head"

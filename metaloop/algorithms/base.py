@@ -24,7 +24,8 @@ Both paths give the same meta-gradient (tested in float64 to 1e-10).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -56,11 +57,30 @@ def resolve_path(path: str, model: nn.Module) -> str:
     return "vmap"
 
 
+def renamed(kwargs: dict[str, Any], old: str, new: str, owner: str) -> Any:
+    """A constructor argument's old name, still accepted for a release (with a ``DeprecationWarning``): its value,
+    or ``None`` when not given."""
+    if old not in kwargs:
+        return None
+    warnings.warn(f"{owner}({old}=...) is now {owner}({new}=...), the name of the config option", DeprecationWarning,
+                  stacklevel=3)
+    return kwargs.pop(old)
+
+
 class MetaLearner(nn.Module):
     """Base class: holds the user's model (unmodified) and the meta-parameters.
 
-    ``has_inner_loop`` says whether ``adapt`` takes gradient steps (whose count evaluation varies); the
-    closed-form heads and in-context learning have none.
+    What an algorithm is, it declares here, on its class (a registry line maps a CLI name to it):
+
+    * ``reads``: the config options it reads, each mapped to its constructor's argument of the same name
+      (:meth:`from_config`); an option that it does not read is refused when a user sets it;
+    * ``role``: the model it needs: ``"predictor"`` (a network whose output is the prediction: a classifier head
+      with ``ways`` outputs, or a regression output), ``"embedding"`` (a network without a head: the metric and
+      solver heads), ``"features"`` (pretrained features in, no network of the benchmark's) or ``"prompts"`` (a
+      language model's prompt scorer);
+    * ``classification_only`` and ``needs_head`` (ANIL adapts the model's last layer, which a prompt scorer lacks);
+    * ``has_inner_loop``: ``adapt`` takes gradient steps (whose count evaluation varies); the closed-form heads
+      and in-context learning have none.
 
     Args:
         model: any ``nn.Module``; its parameters are the meta-learned initialization.
@@ -71,6 +91,27 @@ class MetaLearner(nn.Module):
     """
 
     has_inner_loop: bool = False
+    reads: tuple[str, ...] = ("bn_mode", "path", "chunk_size")
+    role: str = "predictor"
+    classification_only: bool = False
+    needs_head: bool = False
+
+    @classmethod
+    def kwargs_from(cls, cfg: Mapping[str, Any]) -> dict[str, Any]:
+        """The constructor's arguments for the options it reads (same names)."""
+        return {name: cfg[name] for name in cls.reads if name in cfg}
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], model: Callable[[], nn.Module], loss_fn: LossFn, *,
+                    feature_dim: Callable[[], int] | None = None, **fixed: Any) -> MetaLearner:
+        """The learner of a resolved config: ``model()`` builds the benchmark's network (``feature_dim()`` gives
+        the size of pretrained features, for the ``features`` role); ``fixed`` are the registry's arguments."""
+        return cls(model(), loss_fn, **cls.kwargs_from(cfg), **fixed)
+
+    @classmethod
+    def second_order(cls, cfg: Mapping[str, Any]) -> bool:
+        """Does meta-training differentiate through the inner steps (which a model's attention must support)?"""
+        return cls.has_inner_loop and "first_order" in cls.reads and not cfg.get("first_order", False)
 
     def __init__(
         self,

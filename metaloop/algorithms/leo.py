@@ -104,14 +104,14 @@ LEO's second-order graph under ``torch.func.grad``, is not done.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metaloop.algorithms.base import MetaLearner
+from metaloop.algorithms.base import MetaLearner, renamed
 from metaloop.algorithms.labels import mask_logits, one_hot_bound
 from metaloop.core.inner import ParamDict, clip_by_global_norm, gradients
 from metaloop.errors import MetaloopError
@@ -227,7 +227,8 @@ class LEO(MetaLearner):
     Args:
         feature_dim: ``d``, the dimension of the pretrained features (the inputs ``x``).
         latent_dim: ``L``, the dimension of the per-class latent code (64, the code's ``num_latents``).
-        inner_lr_init: initial value of every entry of the latent step size α (``[L]``, meta-learned).
+        inner_lr: initial value of every entry of the latent step size α (``[L]``, meta-learned; formerly
+            ``inner_lr_init``, still accepted).
         finetune_lr_init: initial value of every entry of the fine-tuning step size η (``[d]``, meta-learned).
         inner_steps: latent inner steps while meta-training (≥ 1).
         finetune_steps: fine-tuning steps on the decoded weights (≥ 0), at training and test time.
@@ -242,20 +243,32 @@ class LEO(MetaLearner):
         outer_clip_value: clip each meta-gradient entry to ``±value`` before the optimizer step
             (the code: 0.1; default off).
         outer_clip_norm: then clip the meta-gradient to this global norm (the code: 0.1; default off).
-        clip_norm: clip each inner gradient (latent and fine-tuning) to this norm before its step, as
+        inner_clip: clip each inner gradient (latent and fine-tuning) to this norm before its step (formerly
+            ``clip_norm``), as
             ``g · min(1, c / ‖g‖)`` (not in the paper; default off). The meta-gradient flows through the
             clipping factor, as in :func:`metaloop.core.inner.gradient_descent_steps`.
         path, chunk_size, bn_mode: see :class:`MetaLearner`; ``path`` must be ``"auto"`` or ``"loop"``.
     """
 
     has_inner_loop = True
+    reads = ("path", "chunk_size", "inner_lr", "inner_steps", "test_inner_steps", "inner_clip", "first_order", "seed")
+    role = "features"
+    classification_only = True
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], model: Any, loss_fn: Any, *,
+                    feature_dim: Callable[[], int] | None = None, **fixed: Any) -> LEO:
+        """LEO on the benchmark's pretrained features (``feature_dim()``), with its code's outer clipping (0.1)."""
+        if feature_dim is None:
+            raise MetaloopError("algorithm 'leo' needs pretrained features, which this benchmark lacks")
+        return cls(feature_dim(), **cls.kwargs_from(cfg), outer_clip_value=0.1, outer_clip_norm=0.1, **fixed)
 
     def __init__(
         self,
         feature_dim: int,
         *,
         latent_dim: int = 64,
-        inner_lr_init: float = 1.0,
+        inner_lr: float = 1.0,
         finetune_lr_init: float = 0.001,
         inner_steps: int = 5,
         finetune_steps: int = 5,
@@ -269,9 +282,11 @@ class LEO(MetaLearner):
         seed: int = 0,
         outer_clip_value: float | None = None,
         outer_clip_norm: float | None = None,
-        clip_norm: float | None = None,
+        inner_clip: float | None = None,
         **kwargs: Any,
     ) -> None:
+        inner_lr_init = inner_lr if (old := renamed(kwargs, "inner_lr_init", "inner_lr", "LEO")) is None else old
+        clip_norm = inner_clip if (old := renamed(kwargs, "clip_norm", "inner_clip", "LEO")) is None else old
         path = kwargs.get("path", "auto")
         if path == "vmap":
             raise MetaloopError(

@@ -29,7 +29,7 @@ from typing import Any
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from metaloop.algorithms.base import LossFn, MetaLearner
+from metaloop.algorithms.base import LossFn, MetaLearner, renamed
 from metaloop.core.context import is_vectorized
 from metaloop.core.inner import LearningRate, ParamDict, gradient_descent_steps
 from metaloop.core.params import head_names, select_names
@@ -51,13 +51,16 @@ class MAML(MetaLearner):
         first_order: drop the second-order terms (FOMAML). See :mod:`metaloop.core.inner`.
         adapt: which parameters the inner loop updates: ``"all"``, ``"head"`` or glob patterns.
             The others keep their meta-learned values inside a task, but are still meta-learned.
-        clip_norm: clip the inner gradient to this global norm (differentiably) before each step.
+        inner_clip: clip the inner gradient to this global norm (differentiably) before each step (formerly
+            ``clip_norm``, still accepted).
         inner_optimizer: ``"sgd"`` (the paper) or ``"adam"`` (first order only).
         reuse_features: when only the final linear layer adapts, compute the body once per task (see the
             module docstring); ``False`` runs the whole model at every inner step (same result, slower).
     """
 
     has_inner_loop = True
+    reads = (*MetaLearner.reads, "inner_lr", "inner_steps", "test_inner_steps", "test_inner_lr", "first_order",
+             "adapt", "inner_clip", "inner_optimizer")
 
     def __init__(
         self,
@@ -70,11 +73,13 @@ class MAML(MetaLearner):
         test_inner_lr: float | None = None,
         first_order: bool = False,
         adapt: str = "all",
-        clip_norm: float | None = None,
+        inner_clip: float | None = None,
         inner_optimizer: str = "sgd",
         reuse_features: bool = True,
         **kwargs: Any,
     ) -> None:
+        old = renamed(kwargs, "clip_norm", "inner_clip", type(self).__name__)
+        clip_norm = inner_clip if old is None else old
         super().__init__(model, loss_fn, **kwargs)
         if not inner_lr > 0:
             raise MetaloopError(f"option 'inner_lr': must be positive, got {inner_lr}")
@@ -208,6 +213,8 @@ class _NotSplit(Exception):
 
 class FOMAML(MAML):
     """First-order MAML (Finn et al. 2017, §5.2): MAML with ``first_order=True``."""
+
+    reads = tuple(name for name in MAML.reads if name != "first_order")
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, **kwargs: Any) -> None:
         kwargs["first_order"] = True

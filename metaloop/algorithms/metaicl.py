@@ -46,6 +46,8 @@ class MetaICL(MetaLearner):
         path: the loop path only (prompts of different lengths).
     """
 
+    role = "prompts"
+
     def __init__(self, model: nn.Module, loss_fn: LossFn = answer_nll, **kwargs: Any) -> None:
         if not isinstance(model, PromptScorer):
             raise MetaloopError("algorithm 'metaicl' needs a language-model benchmark (llm-tasks): its model "

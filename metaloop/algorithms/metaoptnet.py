@@ -16,19 +16,19 @@ Heads (``head=``):
         = (Xᵀ X + λ I)⁻¹ Xᵀ Y     otherwise   (primal form: a d × d solve)
 
   No bias (neither head in MetaOptNet's code has one), so it equals scikit-learn's
-  ``Ridge(alpha=λ, fit_intercept=False)``. ``lambda_reg`` defaults to 50, the code's default. Note:
+  ``Ridge(alpha=λ, fit_intercept=False)``. ``ridge_lambda`` defaults to 50, the code's default. Note:
   the code solves this as a QP with linear term ``−2Y``, so its logits are ``2 Q W``; the factor is
-  absorbed by the learnable scale (use ``scale_init=2.0`` to start from exactly their logits).
+  absorbed by the learnable scale (use ``logit_scale=2.0`` to start from exactly their logits).
 * ``"svm"`` (``MetaOptNetHead_SVM_CS``, the head of the paper's final results): the Crammer–Singer
   multi-class SVM, solved in the dual (eq. 6) with ``W = Xᵀ α``; see
-  :mod:`metaloop.algorithms.crammer_singer` for the QP, the solver, the gradients and why ``C_reg`` is
-  the ``C`` of scikit-learn's ``LinearSVC(multi_class="crammer_singer")``. ``C_reg`` defaults to 0.1,
+  :mod:`metaloop.algorithms.crammer_singer` for the QP, the solver, the gradients and why ``svm_c`` is
+  the ``C`` of scikit-learn's ``LinearSVC(multi_class="crammer_singer")``. ``svm_c`` defaults to 0.1,
   the code's default. No bias.
 
 The learnable scale γ (the paper, §3.3: "we found it important to ... learn a scale parameter"; the
 code's ``ClassificationHead``) is an ``nn.Parameter`` initialized to 1.0 as in the code, shared by all
 tasks and meta-learned with φ (``learn_scale=False`` keeps it fixed). The code trains it with SGD at lr 0.1,
-where it grows quickly; under Adam it moves about one learning rate per step, so ``scale_init`` (the
+where it grows quickly; under Adam it moves about one learning rate per step, so ``logit_scale`` (the
 ``logit_scale`` option) matters: the image and text presets start it at 10
 (``LOGIT_SCALE_PRESET`` in ``metaloop.benchmarks.fewshot_images``).
 
@@ -49,7 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metaloop.algorithms.base import LossFn, MetaLearner
+from metaloop.algorithms.base import LossFn, MetaLearner, renamed
 from metaloop.algorithms.crammer_singer import CrammerSingerDual
 from metaloop.algorithms.labels import mask_logits, one_hot_bound
 from metaloop.core.inner import ParamDict
@@ -104,9 +104,10 @@ class MetaOptNet(MetaLearner):
         model: the embedding network ``f_φ``; its output is flattened to ``[examples, d]``.
         loss_fn: applied to the query logits and labels (default ``F.cross_entropy``).
         head: ``"svm"`` (Crammer–Singer, the paper's final head) or ``"ridge"``.
-        C_reg: the SVM's cost ``C`` (> 0; default 0.1 as in MetaOptNet's code).
-        lambda_reg: the ridge penalty ``λ`` (> 0; default 50.0 as in MetaOptNet's code).
-        scale_init: initial value of the logit scale γ (1.0 as in the code).
+        svm_c: the SVM's cost ``C`` (> 0; default 0.1 as in MetaOptNet's code).
+        ridge_lambda: the ridge penalty ``λ`` (> 0; default 50.0 as in MetaOptNet's code).
+        logit_scale: initial value of the logit scale γ (1.0 as in the code). The old names ``C_reg``,
+            ``lambda_reg`` and ``scale_init`` are still accepted.
         learn_scale: meta-learn γ (an ``nn.Parameter``) or keep it fixed (a buffer).
         tol: the SVM solver's bound on the scaled KKT residual.
         max_iter: the SVM solver's iteration limit (it warns if ``tol`` is not reached).
@@ -114,20 +115,28 @@ class MetaOptNet(MetaLearner):
             needs ``path="loop"`` (``"auto"`` resolves to it; ``"vmap"`` raises :class:`MetaloopError`).
     """
 
+    reads = (*MetaLearner.reads, "svm_c", "ridge_lambda", "logit_scale")
+    role = "embedding"
+    classification_only = True
+
     def __init__(
         self,
         model: nn.Module,
         loss_fn: LossFn = F.cross_entropy,
         *,
         head: str = "svm",
-        C_reg: float = 0.1,
-        lambda_reg: float = 50.0,
-        scale_init: float = 1.0,
+        svm_c: float = 0.1,
+        ridge_lambda: float = 50.0,
+        logit_scale: float = 1.0,
         learn_scale: bool = True,
         tol: float = 1e-9,
         max_iter: int = 100,
         **kwargs: Any,
     ) -> None:
+        owner = type(self).__name__
+        C_reg = svm_c if (old := renamed(kwargs, "C_reg", "svm_c", owner)) is None else old
+        lambda_reg = ridge_lambda if (old := renamed(kwargs, "lambda_reg", "ridge_lambda", owner)) is None else old
+        scale_init = logit_scale if (old := renamed(kwargs, "scale_init", "logit_scale", owner)) is None else old
         if head not in HEADS:
             raise MetaloopError(f"option 'head': {head!r} is not one of {', '.join(HEADS)}")
         if head == "svm":
@@ -141,9 +150,9 @@ class MetaOptNet(MetaLearner):
                 kwargs["path"] = "loop"
         super().__init__(model, loss_fn, **kwargs)
         if not C_reg > 0:
-            raise MetaloopError(f"option 'C_reg': must be positive, got {C_reg}")
+            raise MetaloopError(f"option 'svm_c': must be positive, got {C_reg}")
         if not lambda_reg > 0:
-            raise MetaloopError(f"option 'lambda_reg': must be positive, got {lambda_reg}")
+            raise MetaloopError(f"option 'ridge_lambda': must be positive, got {lambda_reg}")
         if not tol > 0 or max_iter < 1:
             raise MetaloopError(f"options 'tol', 'max_iter': must be positive, got {tol}, {max_iter}")
         self.head = head
@@ -171,3 +180,21 @@ class MetaOptNet(MetaLearner):
     def predict(self, state: MetaOptState, x: Any) -> Tensor:
         """Logits ``γ · f_φ(x) W`` (``-inf`` for absent classes)."""
         return mask_logits(self.scale * (self.embed(state.params, x) @ state.weights), state.present)
+
+
+class MetaOptNetSVM(MetaOptNet):
+    """MetaOptNet with the Crammer–Singer SVM head (``head="svm"``): it reads ``svm_c``, not ``ridge_lambda``."""
+
+    reads = tuple(name for name in MetaOptNet.reads if name != "ridge_lambda")
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn = F.cross_entropy, **kwargs: Any) -> None:
+        super().__init__(model, loss_fn, head="svm", **kwargs)
+
+
+class MetaOptNetRidge(MetaOptNet):
+    """MetaOptNet with the ridge-regression head (``head="ridge"``): it reads ``ridge_lambda``, not ``svm_c``."""
+
+    reads = tuple(name for name in MetaOptNet.reads if name != "svm_c")
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn = F.cross_entropy, **kwargs: Any) -> None:
+        super().__init__(model, loss_fn, head="ridge", **kwargs)

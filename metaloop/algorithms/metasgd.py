@@ -26,6 +26,8 @@ def _key(name: str) -> str:
 class MetaSGD(MAML):
     """MAML with learned per-parameter inner learning rates ``self.lrs`` (meta-parameters)."""
 
+    reads = tuple(name for name in MAML.reads if name != "test_inner_lr")  # it learns its step sizes
+
     def __init__(self, model: nn.Module, loss_fn: LossFn, **kwargs: Any) -> None:
         if kwargs.get("test_inner_lr") is not None:
             raise MetaloopError("option 'test_inner_lr': algorithm 'metasgd' has no fixed inner step size "

@@ -78,6 +78,10 @@ class ProtoNet(MetaLearner):
         bn_mode, path, chunk_size: see :class:`~metaloop.algorithms.base.MetaLearner`.
     """
 
+    reads = (*MetaLearner.reads, "distance")
+    role = "embedding"
+    classification_only = True
+
     def __init__(
         self, model: nn.Module, loss_fn: LossFn = F.cross_entropy, *, distance: str = "sqeuclidean", **kwargs: Any
     ) -> None:

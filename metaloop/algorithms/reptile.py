@@ -50,6 +50,8 @@ class Reptile(MAML):
         Other arguments as in :class:`~metaloop.algorithms.maml.MAML` (always first order).
     """
 
+    reads = (*(name for name in MAML.reads if name != "first_order"), "anneal", "outer_optimizer", "inner_batches")
+
     def __init__(self, model: nn.Module, loss_fn: LossFn, *, anneal: bool = False, outer_optimizer: str = "sgd",
                  inner_batches: str = "support", **kwargs: Any) -> None:
         if outer_optimizer not in ("sgd", "adam"):

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from metaloop.algorithms import ALGORITHMS, LEO, MAML, MetaLearner, MetaOptNet
+from metaloop.algorithms import ALGORITHMS, MetaLearner, algorithm, check_reads
 from metaloop.benchmarks.base import Benchmark, TaskSource
 from metaloop.benchmarks.fewshot_images import MINIIMAGENET, OMNIGLOT, OMNIGLOT_LAKE
 from metaloop.benchmarks.llm import LLM_TASKS, llm_benchmark
@@ -44,30 +45,20 @@ def get_benchmark(name: str) -> Benchmark:
     return BENCHMARKS[name]
 
 
-#: Algorithms that only classify (their heads are class prototypes or per-class solvers).
-CLASSIFICATION_ONLY = frozenset({"protonet", "metaoptnet-svm", "metaoptnet-ridge", "leo"})
-#: Algorithms that need the language-model benchmarks' prompt scorer (and the benchmarks those alone serve).
-PROMPT_ONLY = frozenset({"metaicl"})
-NOT_FOR_PROMPTS = frozenset({"protonet", "metaoptnet-svm", "metaoptnet-ridge", "leo", "anil"})
-
-
-def _is_llm(benchmark: Benchmark) -> bool:
-    return benchmark.name == LLM_TASKS.name or benchmark.name.startswith(LLM_PREFIX)
-
-
 def check_algorithm(name: str, benchmark: Benchmark | None = None) -> None:
-    if name not in ALGORITHMS:
-        raise MetaloopError(f"unknown algorithm '{name}' (known: {', '.join(ALGORITHMS)})")
+    """Refuse an unknown algorithm, or one whose declared needs (its class's ``role``, ``classification_only``,
+    ``needs_head``) the benchmark does not meet."""
+    cls = algorithm(name)
     if benchmark is None:
         return
-    if name in CLASSIFICATION_ONLY and not benchmark.classification:
+    if cls.classification_only and not benchmark.classification:
         raise MetaloopError(f"algorithm '{name}' classifies; benchmark '{benchmark.name}' is a regression benchmark")
-    if name in PROMPT_ONLY and not _is_llm(benchmark):
+    if cls.role == "prompts" and not benchmark.prompts:
         raise MetaloopError(f"algorithm '{name}' needs a language-model benchmark (llm-tasks), not '{benchmark.name}'")
-    if name in NOT_FOR_PROMPTS and _is_llm(benchmark):
+    if benchmark.prompts and (cls.role in ("embedding", "features") or cls.needs_head):
+        usable = [n for n, (c, _) in ALGORITHMS.items() if c.role in ("predictor", "prompts") and not c.needs_head]
         raise MetaloopError(f"algorithm '{name}' works on embeddings or a classifier head; benchmark "
-                            f"'{benchmark.name}' scores prompts with a language model (use metaicl, maml, fomaml, "
-                            "reptile, metasgd or pretrain)")
+                            f"'{benchmark.name}' scores prompts with a language model (use {', '.join(usable)})")
 
 
 def resolve_config(
@@ -104,6 +95,8 @@ def resolve_config(
         (f"config file '{config_file}'", file_layer),
         ("--set", set_layer),
     ]
+    check_reads(algo, file_layer, f"config file '{config_file}'")  # the user's own layers, not the presets
+    check_reads(algo, set_layer, "--set")
     cfg = resolve(bench.all_options(), layers)
     check_device(cfg["device"])
     return {"algo": algo, "benchmark": benchmark, **cfg}
@@ -181,47 +174,18 @@ def check_model_size(bench: Benchmark, cfg: Mapping[str, Any]) -> int:
 
 
 def build_learner(cfg: Mapping[str, Any]) -> tuple[MetaLearner, Benchmark]:
-    """The benchmark's model wrapped in the configured algorithm, on ``cfg['device']``.
-
-    The model's initialization depends only on ``cfg['seed']``; the global RNG is left as it was.
+    """The benchmark's model wrapped in the configured algorithm (:meth:`MetaLearner.from_config`), on
+    ``cfg['device']``. The model's initialization depends only on ``cfg['seed']``; the global RNG is left as it was.
     """
     bench = get_benchmark(cfg["benchmark"])
-    check_algorithm(cfg["algo"])
-    cls = ALGORITHMS[cfg["algo"]][0]
-    if cfg.get("test_inner_lr") is not None and not issubclass(cls, MAML):  # Meta-SGD refuses it itself
-        raise MetaloopError(f"option 'test_inner_lr': algorithm '{cfg['algo']}' has no fixed inner step size "
-                            "(only the gradient-based family but Meta-SGD)")
-    if cls is LEO:
-        if bench.feature_dim is None:
-            raise MetaloopError(f"algorithm 'leo' needs pretrained features, which benchmark '{bench.name}' lacks")
-        learner = LEO(bench.feature_dim(dict(cfg)), inner_lr_init=cfg["inner_lr"], inner_steps=cfg["inner_steps"],
-                      test_inner_steps=cfg["test_inner_steps"], seed=cfg["seed"], outer_clip_value=0.1,
-                      outer_clip_norm=0.1, clip_norm=cfg["inner_clip"], path=cfg["path"],
-                      chunk_size=cfg["chunk_size"])
-        return learner.to(cfg["device"]), bench
-    check_model_size(bench, cfg)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg["seed"])
-        model = bench.make_model(dict(cfg))
-    kwargs: dict[str, Any] = dict(bn_mode=cfg["bn_mode"], path=cfg["path"], chunk_size=cfg["chunk_size"])
-    if issubclass(cls, MAML):  # the gradient-based family
-        kwargs.update(
-            inner_lr=cfg["inner_lr"],
-            inner_steps=cfg["inner_steps"],
-            test_inner_steps=cfg["test_inner_steps"],
-            test_inner_lr=cfg.get("test_inner_lr"),
-            adapt=cfg["adapt"],
-            clip_norm=cfg["inner_clip"],
-            inner_optimizer=cfg["inner_optimizer"],
-        )
-    if cfg["algo"] == "maml":
-        kwargs["first_order"] = cfg["first_order"]
-    if cfg["algo"] == "reptile":
-        kwargs.update(anneal=cfg["anneal"], outer_optimizer=cfg["outer_optimizer"], inner_batches=cfg["inner_batches"])
-    if cfg["algo"] == "protonet":
-        kwargs["distance"] = cfg["distance"]
-    if cls is MetaOptNet:
-        kwargs.update(head=cfg["algo"].removeprefix("metaoptnet-"), C_reg=cfg["svm_c"],
-                      lambda_reg=cfg["ridge_lambda"], scale_init=cfg["logit_scale"])
-    learner = cls(model, bench.loss_fn, **kwargs)
+    cls = algorithm(cfg["algo"])
+
+    def model() -> nn.Module:
+        check_model_size(bench, cfg)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg["seed"])
+            return bench.make_model(dict(cfg))
+
+    feature_dim = (lambda: bench.feature_dim(dict(cfg))) if bench.feature_dim is not None else None
+    learner = cls.from_config(cfg, model, bench.loss_fn, feature_dim=feature_dim)
     return learner.to(cfg["device"]), bench

@@ -71,6 +71,9 @@ class Benchmark:
     #: before a run allocates it, the model is built on the ``meta`` device and its parameter count is
     #: checked against the device's memory (:func:`metaloop.benchmarks.check_model_size`).
     size_options: tuple[str, ...] = ()
+    #: The model is a language model's prompt scorer (the LLM benchmarks): algorithms whose role is "prompts"
+    #: need one, and those of an embedding, features or a head cannot use one.
+    prompts: bool = False
 
     def all_options(self) -> dict[str, Option]:
         return {**OPTIONS, **{o.name: o for o in self.options}}

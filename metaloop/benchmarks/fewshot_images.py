@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from metaloop.algorithms import algorithm
 from metaloop.benchmarks.base import Benchmark, TaskSource
 from metaloop.config import MAX_EXAMPLES, WHY_EXAMPLES, Option
 from metaloop.errors import MetaloopError, MetaloopWarning
@@ -33,10 +34,14 @@ from metaloop.tables import label_order
 from metaloop.tasks.base import TaskBatch
 from metaloop.tasks.episodes import EpisodicTasks
 
-#: Algorithms whose model is an embedding network (no classifier head).
-EMBEDDING_ALGOS = frozenset({"protonet", "metaoptnet-svm", "metaoptnet-ridge", "leo"})
-#: Algorithms that work on pretrained features rather than images.
-FEATURE_ALGOS = frozenset({"leo"})
+def headless(cfg: dict[str, Any]) -> bool:
+    """The configured algorithm's model has no classifier head: an embedding network, or pretrained features."""
+    return algorithm(cfg["algo"]).role in ("embedding", "features")
+
+
+def on_features(cfg: dict[str, Any]) -> bool:
+    """The configured algorithm works on pretrained features rather than the inputs (LEO)."""
+    return algorithm(cfg["algo"]).role == "features"
 
 
 def accuracy(logits: Tensor, y: Tensor) -> Tensor:
@@ -65,7 +70,7 @@ def _check_two_ways(cfg: dict[str, Any]) -> None:
 
 def _check_ways(cfg: dict[str, Any]) -> None:
     _check_two_ways(cfg)
-    if cfg["algo"] not in EMBEDDING_ALGOS and _train_ways(cfg) != cfg["ways"]:
+    if not headless(cfg) and _train_ways(cfg) != cfg["ways"]:
         raise MetaloopError(
             f"option 'train_ways': {cfg['algo']} has a {cfg['ways']}-way classifier head, so it must "
             f"meta-train with ways={cfg['ways']} (got train_ways={cfg['train_ways']})"
@@ -78,7 +83,7 @@ def image_encoder(size: int | None, channels: int | None, *, invert: bool = Fals
     ``None`` takes the size or channels from the run's ``image_size`` / ``channels`` options."""
 
     def encode(cfg: dict[str, Any], paths: list[str], base_dir: Path, options: list[str] | None = None) -> Tensor:
-        if cfg["algo"] in FEATURE_ALGOS:
+        if on_features(cfg):
             raise MetaloopError(f"adapt: algorithm '{cfg['algo']}' works on pretrained features; "
                                 "adapting it to image files is not supported")
         from metaloop.tasks.images import load_images, to_float
@@ -230,11 +235,11 @@ def _omniglot(split: str, root: str | None) -> Any:
 
 def _omniglot_model(cfg: dict[str, Any]) -> nn.Module:
     _check_ways(cfg)
-    return Conv4(1, None if cfg["algo"] in EMBEDDING_ALGOS else cfg["ways"], hidden=cfg["filters"])
+    return Conv4(1, None if headless(cfg) else cfg["ways"], hidden=cfg["filters"])
 
 
 def _omniglot_data(cfg: dict[str, Any], split: str) -> Any:
-    if cfg["algo"] not in FEATURE_ALGOS:
+    if not on_features(cfg):
         return _omniglot(split, cfg["data"])
     from metaloop.features import feature_splits
     from metaloop.tasks.omniglot import omniglot_root
@@ -387,14 +392,14 @@ def _miniimagenet(split: str, images: str | None, root: str | None) -> Any:
 
 def _miniimagenet_model(cfg: dict[str, Any]) -> nn.Module:
     _check_ways(cfg)
-    ways = None if cfg["algo"] in EMBEDDING_ALGOS else cfg["ways"]
+    ways = None if headless(cfg) else cfg["ways"]
     if cfg["backbone"] == "resnet12":
         return ResNet12(3, ways)
     return Conv4(3, ways, hidden=cfg["filters"], image_size=84)
 
 
 def _miniimagenet_data(cfg: dict[str, Any], split: str) -> Any:
-    if cfg["algo"] not in FEATURE_ALGOS:
+    if not on_features(cfg):
         return _miniimagenet(split, cfg["images"], cfg["data"])
     from metaloop.features import feature_splits
 

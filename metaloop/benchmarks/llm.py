@@ -34,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from metaloop.benchmarks.base import Benchmark, TaskSource
+from metaloop.algorithms import algorithm
 from metaloop.config import Option
 from metaloop.data import SMOLLM2, file_stamp, lm_path
 from metaloop.errors import MetaloopError
@@ -61,18 +62,13 @@ def macro_f1(scores: Tensor, y: Tensor) -> Tensor:
     return torch.stack(f1).float().mean() * 100
 
 
-def second_order(cfg: Mapping[str, Any]) -> bool:
-    """Does meta-training differentiate through inner gradient steps (MAML without first_order, Meta-SGD)?"""
-    return cfg["algo"] == "metasgd" or (cfg["algo"] == "maml" and not cfg["first_order"])
-
-
 def make_scorer(cfg: Mapping[str, Any]) -> nn.Module:
     """The LM with LoRA, as a :class:`~metaloop.models.llm.PromptScorer` (eager attention where meta-training
     takes second-order gradients)."""
     if cfg["path"] == "vmap":
         raise MetaloopError("option 'path': the language model runs on path=loop only")
     folder = str(lm_path(cfg["lm"]))
-    lm = load_lm(folder, attention="eager" if second_order(cfg) else "sdpa")
+    lm = load_lm(folder, attention="eager" if algorithm(cfg["algo"]).second_order(cfg) else "sdpa")
     targets = tuple(t.strip() for t in cfg["lora_targets"].split(",") if t.strip())
     add_lora(lm, cfg["lora_rank"], cfg["lora_alpha"], targets or LORA_TARGETS)
     return PromptScorer(lm, Template(load_lm_tokenizer(folder)), mode=cfg["scoring"])
@@ -127,7 +123,7 @@ def _tasks(cfg: dict[str, Any], split: str) -> PromptTasks:
                            queries=cfg["queries"] or cfg["shots"], seed=cfg["seed"], split="train",
                            max_input_tokens=cfg["max_input_tokens"])
     shots = cfg["shots"] if cfg["eval_shots"] is None else cfg["eval_shots"]
-    if shots == 0 and cfg["algo"] != "metaicl":
+    if shots == 0 and algorithm(cfg["algo"]).has_inner_loop:
         raise MetaloopError(f"option 'eval_shots': 0 demonstrations leave {cfg['algo']}'s inner loop nothing to "
                             "adapt on (its 0-shot score is `eval --steps 0` with the usual shots)")
     return PromptTasks(pool, template.fields, ways=cfg["ways"], shots=shots, queries=cfg["eval_queries"],
@@ -202,6 +198,7 @@ def llm_benchmark(name: str) -> Benchmark:
         label_column="output",
         encode_inputs=encode_prompts,
         open_answers=True,
+        prompts=True,
     )
 
 

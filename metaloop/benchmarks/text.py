@@ -35,8 +35,8 @@ from torch import Tensor, nn
 from metaloop.benchmarks.base import Benchmark
 from metaloop.benchmarks.fewshot_images import (
     COMMON_OPTIONS,
-    EMBEDDING_ALGOS,
-    FEATURE_ALGOS,
+    headless,
+    on_features,
     LOGIT_SCALE_PRESET,
     _check_ways,
     _sources,
@@ -156,7 +156,7 @@ def _data(source: str | None) -> Callable[[dict[str, Any], str], Any]:
         args = (name, split, cfg["data"], _train_sources(cfg), columns)
         _check_length(cfg)
         stamp = file_stamp(name.removeprefix(PREFIX)) if name.startswith(PREFIX) else None
-        if cfg["algo"] in FEATURE_ALGOS:
+        if on_features(cfg):
             feats = _features(*args, cfg["encoder"], cfg["max_length"], stamp)
             return LabelledFeatures(feats.images * cfg["feature_scale"], feats.labels)
         return _tokens(*args, cfg["encoder"], cfg["max_length"], stamp)
@@ -172,7 +172,7 @@ def make_text_model(cfg: dict[str, Any]) -> nn.Module:
     if cfg["path"] == "vmap":  # transformers inspects the attention mask's values (data-dependent control flow)
         raise MetaloopError("option 'path': the text encoder runs on path=loop only (a Hugging Face encoder "
                             "cannot run under vmap)")
-    ways = None if cfg["algo"] in EMBEDDING_ALGOS else cfg["ways"]
+    ways = None if headless(cfg) else cfg["ways"]
     train_encoder = cfg["train_encoder"]
     rank = cfg["lora_rank"] if train_encoder == "lora" else 0
     # Scale of the unit-norm embedding: 10 before a linear head; √10 for distance heads, whose squared
@@ -245,7 +245,7 @@ def encode_texts(cfg: dict[str, Any], texts: list[str], base_dir: Path, options:
     from metaloop.models.text import load_tokenizer, tokenize
 
     tokens = tokenize(texts, load_tokenizer(cfg["encoder"]), cfg["max_length"])
-    if cfg["algo"] not in FEATURE_ALGOS:
+    if not on_features(cfg):
         return tokens
     from metaloop.models.text import TextEncoder, load_encoder
 

@@ -27,8 +27,8 @@ from metaloop.benchmarks.base import Benchmark
 from metaloop.benchmarks.fewshot_images import (
     _LEO,
     COMMON_OPTIONS,
-    EMBEDDING_ALGOS,
-    FEATURE_ALGOS,
+    headless,
+    on_features,
     SplitView,
     _check_ways,
     _sources,
@@ -105,7 +105,7 @@ def _data(cfg: dict[str, Any], split: str) -> Any:
     path = cfg["benchmark"].removeprefix(PREFIX)
     columns = (cfg["path_column"], cfg["label_column"], cfg["split_column"])
     load = lambda s: _split(path, s, cfg["image_size"], cfg["channels"], columns)  # noqa: E731
-    if cfg["algo"] not in FEATURE_ALGOS:
+    if not on_features(cfg):
         return load(split)
     from metaloop.features import feature_splits
 
@@ -139,7 +139,7 @@ def _model(cfg: dict[str, Any]) -> nn.Module:
     if cfg["image_size"] < 16:
         raise MetaloopError(f"option 'image_size': {cfg['image_size']} is too small for the backbone's four 2× "
                             "poolings (at least 16)")
-    return _backbone(cfg, None if cfg["algo"] in EMBEDDING_ALGOS else cfg["ways"])
+    return _backbone(cfg, None if headless(cfg) else cfg["ways"])
 
 
 def user_image_benchmark(name: str) -> Benchmark:

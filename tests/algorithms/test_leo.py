@@ -21,7 +21,7 @@ D, L = 6, 3  # feature and latent dimensions of the small cases
 
 
 def learner(**kwargs) -> LEO:
-    return LEO(kwargs.pop("feature_dim", D), **{"latent_dim": L, "inner_lr_init": 0.1, **kwargs}).double()
+    return LEO(kwargs.pop("feature_dim", D), **{"latent_dim": L, "inner_lr": 0.1, **kwargs}).double()
 
 
 def clusters(
@@ -137,7 +137,7 @@ def test_inner_clipping():
     the meta-gradient (through the clipping factor) still matches central differences."""
     (sx, sy), (qx, qy) = one_task(ways=3, shots=2, queries=2, seed=2)
     free = learner(finetune_steps=0).eval()
-    clipped = learner(finetune_steps=0, clip_norm=1e-3).eval()
+    clipped = learner(finetune_steps=0, inner_clip=1e-3).eval()
     alpha = float(free.model.inner_lr.detach()[0])
     D_mu = free.model.decoder.weight.detach()[:D]
     z0 = free.adapt(free.params(), (sx, sy), steps=0).latents.detach()
@@ -145,12 +145,12 @@ def test_inner_clipping():
     assert float(g.norm()) > 1e-3
     one = clipped.adapt(clipped.params(), (sx, sy), steps=1).latents
     torch.testing.assert_close(one, z0 - alpha * g * (1e-3 / g.norm()), rtol=1e-9, atol=1e-12)
-    unclipped = learner(finetune_steps=0, clip_norm=1e6).eval()  # a loose bound changes nothing
+    unclipped = learner(finetune_steps=0, inner_clip=1e6).eval()  # a loose bound changes nothing
     torch.testing.assert_close(unclipped.adapt(unclipped.params(), (sx, sy), steps=2).latents,
                                free.adapt(free.params(), (sx, sy), steps=2).latents, rtol=1e-12, atol=1e-14)
 
     # the encoder penalty's stop-gradient is checked above; here only the clipped steps are differentiated
-    leo = learner(inner_steps=2, finetune_steps=2, dropout=0.0, clip_norm=0.05, finetune_lr_init=0.05, seed=3,
+    leo = learner(inner_steps=2, finetune_steps=2, dropout=0.0, inner_clip=0.05, finetune_lr_init=0.05, seed=3,
                   encoder_penalty_weight=0.0)
     params = leo.params()
 
@@ -351,7 +351,7 @@ def test_train_5_way_test_3_way():
 
 def test_options_and_inputs_are_checked():
     for kwargs in ({"inner_steps": 0}, {"finetune_steps": -1}, {"test_inner_steps": -1}, {"dropout": 1.0},
-                   {"inner_lr_init": 0.0}, {"kl_weight": -1.0}, {"latent_dim": 0}, {"outer_clip_norm": 0.0}):
+                   {"inner_lr": 0.0}, {"kl_weight": -1.0}, {"latent_dim": 0}, {"outer_clip_norm": 0.0}):
         with pytest.raises(MetaloopError):
             learner(**kwargs)
     leo = learner()
@@ -375,7 +375,7 @@ def test_outer_clipping_follows_the_code():
 def test_training_lowers_the_query_loss():
     """30 meta-steps on 5-way 1-shot Gaussian clusters of 16-d features lower the held-out query loss
     (evaluation mode, 5 latent steps) and raise the accuracy."""
-    leo = LEO(16, latent_dim=8, inner_lr_init=0.1, dropout=0.0, seed=0).double()
+    leo = LEO(16, latent_dim=8, inner_lr=0.1, dropout=0.0, seed=0).double()
     opt = leo.make_optimizer(1e-2)
     test = clusters(20, 5, 1, 5, 16, seed=999)
     accuracy = lambda logits, y: (logits.argmax(-1) == y).double().mean()

@@ -110,7 +110,7 @@ def test_second_and_first_order_differ():
 def test_inner_clipping_matches_finite_differences():
     """clip_norm: the inner step θ − α·g·min(1, c/‖g‖) is differentiated through the clip factor."""
     model, batch = make_model(4), make_batch()
-    learner = MAML(model, F.mse_loss, inner_lr=LR, inner_steps=2, clip_norm=0.5, path="loop")
+    learner = MAML(model, F.mse_loss, inner_lr=LR, inner_steps=2, inner_clip=0.5, path="loop")
     # the clip is active on these tasks (otherwise this would test nothing)
     support, _ = batch.task(0)
     x, y = support

@@ -79,7 +79,7 @@ def test_ridge_equals_sklearn(monkeypatch, d, form):
 def test_ridge_learner_logits():
     """The learner's logits are γ · f(x) W with W the ridge solution, -inf for absent classes."""
     model = mlp()
-    learner = MetaOptNet(model, head="ridge", lambda_reg=1.5, scale_init=2.0)
+    learner = MetaOptNet(model, head="ridge", ridge_lambda=1.5, logit_scale=2.0)
     (sx, sy), (qx, _) = episodes(1, 3, 2, 2, 4, seed=1).task(0)
     state = learner.adapt(learner.params(), (sx, sy))
     logits = learner.predict(state, qx)
@@ -282,7 +282,7 @@ def test_svm_gradients_match_finite_differences():
 def test_meta_gradient_matches_finite_differences(head):
     """∇ of the query cross-entropy w.r.t. the embedding parameters and the logit scale."""
     model = mlp(3, 7)
-    learner = MetaOptNet(model, head=head, tol=1e-12, lambda_reg=0.5)
+    learner = MetaOptNet(model, head=head, tol=1e-12, ridge_lambda=0.5)
     names = list(learner.params())
     (support, query) = episodes(1, 3, 2, 2, 3, seed=12).task(0)
 
@@ -314,7 +314,7 @@ def test_svm_path_rules():
     with pytest.raises(MetaloopError, match="path"):
         MetaOptNet(mlp(), head="svm", path="vmap")
     assert MetaOptNet(mlp(), head="ridge").path == "vmap"  # Linear-only model: auto → vmap
-    for bad in ({"head": "lasso"}, {"C_reg": 0.0}, {"lambda_reg": -1.0}):
+    for bad in ({"head": "lasso"}, {"svm_c": 0.0}, {"ridge_lambda": -1.0}):
         with pytest.raises(MetaloopError):
             MetaOptNet(mlp(), **bad)
 
@@ -337,7 +337,7 @@ def test_train_5_way_test_3_way(head, path):
     """One learner trains on 5-way episodes and evaluates 3-way ones: the metrics equal the head
     fitted on exactly 3 classes."""
     model = mlp()
-    learner = MetaOptNet(model, head=head, path=path, lambda_reg=1.0)
+    learner = MetaOptNet(model, head=head, path=path, ridge_lambda=1.0)
     optimizer = learner.make_optimizer(1e-2)
     learner.meta_step(episodes(2, 5, 2, 2, 4, seed=14), optimizer)
     test = episodes(2, 3, 3, 3, 4, seed=15)
@@ -358,7 +358,7 @@ def test_train_5_way_test_3_way(head, path):
 def test_training_lowers_the_loss(head):
     """A few meta-steps on a small random problem lower the meta-training loss."""
     model = mlp(6, 8)
-    learner = MetaOptNet(model, head=head, lambda_reg=1.0)
+    learner = MetaOptNet(model, head=head, ridge_lambda=1.0)
     optimizer = learner.make_optimizer(1e-2)
     batch = episodes(4, 3, 2, 3, 6, seed=16)
     losses = [learner.meta_step(batch, optimizer) for _ in range(15)]

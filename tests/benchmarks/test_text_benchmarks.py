@@ -55,7 +55,7 @@ def test_named_text_benchmarks():
 
 @pytest.mark.parametrize("name", NAMES)
 def test_presets_resolve_for_every_algorithm(name):
-    for algo in ALGORITHMS:
+    for algo in (a for a, (cls, _) in ALGORITHMS.items() if cls.role != "prompts"):
         cfg = resolve_config(algo, name)
         assert cfg["encoder"] == "minilm" and cfg["train_encoder"] == "lora" and cfg["lora_rank"] == 8
         assert cfg["path"] == "loop"
@@ -93,7 +93,7 @@ def test_fewrel_meta_trains_on_the_mix():
 
 @pytest.mark.usefixtures("clinc_data")
 def test_every_algorithm_builds_on_the_tiny_encoder(text_env):
-    for algo in ALGORITHMS:
+    for algo in (a for a, (cls, _) in ALGORITHMS.items() if cls.role != "prompts"):
         cfg = resolve_config(algo, "clinc150-5w1s", overrides={"encoder": str(text_env)})
         learner, _ = build_learner(cfg)
         if isinstance(learner, LEO):
@@ -365,9 +365,10 @@ def test_user_file_repeated_test_texts_warn(text_env, tmp_path):
             ("hello", "greet"), ("hello", "music"), ("hi there", "greet")]
     data = save_csv(tmp_path / "repeats.csv", [{"text": t, "label": label} for t, label in rows])
     from metaloop.benchmarks.text import _texts
+    from metaloop.data import file_stamp
 
     columns = ("text", "label", "split")
-    assert metaloop_warnings(_texts, f"text:{data}", "test", None, None, columns) == [(
+    assert metaloop_warnings(_texts, f"text:{data}", "test", None, None, columns, file_stamp(data)) == [(
         f"benchmark 'text:{data}': 2 texts appear more than once in a class of the test split ({data}), e.g. "
         "'book a flight' and 'Book a  flight' (compared ignoring case and spacing); an episode may put one copy "
         "in the support set and another in the query set, which inflates accuracy")]
