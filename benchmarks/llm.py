@@ -9,7 +9,7 @@ CLINC150's training domains, HWU64's training scenarios and HuffPost's training 
 domains, scenarios and classes and on FewRel, 5-way):
 
 - `zero-shot`, `icl`, `icl-channel`: the pretrained model with no training, 0-shot, and in context with K
-  demonstrations, direct and channel (`metaloop.benchmarks.llm.evaluate_untrained`);
+  demonstrations, direct and channel (`metaloop.tuning.evaluate_untrained`);
 - `finetune`: LoRA fine-tuned on each test task's K examples from the pretrained weights (SGD at inner_lr);
 - `multitask`: LoRA trained on the meta-training tasks in the 0-shot format (`pretrain`), then 0-shot and
   fine-tuned on the K examples;
@@ -69,7 +69,7 @@ def evaluate_untrained(method: str, shots: int, args: argparse.Namespace) -> dic
     algo, extra, _ = METHODS[method]
     steps = STEPS if method in GRADIENT else [0]
     sets = [*extra, *args.sets, f"eval_shots={0 if method == 'zero-shot' else shots}"]
-    code = ("import json, sys; from metaloop.benchmarks.llm import evaluate_untrained; "
+    code = ("import json, sys; from metaloop.tuning import evaluate_untrained; "
             "print(json.dumps(evaluate_untrained(sys.argv[1], sys.argv[2], episodes=int(sys.argv[3]), "
             "steps=json.loads(sys.argv[4]), overrides=sys.argv[5:])))")
     done = subprocess.run([sys.executable, "-c", code, BENCHMARK, algo, str(args.episodes), json.dumps(steps), *sets],

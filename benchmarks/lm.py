@@ -13,7 +13,7 @@ algorithm's meta-steps fit about 12 minutes on one thread; 20-minute cap) follow
 `metaloop eval … --json` on the held-out test tasks after 0, 1, 5 and 10 inner steps, in subprocesses,
 `--jobs` at a time with one thread each. The test-time step size of each method with a fixed one (all but
 Meta-SGD) is chosen first on 100 validation tasks of the meta-training split (`--test-lr-factors`: multiples
-of the run's inner_lr; lowest query loss after 10 steps; `metaloop.benchmarks.lm.choose_test_lr`), so that
+of the run's inner_lr; lowest query loss after 10 steps; `metaloop.tuning.choose_test_lr`), so that
 no method, the baselines included, is tested at a step size that only suits meta-training. Finished runs
 are reused, so an interrupted benchmark continues where it stopped. The tables go into the `lm` block of docs/results.md with the command, the machine,
 and each run's meta-steps and wall time.
@@ -61,7 +61,7 @@ def choose_lr(bench: str, algo: str, run: Path | None, args: argparse.Namespace,
     nothing to choose (one factor, or Meta-SGD's learned step sizes)."""
     if algo == "metasgd" or len(args.test_lr_factors) < 2:
         return {}
-    code = ("import json, sys; from metaloop.benchmarks.lm import choose_test_lr; "
+    code = ("import json, sys; from metaloop.tuning import choose_test_lr; "
             "run = None if sys.argv[2] == '-' else sys.argv[2]; "
             "print(json.dumps(choose_test_lr(sys.argv[1], run, json.loads(sys.argv[3]), overrides=sys.argv[4:])))")
     done = subprocess.run([sys.executable, "-c", code, bench, str(run or "-"), json.dumps(args.test_lr_factors),
@@ -81,7 +81,7 @@ def run_one(bench: str, method: str, args: argparse.Namespace) -> dict:
         if isinstance(chosen, str):
             return {"failed": chosen}
         lr_sets = [f"test_inner_lr={chosen['test_inner_lr']}"] if chosen else []
-        code = ("import json, sys; from metaloop.benchmarks.lm import evaluate_scratch; "
+        code = ("import json, sys; from metaloop.tuning import evaluate_scratch; "
                 "print(json.dumps(evaluate_scratch(sys.argv[1], episodes=int(sys.argv[2]), steps=[0, 1, 5, 10], "
                 "overrides=sys.argv[3:])))")
         done = subprocess.run([sys.executable, "-c", code, bench, str(args.episodes), *sets, *lr_sets], env=ENV,

@@ -281,16 +281,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _demo_llm(out: Path, iterations: int) -> int:
     """MetaICL on llm-tasks for ``iterations`` meta-steps, then plain in-context learning of the same model and
     the meta-trained one on the same 30 held-out test episodes (10 tasks × 3 draws of 8 demonstrations)."""
-    from metaloop.benchmarks.llm import evaluate_untrained
     from metaloop.evaluation import evaluate, format_table
     from metaloop.training import train
+    from metaloop.tuning import evaluate_untrained
 
     test = {"eval_episodes": 30}
     print(f"meta-training MetaICL (SmolLM2-135M + LoRA, 5-way 8-shot prompts) for {iterations} meta-steps "
           f"into {out} ...")
     train("metaicl", "llm-tasks", out, overrides={"iterations": iterations, **test}, resume=out.exists())
     print("testing on held-out tasks (CLINC150, HWU64 and HuffPost classes never seen in training, FewRel) ...")
-    results = {"in-context learning, no meta-training": evaluate_untrained("llm-tasks", "metaicl", overrides=test),
+    results = {"in-context learning, no meta-training": evaluate_untrained("llm-tasks", "metaicl", name="icl",
+                                                                         overrides=test),
                f"MetaICL, {iterations} meta-steps (this run)": evaluate(out, plots=False)}
     print(format_table(results))
     print("Min et al. 2022, Table 11 (GPT-2 Small, 16 shots, HR→LR): MetaICL 46.2, in-context learning 41.5, "

@@ -25,7 +25,7 @@ from metaloop.benchmarks import Benchmark, build_learner, check_device, get_benc
 from metaloop.checkpoint import atomic_write_text, load_checkpoint
 from metaloop.config import MAX_EPISODES, MAX_STEPS, WHY_EPISODES, WHY_STEPS, resolve, trained_options
 from metaloop.errors import MetaloopError
-from metaloop.plots import adaptation_curve
+from metaloop.plots import adaptation_curve, benchmark_plot
 from metaloop.training import CONFIG, read_config
 
 EVAL = "eval.json"
@@ -258,7 +258,7 @@ def evaluate(
         (run_dir / "plots").mkdir(exist_ok=True)
         adaptation_curve({cfg["algo"]: result}, run_dir / "plots" / "adaptation_curve.png", metric=bench.metric)
         if bench.plot is not None:
-            bench.plot(learner, cfg, run_dir / "plots")
+            benchmark_plot(bench.plot, learner, cfg, run_dir / "plots")
     return result
 
 

@@ -88,6 +88,15 @@ def sinusoid_predictions(learner: "MetaLearner", cfg: dict[str, Any], path: Path
     return _save(fig, path)
 
 
+#: The benchmarks' own plots, by the name a :class:`~metaloop.benchmarks.base.Benchmark` gives: function and file.
+BENCHMARK_PLOTS: dict[str, tuple[Any, str]] = {"sinusoid_predictions": (sinusoid_predictions, "predictions.png")}
+
+
+def benchmark_plot(name: str, learner: "MetaLearner", cfg: dict[str, Any], folder: Path) -> Path:
+    function, file = BENCHMARK_PLOTS[name]
+    return function(learner, cfg, folder / file)
+
+
 def metric_vs_time(rows: list[dict[str, Any]], path: Path, *, metric: str, title: str = "",
                    footnote: str = "") -> Path:
     """Each algorithm's metric (mean ± 95% CI) against its meta-training wall time; ``footnote`` under the

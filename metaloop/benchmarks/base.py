@@ -44,7 +44,11 @@ class Benchmark:
     options: tuple[Option, ...] = ()
     defaults: Mapping[str, Any] = field(default_factory=dict)
     algo_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    plot: Callable[["MetaLearner", dict[str, Any], Path], list[Path]] | None = None
+    #: The name of the benchmark's own plot in :data:`metaloop.plots.BENCHMARK_PLOTS` (a name: the plots are drawn
+    #: by the runs layer, above this catalogue), written by ``eval`` beside the adaptation curve.
+    plot: str | None = None
+    #: Tasks of the meta-training split for choosing test-time settings (:func:`metaloop.tuning.choose_test_lr`).
+    validation_tasks: Callable[[dict[str, Any]], TaskSource] | None = None
     published: Mapping[str, Any] = field(default_factory=dict)
     classification: bool = True
     #: The dimension of the pretrained features that feature-based algorithms (LEO) receive.

@@ -15,7 +15,7 @@ options, ``shots`` demonstrations (K, over all options) and ``queries`` queries.
 Methods: ``metaicl`` (:mod:`metaloop.algorithms.metaicl`) meta-trains in-context learning; the gradient-based
 family (MAML, FOMAML, Reptile, Meta-SGD) adapts the LoRA weights on the K examples, each scored 0-shot
 (``adapt='*lora_*'``); ``pretrain`` is multi-task training in the 0-shot format, then fine-tuning.
-:func:`evaluate_untrained` evaluates the pretrained model without meta-training: in-context learning (with
+:func:`metaloop.tuning.evaluate_untrained` evaluates the pretrained model without meta-training: in-context learning (with
 ``metaicl``), or LoRA fine-tuning on the K examples from the pretrained weights (with ``pretrain``).
 
 Test episodes have ``eval_shots`` demonstrations (default ``shots``: a run meta-trained on 8-shot prompts is
@@ -26,7 +26,7 @@ mean and the worst). The metric is the macro-F1 (%) over each episode's queries.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -205,26 +205,20 @@ def llm_benchmark(name: str) -> Benchmark:
 LLM_TASKS = llm_benchmark(NAME)
 
 
-def evaluate_untrained(
-    benchmark: str,
-    algo: str = "metaicl",
-    *,
-    episodes: int | None = None,
-    steps: Sequence[int] | None = None,
-    overrides: Mapping[str, Any] | Iterable[str] | None = None,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """The pretrained model without meta-training, on the benchmark's test tasks: in-context learning
-    (``algo="metaicl"``; 0-shot with ``eval_shots=0``) or LoRA fine-tuning on the K examples (``algo="pretrain"``,
-    at ``steps``). Returns :func:`~metaloop.evaluation.evaluate_learner`'s dict, ``algo`` named
-    ``"icl"``/``"finetune"``."""
-    from metaloop.benchmarks import build_learner, resolve_config
-    from metaloop.evaluation import evaluate_learner
+def __getattr__(name: str) -> Any:
+    """``evaluate_untrained`` moved to :mod:`metaloop.tuning` (the runs layer); this old home answers for one
+    release (naming the result ``icl`` or ``finetune`` as it did), with a ``DeprecationWarning``."""
+    if name == "evaluate_untrained":
+        import importlib
+        import warnings
 
-    cfg = resolve_config(algo, benchmark, overrides=overrides)
-    learner, bench = build_learner(cfg)
-    learner.eval()
-    result = evaluate_learner(learner, bench, cfg, episodes=episodes or cfg["eval_episodes"],
-                              steps=steps or cfg["eval_steps"], progress=progress)
-    result.update(algo={"metaicl": "icl", "pretrain": "finetune"}.get(algo, algo), iteration=0, train_seconds=0.0)
-    return result
+        warnings.warn("metaloop.benchmarks.llm.evaluate_untrained is now metaloop.tuning.evaluate_untrained",
+                      DeprecationWarning, stacklevel=2)
+        tuning = importlib.import_module("metaloop.tuning")
+
+        def evaluate_untrained(benchmark: str, algo: str = "metaicl", **kwargs: Any) -> dict[str, Any]:
+            kwargs.setdefault("name", {"metaicl": "icl", "pretrain": "finetune"}.get(algo, algo))
+            return tuning.evaluate_untrained(benchmark, algo, **kwargs)
+
+        return evaluate_untrained
+    raise AttributeError(f"module 'metaloop.benchmarks.llm' has no attribute {name!r}")

@@ -33,7 +33,7 @@ initialized model fine-tuned on each test task's support lines with the same inn
 :func:`evaluate_scratch` evaluates it (``metaloop eval`` needs a trained run, and ``iterations`` must be
 positive, so a run with zero meta-steps is not a thing)::
 
-    from metaloop.benchmarks.lm import evaluate_scratch
+    from metaloop.tuning import evaluate_scratch
     result = evaluate_scratch("lm-strings", episodes=600, steps=[0, 1, 5, 10])
 
 It builds the ``pretrain`` learner (multi-task baseline, fine-tuned by SGD at ``inner_lr``) at its
@@ -49,8 +49,6 @@ minutes (checkpointed). Evaluation: 0, 1, 5 and 10 inner steps (SGD at ``inner_l
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch.nn.functional as F
@@ -139,6 +137,20 @@ def _defaults(**changes: Any) -> dict[str, Any]:
             **changes}
 
 
+#: Validation tasks are drawn from the meta-training split (tasks, or speakers, that meta-training sees: the
+#: held-out ones stay for testing) with this seed plus ``eval_seed``, apart from the training stream (``seed``).
+VALIDATION_SEED = 10_000
+
+
+def validation_tasks(cfg: dict[str, Any]) -> TaskSource:
+    """Tasks of the meta-training split for choosing test-time settings, with ``eval_queries`` query lines."""
+    seed = VALIDATION_SEED + cfg["eval_seed"]
+    if cfg["benchmark"] == "lm-strings":
+        return StringTasks(cfg["shots"], cfg["eval_queries"], seed=seed, split="train")
+    return ShakespeareTasks(cfg["shots"], cfg["eval_queries"], seed=seed, split="train", root=cfg["data"])
+
+
+
 LM_STRINGS = Benchmark(
     name="lm-strings",
     description="string functions (ciphers, rotations, affixes, affine maps, compositions) for a byte-level "
@@ -158,6 +170,7 @@ LM_STRINGS = Benchmark(
     classification=False,
     task_groups=("family", FAMILIES),
     size_options=("n_layer", "n_embd", "lora_rank"),
+    validation_tasks=validation_tasks,
 )
 
 LM_SHAKESPEARE = Benchmark(
@@ -180,98 +193,19 @@ LM_SHAKESPEARE = Benchmark(
                                   "pretrain": 3000}),
     classification=False,
     size_options=("n_layer", "n_embd", "lora_rank"),
+    validation_tasks=validation_tasks,
 )
 
 LM = (LM_STRINGS, LM_SHAKESPEARE)
 
 
-def evaluate_scratch(
-    benchmark: str,
-    *,
-    episodes: int | None = None,
-    steps: Sequence[int] | None = None,
-    overrides: Mapping[str, Any] | Iterable[str] | None = None,
-    progress: bool = False,
-) -> dict[str, Any]:
-    """The "training from scratch on the K examples" baseline: the randomly initialized model (``seed``)
-    fine-tuned on each test task's support set with the inner loop of ``pretrain`` (SGD at ``inner_lr``),
-    evaluated on the benchmark's test tasks like a run. Returns :func:`~metaloop.evaluation.evaluate_learner`'s
-    dict with ``algo`` set to ``"scratch"``."""
-    from metaloop.benchmarks import build_learner, resolve_config
-    from metaloop.evaluation import evaluate_learner
+def __getattr__(name: str) -> Any:
+    """``evaluate_scratch`` and ``choose_test_lr`` moved to :mod:`metaloop.tuning` (the runs layer); their old
+    home answers for one release, with a ``DeprecationWarning``."""
+    if name in ("evaluate_scratch", "choose_test_lr"):
+        import importlib
+        import warnings
 
-    cfg = resolve_config("pretrain", benchmark, overrides=overrides)
-    learner, bench = build_learner(cfg)
-    learner.eval()
-    result = evaluate_learner(learner, bench, cfg, episodes=episodes or cfg["eval_episodes"],
-                              steps=steps or cfg["eval_steps"], progress=progress)
-    result["algo"] = "scratch"
-    result["iteration"] = 0
-    result["train_seconds"] = 0.0
-    return result
-
-
-#: Validation tasks are drawn from the meta-training split (tasks, or speakers, that meta-training sees: the
-#: held-out ones stay for testing) with this seed plus ``eval_seed``, apart from the training stream (``seed``).
-VALIDATION_SEED = 10_000
-
-
-def validation_tasks(cfg: dict[str, Any]) -> TaskSource:
-    """Tasks of the meta-training split for choosing test-time settings, with ``eval_queries`` query lines."""
-    seed = VALIDATION_SEED + cfg["eval_seed"]
-    if cfg["benchmark"] == "lm-strings":
-        return StringTasks(cfg["shots"], cfg["eval_queries"], seed=seed, split="train")
-    return ShakespeareTasks(cfg["shots"], cfg["eval_queries"], seed=seed, split="train", root=cfg["data"])
-
-
-def choose_test_lr(
-    benchmark: str,
-    run_dir: str | None,
-    factors: Sequence[float],
-    *,
-    episodes: int = 100,
-    overrides: Mapping[str, Any] | Iterable[str] | None = None,
-) -> dict[str, Any]:
-    """The test-time step size, chosen on :func:`validation_tasks`: ``test_inner_lr = f · inner_lr`` for each
-    factor ``f``, scored by the mean query loss per byte after ``test_inner_steps`` inner steps on
-    ``episodes`` validation tasks; the lowest wins (the first on a tie). ``run_dir`` None scores the random
-    initialization (the ``scratch`` baseline, with ``overrides``). Returns ``{"test_inner_lr": best,
-    "validation": {lr: loss}}``."""
-    from metaloop.benchmarks import build_learner, resolve_config
-    from metaloop.evaluation import load_learner
-    from metaloop.training import read_config
-
-    if not factors or any(not f > 0 for f in factors):
-        raise MetaloopError(f"test step-size factors must be positive, got {list(factors)}")
-    if run_dir is None:
-        inner_lr = resolve_config("pretrain", benchmark, overrides=overrides)["inner_lr"]
-    else:
-        inner_lr = read_config(run_dir)["inner_lr"]
-    losses: dict[float, float] = {}
-    for factor in factors:
-        if run_dir is None:
-            cfg = resolve_config("pretrain", benchmark, overrides={**_as_mapping(overrides),
-                                                                     "test_inner_lr": factor * inner_lr})
-            learner, _ = build_learner(cfg)
-        else:
-            learner, _, cfg = load_learner(run_dir, overrides={"test_inner_lr": factor * inner_lr})
-        learner.eval()
-        steps = cfg["test_inner_steps"] or cfg["inner_steps"]
-        tasks, total = validation_tasks(cfg), 0.0
-        for start in range(0, episodes, 50):
-            batch = tasks.batch(start, min(50, episodes - start)).to(cfg["device"])
-            total += float(learner.evaluate_batch(batch, [steps], lm_loss).sum())
-        losses[cfg["test_inner_lr"]] = total / episodes
-    finite = {lr: loss for lr, loss in losses.items() if math.isfinite(loss)}
-    if not finite:
-        raise MetaloopError(f"every test step size diverged on the validation tasks: {losses}")
-    best = min(finite, key=finite.__getitem__)
-    return {"test_inner_lr": best, "validation": {str(lr): loss for lr, loss in losses.items()}}
-
-
-def _as_mapping(overrides: Mapping[str, Any] | Iterable[str] | None) -> dict[str, Any]:
-    from metaloop.config import parse_set
-
-    if overrides is None:
-        return {}
-    return dict(overrides) if isinstance(overrides, Mapping) else parse_set(overrides)
+        warnings.warn(f"metaloop.benchmarks.lm.{name} is now metaloop.tuning.{name}", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module("metaloop.tuning"), name)
+    raise AttributeError(f"module 'metaloop.benchmarks.lm' has no attribute {name!r}")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metaloop.algorithms import MetaLearner
 from metaloop.benchmarks.base import Benchmark, TaskSource
 from metaloop.config import Option
 from metaloop.models.mlp import MLP
@@ -29,12 +27,6 @@ def _sinusoid_test(cfg: dict[str, Any]) -> TaskSource:
 
 def _mse_per_task(pred: Tensor, y: Tensor) -> Tensor:
     return F.mse_loss(pred, y)
-
-
-def _sinusoid_plot(learner: MetaLearner, cfg: dict[str, Any], out_dir: Path) -> list[Path]:
-    from metaloop.plots import sinusoid_predictions
-
-    return [sinusoid_predictions(learner, cfg, out_dir / "predictions.png")]
 
 
 SINUSOID = Benchmark(
@@ -73,6 +65,6 @@ SINUSOID = Benchmark(
         # Adam with β1 = 0, support only) 2.22.
         "reptile": {"inner_steps": 5, "outer_optimizer": "adam", "inner_batches": "alternate"},
     },
-    plot=_sinusoid_plot,
+    plot="sinusoid_predictions",
     classification=False,
 )

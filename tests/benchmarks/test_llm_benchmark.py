@@ -9,7 +9,8 @@ import random
 import pytest
 
 from metaloop.benchmarks import resolve_config
-from metaloop.benchmarks.llm import evaluate_untrained, macro_f1
+from metaloop.benchmarks.llm import macro_f1
+from metaloop.tuning import evaluate_untrained
 from metaloop.cli import main
 
 WORDS = "book flight rome paris cancel card bank money weather rain alarm music pizza dinner email mom".split()
@@ -61,8 +62,9 @@ def test_train_and_eval_on_the_users_tasks(algo, tiny_llama, tmp_path, capsys):
 def test_untrained_baselines(tiny_llama, tmp_path):
     """In-context learning and fine-tuning of the pretrained model, with no meta-training."""
     data = task_file(tmp_path / "tasks.jsonl")
-    icl = evaluate_untrained(f"llm-tasks:{data}", "metaicl", overrides={**SETS, "lm": str(tiny_llama)}, steps=[0])
-    tuned = evaluate_untrained(f"llm-tasks:{data}", "pretrain", overrides={**SETS, "lm": str(tiny_llama)},
+    icl = evaluate_untrained(f"llm-tasks:{data}", "metaicl", name="icl", overrides={**SETS, "lm": str(tiny_llama)},
+                             steps=[0])
+    tuned = evaluate_untrained(f"llm-tasks:{data}", "pretrain", name="finetune", overrides={**SETS, "lm": str(tiny_llama)},
                                steps=[0, 1])
     assert icl["algo"] == "icl" and tuned["algo"] == "finetune" and set(tuned["steps"]) == {"0", "1"}
 

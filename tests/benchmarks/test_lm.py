@@ -13,7 +13,8 @@ pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 from metaloop.benchmarks import BENCHMARKS, build_learner, resolve_config  # noqa: E402
-from metaloop.benchmarks.lm import evaluate_scratch, exact_match, exact_match_percent, lm_loss  # noqa: E402
+from metaloop.benchmarks.lm import exact_match, exact_match_percent, lm_loss  # noqa: E402
+from metaloop.tuning import evaluate_scratch  # noqa: E402
 from metaloop.cli import main  # noqa: E402
 from metaloop.data import data_root  # noqa: E402
 from metaloop.errors import MetaloopError  # noqa: E402
@@ -190,25 +191,29 @@ def test_validation_tasks_come_from_the_meta_training_split():
 def test_choose_test_lr_picks_the_lowest_validation_loss(tmp_path, monkeypatch):
     """The chosen step size is the one with the lowest mean validation loss; the scratch baseline (no run)
     and a trained run both work, and Meta-SGD (learned rates) is refused."""
-    from metaloop.benchmarks import lm
+    import dataclasses
+
+    from metaloop import tuning
+    from metaloop.benchmarks import BENCHMARKS
 
     run = tmp_path / "run"
     assert main(["train", "--algo", "pretrain", "--benchmark", "lm-strings", "--out", str(run), "--quiet",
                  *set_args(TINY)]) == 0
     for run_dir in (str(run), None):
-        chosen = lm.choose_test_lr("lm-strings", run_dir, [1.0, 0.1], episodes=4, overrides=TINY)
+        chosen = tuning.choose_test_lr("lm-strings", run_dir, [1.0, 0.1], episodes=4, overrides=TINY)
         losses = {float(k): v for k, v in chosen["validation"].items()}
         assert len(losses) == 2
         assert chosen["test_inner_lr"] == min(losses, key=losses.__getitem__)
     # the choice follows the scores: make the smaller step size score lower
-    real = lm.lm_loss
-    monkeypatch.setattr(lm, "lm_loss", lambda logits, y: real(logits, y) * 0)
-    tie = lm.choose_test_lr("lm-strings", str(run), [1.0, 0.1], episodes=2)
+    real = BENCHMARKS["lm-strings"]
+    monkeypatch.setitem(BENCHMARKS, "lm-strings",
+                        dataclasses.replace(real, loss_fn=lambda logits, y: real.loss_fn(logits, y) * 0))
+    tie = tuning.choose_test_lr("lm-strings", str(run), [1.0, 0.1], episodes=2)
     assert tie["test_inner_lr"] == 0.1  # a tie keeps the first (the run's own inner rate, 0.1 × 1)
     with pytest.raises(MetaloopError, match="factors"):
-        lm.choose_test_lr("lm-strings", str(run), [0.0])
+        tuning.choose_test_lr("lm-strings", str(run), [0.0])
     metasgd = tmp_path / "metasgd"
     assert main(["train", "--algo", "metasgd", "--benchmark", "lm-strings", "--out", str(metasgd), "--quiet",
                  *set_args(TINY)]) == 0
     with pytest.raises(MetaloopError, match="test_inner_lr"):
-        lm.choose_test_lr("lm-strings", str(metasgd), [1.0, 0.1], episodes=2)
+        tuning.choose_test_lr("lm-strings", str(metasgd), [1.0, 0.1], episodes=2)
