@@ -5,15 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from torch import Tensor, nn
 
 from metaloop.config import OPTIONS, Option
 from metaloop.tasks.base import TaskBatch
-
-if TYPE_CHECKING:
-    from metaloop.algorithms import MetaLearner
 
 
 class TaskSource(Protocol):
