@@ -69,6 +69,7 @@ _episodes = _positive(MAX_EPISODES, WHY_EPISODES)
 _inner_steps = _positive(MAX_STEPS, WHY_STEPS)
 _iterations = _positive(MAX_ITERATIONS, WHY_ITERATIONS)
 _examples = _positive(MAX_EXAMPLES, WHY_EXAMPLES)
+_nproc = _positive(1024, "processes on one machine")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run directory to create (or resume)")
     p.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--nproc", type=_nproc, default=1, help="processes to train with (torch.distributed; the "
+                   "meta-batch is shared out, the result is one process's)")
 
     p = sub.add_parser("eval", help="evaluate a run on its benchmark's fixed test tasks")
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -93,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plots", action="store_true", help="do not write plots")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="change a test-time option: test_inner_lr, test_inner_steps, eval_seed, device, …")
+    p.add_argument("--nproc", type=_nproc, default=1, help="processes to evaluate with (the test tasks are shared "
+                   "out; the table is one process's)")
 
     p = sub.add_parser("compare", help="train and evaluate several algorithms on one benchmark, one table")
     p.add_argument("--benchmark", required=True, help="benchmark name")
@@ -104,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=_episodes, help="test tasks (default: the benchmark's eval_episodes)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the runs and the table")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--train-nproc", type=_nproc, default=1, metavar="N",
+                   help="processes each algorithm trains with (train --nproc)")
 
     p = sub.add_parser("adapt", help="adapt a trained classifier to your labelled examples; predict queries")
     p.add_argument("run_dir", metavar="RUN_DIR")
@@ -139,13 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from metaloop.comparison import exit_with_parent
+    from metaloop.distributed import world
     from metaloop.training import train
 
     exit_with_parent()  # a trainer started by `compare` stops when compare is gone
 
     out = train(args.algo, args.benchmark, args.out, config_file=args.config, overrides=args.sets,
                 resume=args.resume, progress=not args.quiet)
-    print(f"run written to {out}")
+    if world().main:
+        print(f"run written to {out}")
     return 0
 
 
@@ -161,10 +170,13 @@ def _print_eval(result: dict, run_dir: str) -> None:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from metaloop.config import parse_set
+    from metaloop.distributed import world
     from metaloop.evaluation import evaluate
 
     result = evaluate(args.run_dir, episodes=args.episodes, steps=args.steps, plots=not args.no_plots,
                       progress=not args.json and sys.stderr.isatty(), overrides=parse_set(args.sets))
+    if not world().main:
+        return 0
     if args.json:
         print(json.dumps(result))
     else:
@@ -178,7 +190,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
     algos = [a.strip() for a in args.algos.split(",") if a.strip()]
     rows = compare(args.benchmark, algos, args.out, budget=args.budget, overrides=args.sets,
-                   config_file=args.config, episodes=args.episodes, progress=not args.quiet)
+                   config_file=args.config, episodes=args.episodes, progress=not args.quiet, nproc=args.train_nproc)
     print(format_markdown(args.benchmark, get_benchmark(args.benchmark).metric, rows))
     print(f"table, CSV and plot in {args.out} (compare.md, compare.csv, compare.png)")
     return 0 if all("error" not in r for r in rows) else 1
@@ -315,14 +327,39 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 _python_show_warning = warnings.showwarning
 
 
+def _relaunch(argv: Sequence[str], nproc: int) -> int:
+    """``--nproc N`` outside a launched process: run the same command in N processes (torchrun's engine)."""
+    from metaloop.distributed import launch, world
+
+    if world().size > 1:
+        raise MetaloopError("--nproc: this process is already one of several (torchrun): leave --nproc out")
+    rest, skip = [], False
+    for item in argv:
+        if skip:
+            skip = False
+        elif item == "--nproc":
+            skip = True
+        elif not item.startswith("--nproc="):
+            rest.append(item)
+    return launch(nproc, rest)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "nproc", 1) > 1:
+            return _relaunch(argv, args.nproc)
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
             return COMMANDS[args.command](args)
     except MetaloopError as exc:
-        print(f"metaloop: error: {exc}", file=sys.stderr)
+        if os.environ.get("METALOOP_LAUNCHED") == "1":  # one of --nproc's processes: the launcher prints it
+            from metaloop.distributed import write_error
+
+            write_error(str(exc))
+        else:
+            print(f"metaloop: error: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader of our output went away (`metaloop data | head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

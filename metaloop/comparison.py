@@ -65,10 +65,10 @@ def parse_budget(text: str) -> dict[str, Any]:
 
 
 def _train(algo: str, benchmark: str, run: Path, sets: Sequence[str], config_file: str | None,
-           progress: bool) -> str | None:
-    """Run ``metaloop train`` in a child process; return its last error line, or None on success."""
+           progress: bool, nproc: int = 1) -> str | None:
+    """Run ``metaloop train`` in a child process (``nproc`` processes); return its last error line, or None."""
     cmd = [sys.executable, "-m", "metaloop", "train", "--algo", algo, "--benchmark", benchmark,
-           "--out", str(run), "--resume"]
+           "--out", str(run), "--resume", "--nproc", str(nproc)]
     if config_file is not None:
         cmd += ["--config", str(config_file)]
     for item in sets:
@@ -141,6 +141,7 @@ def compare(
     config_file: str | None = None,
     episodes: int | None = None,
     progress: bool = True,
+    nproc: int = 1,
 ) -> list[dict[str, Any]]:
     """Train (or reuse) and evaluate each algorithm; write ``compare.md``, ``compare.csv``,
     ``compare.json`` and ``compare.png`` into ``out``; return the rows."""
@@ -171,7 +172,7 @@ def compare(
     for algo in algos:
         run = out / algo
         row: dict[str, Any] = {"algo": algo, "run": str(run)}
-        error = _train(algo, benchmark, run, own_sets[algo], config_file, progress)
+        error = _train(algo, benchmark, run, own_sets[algo], config_file, progress, nproc)
         if error is not None:
             row["error"] = error
             rows.append(row)

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from metaloop.algorithms import check_reads
 from metaloop.algorithms.base import MetaLearner
+from metaloop import distributed
 from metaloop.benchmarks import Benchmark, build_learner, check_device, get_benchmark
 from metaloop.checkpoint import atomic_write_text, load_checkpoint
 from metaloop.config import MAX_EPISODES, MAX_STEPS, WHY_EPISODES, WHY_STEPS, resolve, trained_options
@@ -105,11 +106,15 @@ def evaluate_learner(
             values = [torch.tensor(v, dtype=torch.float64) for v in saved["values"]]
             group_ids = [torch.tensor(g) for g in saved["groups"]]
     done = sum(len(v) for v in values)
+    place = distributed.world()  # with several processes, each evaluates a contiguous part of the tasks
+    if place.size > 1 and partial_file is not None:
+        raise MetaloopError("a resumable evaluation (partial=...) runs in one process")
+    first, last = distributed.share(episodes, place) if place.size > 1 else (done, episodes)
     # The metric heads and ANIL embed each distinct test example once (their adapt leaves the body alone).
-    with tqdm(total=episodes, initial=done, disable=not progress, desc="eval", unit="task") as bar, \
+    with tqdm(total=episodes, initial=done, disable=not progress or not place.main, desc="eval", unit="task") as bar, \
             learner.memoize_embeddings():
-        for start in range(done, episodes, chunk):
-            count = min(chunk, episodes - start)
+        for start in range(first, last, chunk):
+            count = min(chunk, last - start)
             batch = tasks.batch(start, count).to(device)
             values.append(learner.evaluate_batch(batch, steps, bench.metric_fn).cpu().double())
             if bench.task_groups is not None:
@@ -120,6 +125,10 @@ def evaluate_learner(
             bar.update(count)
     if partial_file is not None:
         partial_file.unlink(missing_ok=True)
+    if place.size > 1:  # every process's values, in task order
+        parts = distributed.gather((values, group_ids), place)
+        values = [v for part, _ in parts for v in part]
+        group_ids = [g for _, part in parts for g in part]
     table = torch.cat(values)
     result = {
         "algo": cfg["algo"],
@@ -241,7 +250,9 @@ def evaluate(
     replaces a full evaluation.
     """
     run_dir = Path(run_dir)
-    learner, bench, cfg = load_learner(run_dir, overrides=overrides)
+    stored_device = (overrides or {}).get("device") or read_config(run_dir).get("device", "cpu")
+    place, device = distributed.init(stored_device)
+    learner, bench, cfg = load_learner(run_dir, overrides=overrides, device=device if place.size > 1 else None)
     episodes = cfg["eval_episodes"] if episodes is None else episodes
     steps = check_steps(cfg["eval_steps"] if steps is None else steps)
     result = evaluate_learner(learner, bench, cfg, episodes=episodes, steps=steps, progress=progress)
@@ -251,6 +262,8 @@ def evaluate(
         result["settings"] = {k: cfg[k] for k in overrides}
     result["file"] = result_name(read_config(run_dir), bench.all_options(), episodes=episodes, steps=steps,
                                  overrides=overrides or {})
+    if not place.main:  # only the first process writes
+        return result
     if (run_dir / result["file"]).is_dir():
         raise MetaloopError(f"'{run_dir / result['file']}' is a folder; eval writes its result there (move it)")
     atomic_write_text(run_dir / result["file"], json.dumps(result, indent=1))

@@ -15,7 +15,9 @@ weights and the optimizer state exactly, a resumed run reproduces an uninterrupt
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
+import io
 import json
 import math
 import os
@@ -33,6 +35,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from metaloop import distributed
 from metaloop.benchmarks import build_learner, get_benchmark, resolve_config
 from metaloop.checkpoint import atomic_write_text, has_checkpoint, load_checkpoint, save_checkpoint
 from metaloop.config import trained_options
@@ -228,22 +231,33 @@ def train(
     check_out_dir(out)
     existed = out.exists()
     saved: list[int] = []  # iterations checkpointed so far (by this call or before it)
+    place, device = distributed.init(cfg["device"])  # one process, or one of torchrun's (only the first writes)
     try:
-        with RunLock(out):
-            return _train(cfg, out, resume, progress, saved)
+        with RunLock(out) if place.main else contextlib.nullcontext():
+            return _train(cfg, out, resume, progress, saved, place, device)
     except TrainingInterrupted:
         raise
     except KeyboardInterrupt:
         raise TrainingInterrupted(f"interrupted; {_kept(out, saved[-1] if saved else None)}") from None
     finally:
-        if not existed and out.is_dir() and not any(out.iterdir()):
+        if place.main and not existed and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # refused before anything was written: leave no empty folder behind
 
 
-def _train(cfg: dict[str, Any], out: Path, resume: bool, progress: bool, saved: list[int]) -> Path:
+def _train(cfg: dict[str, Any], out: Path, resume: bool, progress: bool, saved: list[int],
+           place: distributed.World, device: str) -> Path:
+    main = place.main
     stored = _check_run_dir(out, cfg, resume)
-    _remove_leftovers(out)
-    learner, bench = build_learner(cfg)
+    if main:
+        _remove_leftovers(out)
+    learner, bench = build_learner({**cfg, "device": device})
+    distributed.check_limits(learner, place)
+    if place.size > 1:
+        learner.gradient_sync = distributed.sync_gradients
+        if cfg["meta_batch_size"] < place.size and main:
+            warnings.warn(f"{place.size} processes for a meta-batch of {cfg['meta_batch_size']} tasks: "
+                          f"{place.size - cfg['meta_batch_size']} of them take no task at each step", MetaloopWarning,
+                          stacklevel=3)
     options = bench.all_options()
     run = trained_options(cfg, options)
     tasks = bench.train_tasks(cfg)  # data errors surface before anything is written
@@ -262,32 +276,38 @@ def _train(cfg: dict[str, Any], out: Path, resume: bool, progress: bool, saved: 
         window = [float(v) for v in record.get("loss_window", [])]  # losses not yet in the log
         if start > cfg["iterations"]:  # checked before anything in RUN_DIR is rewritten
             raise MetaloopError(f"option 'iterations': {cfg['iterations']} is below the checkpoint's {start}")
-        _trim_metrics(out / METRICS, start)
-    else:  # a fresh run, or one that stopped before its first checkpoint: nothing to keep
+        if main:
+            _trim_metrics(out / METRICS, start)
+    elif main:  # a fresh run, or one that stopped before its first checkpoint: nothing to keep
         _trim_metrics(out / METRICS, 0)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "plots").mkdir(exist_ok=True)
-    atomic_write_text(out / CONFIG, yaml.safe_dump(cfg, sort_keys=False))
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "plots").mkdir(exist_ok=True)
+        atomic_write_text(out / CONFIG, yaml.safe_dump(cfg, sort_keys=False))
 
-    n_iter, batch_size, device = cfg["iterations"], cfg["meta_batch_size"], cfg["device"]
+    n_iter, batch_size = cfg["iterations"], cfg["meta_batch_size"]
+    first, last = distributed.share(batch_size, place)  # this process's part of each meta-batch
     learner.train()
-    bar = tqdm(total=n_iter, initial=start, disable=not progress, desc=f"{cfg['algo']} {cfg['benchmark']}",
-               unit="it", dynamic_ncols=True)
+    bar = tqdm(total=n_iter, initial=start, disable=not progress or not main,
+               desc=f"{cfg['algo']} {cfg['benchmark']}", unit="it", dynamic_ncols=True)
     iteration = start
     t0 = time.perf_counter() - elapsed
 
     def checkpoint() -> None:
-        save_checkpoint(out, learner, optimizer, iteration=iteration, elapsed=time.perf_counter() - t0,
-                        extra={"algo": cfg["algo"], "benchmark": cfg["benchmark"], "loss_window": window,
-                               **peak_memory(device, previous=record)}, run=run)
+        if main:
+            save_checkpoint(out, learner, optimizer, iteration=iteration, elapsed=time.perf_counter() - t0,
+                            extra={"algo": cfg["algo"], "benchmark": cfg["benchmark"], "loss_window": window,
+                                   **peak_memory(device, previous=record)}, run=run)
         saved.append(iteration)
 
     budget = cfg["time_budget"]
     if budget is not None and elapsed >= budget:
         n_iter = iteration  # the time budget was spent before this (resumed) call: nothing to do
-    with bar, _deferred_interrupt() as interrupted, open(out / METRICS, "a") as log:
+    log_file = open(out / METRICS, "a") if main else contextlib.nullcontext(io.StringIO())
+    with bar, _deferred_interrupt() as interrupted, log_file as log:
         while iteration < n_iter:
-            batch = tasks.batch(iteration * batch_size, batch_size).to(device)
+            start_task = iteration * batch_size
+            batch = tasks.batch(start_task + first, last - first).to(device) if last > first else None
             learner.before_step(optimizer, iteration, n_iter)
             loss = learner.meta_step(batch, optimizer)
             if not math.isfinite(loss):
@@ -298,6 +318,7 @@ def _train(cfg: dict[str, Any], out: Path, resume: bool, progress: bool, saved: 
             iteration += 1
             bar.update(1)
             over_budget = budget is not None and time.perf_counter() - t0 >= budget
+            over_budget, stop = distributed.agree([over_budget, interrupted()], place)  # every process, or none
             if iteration % cfg["log_every"] == 0 or iteration == n_iter or over_budget:
                 mean = sum(window) / len(window)
                 log.write(json.dumps({"iteration": iteration, "loss": mean,
@@ -309,8 +330,10 @@ def _train(cfg: dict[str, Any], out: Path, resume: bool, progress: bool, saved: 
                 checkpoint()
             if over_budget:
                 break
-            if interrupted():
+            if stop:
                 checkpoint()
                 raise TrainingInterrupted(f"interrupted; {_kept(out, iteration)}")
-    training_curve(out / METRICS, out / "plots" / "training_curve.png", title=f"{cfg['algo']} on {cfg['benchmark']}")
+    if main:
+        training_curve(out / METRICS, out / "plots" / "training_curve.png",
+                       title=f"{cfg['algo']} on {cfg['benchmark']}")
     return out

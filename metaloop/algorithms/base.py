@@ -216,10 +216,23 @@ class MetaLearner(nn.Module):
     def before_step(self, optimizer: torch.optim.Optimizer, iteration: int, iterations: int) -> None:
         """Hook called before each outer step (Reptile anneals its step size here)."""
 
-    def meta_step(self, batch: TaskBatch, optimizer: torch.optim.Optimizer) -> float:
+    #: Set by a distributed run (:mod:`metaloop.distributed`): ``sync(learner, mean loss, tasks)`` turns the
+    #: meta-gradient of this process's share of the meta-batch into that of the whole meta-batch, in every
+    #: process, and returns the meta-batch's mean loss. ``None``: one process, nothing to do.
+    gradient_sync: Callable[[MetaLearner, float, int], float] | None = None
+
+    def local_meta_gradient(self, batch: TaskBatch | None) -> float:
+        """The meta-gradient of this process's share (``None``: no task, as when there are more processes than
+        tasks), then, in a distributed run, that of the whole meta-batch; the meta-batch's mean loss."""
+        loss = self.meta_gradient(batch) if batch is not None and len(batch) else 0.0
+        if self.gradient_sync is None:
+            return loss
+        return self.gradient_sync(self, loss, 0 if batch is None else len(batch))
+
+    def meta_step(self, batch: TaskBatch | None, optimizer: torch.optim.Optimizer) -> float:
         """One outer update: zero the gradients, accumulate the meta-gradient, step."""
         optimizer.zero_grad(set_to_none=True)
-        loss = self.meta_gradient(batch)
+        loss = self.local_meta_gradient(batch)
         optimizer.step()
         return loss
 

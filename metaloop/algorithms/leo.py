@@ -483,7 +483,7 @@ class LEO(MetaLearner):
     def meta_step(self, batch, optimizer: torch.optim.Optimizer) -> float:
         """One outer update; the meta-gradient is clipped as in the code when ``outer_clip_*`` are set."""
         optimizer.zero_grad(set_to_none=True)
-        loss = self.meta_gradient(batch)
+        loss = self.local_meta_gradient(batch)
         params = [p for p in self.parameters() if p.grad is not None]
         if self.outer_clip_value is not None:
             nn.utils.clip_grad_value_(params, self.outer_clip_value)
