@@ -58,6 +58,9 @@ class Adapter:
         if not (self.run_dir / "config.yaml").is_file():
             raise MetaloopError(f"{self.run_dir}: not a run directory (no config.yaml)")
         self.learner, self.bench, self.cfg = load_learner(self.run_dir, device=device)
+        if self.bench.environment is not None:
+            raise MetaloopError(f"{self.run_dir}: adapt takes labelled examples; a reinforcement-learning run "
+                                f"('{self.cfg['benchmark']}') adapts to its test environments in `metaloop eval`")
         if not self.bench.classification or self.bench.encode_inputs is None:
             raise MetaloopError(f"{self.run_dir}: adapt needs a classifier; benchmark '{self.cfg['benchmark']}' "
                                 "is not a classification benchmark")

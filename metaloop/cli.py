@@ -242,12 +242,14 @@ def _data_root_or_none():  # noqa: ANN202
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from metaloop.algorithms import ALGORITHMS
+    from metaloop.algorithms import ALGORITHMS, RL_ALGORITHMS
     from metaloop.benchmarks import BENCHMARKS
     from metaloop.benchmarks.user_images import user_image_benchmark
 
     for name, (_, text) in ALGORITHMS.items():
         print(f"algorithm  {name:<18} {text}")
+    for name, (_, text) in RL_ALGORITHMS.items():
+        print(f"algorithm  {name + ' (rl-*)':<18} {text}")
     for name, bench in BENCHMARKS.items():
         print(f"benchmark  {name:<18} {bench.description}")
     print(f"benchmark  {'images:PATH':<18} {user_image_benchmark('images:PATH').description}")

@@ -38,10 +38,10 @@ from metaloop.training import check_out_dir, read_config
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(it|s|m|h)?\s*$")
 
 
-def own(algo: str, item: str) -> bool:
+def own(algo: str, item: str, environment: bool = False) -> bool:
     """Is the ``--set key=value`` ``item`` for ``algo``: not an algorithm option, or one that it reads?"""
     key = item.partition("=")[0].strip()
-    return key not in ALGORITHM_OPTIONS or key in algorithm(algo).reads
+    return key not in ALGORITHM_OPTIONS or key in algorithm(algo, environment).reads
 
 
 def parse_budget(text: str) -> dict[str, Any]:
@@ -159,10 +159,11 @@ def compare(
     if budget is not None:
         sets += [f"{k}={v}" for k, v in parse_budget(budget).items()]
     given = parse_set(sets)
+    rl = bench.environment is not None
     for key in given:  # an algorithm option is for the algorithms that read it: refused if none of them does
-        if key in ALGORITHM_OPTIONS and not any(key in algorithm(a).reads for a in algos):
-            check_reads(algos[0], [key], "--set")
-    own_sets = {algo: [s for s in sets if own(algo, s)] for algo in algos}
+        if key in ALGORITHM_OPTIONS and not any(key in algorithm(a, rl).reads for a in algos):
+            check_reads(algos[0], [key], "--set", environment=rl)
+    own_sets = {algo: [s for s in sets if own(algo, s, rl)] for algo in algos}
     for algo in algos:  # every option of every run checked here, before any training (one line, exit 2)
         resolve_config(algo, benchmark, config_file=config_file, overrides=own_sets[algo])
     out = Path(out)

@@ -12,6 +12,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from metaloop.algorithms.maml_rl import task_generators  # noqa: E402
+from metaloop.tasks.rl import MAX_SPEED, Nav2DTasks  # noqa: E402
+from metaloop.tasks.sinusoid import SinusoidTasks  # noqa: E402
+
 if TYPE_CHECKING:
     from metaloop.algorithms.base import MetaLearner
 
@@ -65,8 +69,6 @@ def sinusoid_predictions(learner: "MetaLearner", cfg: dict[str, Any], path: Path
                          steps: tuple[int, ...] = (0, 1, 10)) -> Path:
     """Like Figure 2 of Finn et al. 2017: the true curve, the K support points, and the model's
     prediction before and after 1 and 10 gradient steps, for a few test tasks."""
-    from metaloop.tasks.sinusoid import SinusoidTasks
-
     source = SinusoidTasks(cfg["shots"], 200, seed=cfg["eval_seed"], split="test")
     device = next(learner.parameters()).device
     learner.eval()
@@ -88,8 +90,37 @@ def sinusoid_predictions(learner: "MetaLearner", cfg: dict[str, Any], path: Path
     return _save(fig, path)
 
 
+@torch.no_grad()
+def nav2d_trajectories(learner: Any, cfg: dict[str, Any], path: Path, *, tasks: int = 3,
+                       steps: tuple[int, ...] = (0, 1), shown: int = 3) -> Path:
+    """Like Figure 5 of Finn et al. 2017: a few trajectories of the policy before and after adaptation, for a few
+    test goals of ``rl-nav2d`` (``learner``: a :class:`~metaloop.algorithms.maml_rl.MAMLRL`)."""
+    source = Nav2DTasks(seed=cfg["eval_seed"], split="test")
+    learner.eval()
+    fig, axes = plt.subplots(1, tasks, figsize=(3.6 * tasks, 3.6))
+    for i, ax in enumerate(axes):
+        batch = source.batch(i, 1)
+        goal = batch.support_x[0, 0]
+        for s, found in zip(steps, learner.adapt_rollouts(batch.support_x[:, 0], list(steps), task_generators(batch))):
+            last = found.obs[0, :, -1:] + found.actions[0, :, -1:].clamp(-MAX_SPEED, MAX_SPEED)
+            positions = torch.cat([found.obs[0], last], 1)
+            for r in range(min(shown, len(positions))):
+                steps_done = int(found.mask[0, r].sum())  # the episode ends at the goal
+                ax.plot(positions[r, :steps_done + 1, 0], positions[r, :steps_done + 1, 1], "--" if s == 0 else "-",
+                        lw=1, color=f"C{steps.index(s)}", label=f"after {s} step{'s' if s != 1 else ''}" if r == 0
+                        else None)
+        ax.plot([float(goal[0])], [float(goal[1])], "*", color="k", ms=12, label="goal")
+        ax.plot([0], [0], "o", color="gray", ms=5)
+        ax.set_aspect("equal")
+        ax.set_title(f"goal ({float(goal[0]):.2f}, {float(goal[1]):.2f})")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{cfg['algo']}: rl-nav2d, {cfg['rollouts']} rollouts per step")
+    return _save(fig, path)
+
+
 #: The benchmarks' own plots, by the name a :class:`~metaloop.benchmarks.base.Benchmark` gives: function and file.
-BENCHMARK_PLOTS: dict[str, tuple[Any, str]] = {"sinusoid_predictions": (sinusoid_predictions, "predictions.png")}
+BENCHMARK_PLOTS: dict[str, tuple[Any, str]] = {"sinusoid_predictions": (sinusoid_predictions, "predictions.png"),
+                                               "nav2d_trajectories": (nav2d_trajectories, "trajectories.png")}
 
 
 def benchmark_plot(name: str, learner: "MetaLearner", cfg: dict[str, Any], folder: Path) -> Path:

@@ -324,7 +324,8 @@ def _train(cfg: dict[str, Any], out: Path, resume: bool, progress: bool, saved: 
                 log.write(json.dumps({"iteration": iteration, "loss": mean,
                                       "time": round(time.perf_counter() - t0, 3)}) + "\n")
                 log.flush()
-                bar.set_postfix(loss=f"{mean:.4g}")
+                name, sign = learner.progress
+                bar.set_postfix({name: f"{sign * mean:.4g}"})
                 window.clear()
             if iteration % cfg["checkpoint_every"] == 0 or iteration == n_iter or over_budget:
                 checkpoint()

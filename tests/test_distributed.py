@@ -22,7 +22,8 @@ from metaloop.distributed import World, share, sync_gradients
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = [("maml", "sinusoid", {"hidden": [8]}), ("reptile", "sinusoid", {"hidden": [8]}),
-         ("protonet", "omniglot-5w1s", {"filters": 4}), ("metaoptnet-ridge", "omniglot-5w1s", {"filters": 4})]
+         ("protonet", "omniglot-5w1s", {"filters": 4}), ("metaoptnet-ridge", "omniglot-5w1s", {"filters": 4}),
+         ("maml", "rl-nav2d", {"policy_hidden": [8], "rollouts": 4, "horizon": 8})]
 TASKS = 5  # uneven: 3 + 2
 
 
@@ -55,7 +56,7 @@ def test_shares_cover_the_meta_batch_once():
             assert [i for a, b in parts for i in range(a, b)] == list(range(count))
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
 def test_two_processes_give_the_meta_gradient_of_one(case, tmp_path):
     """float64: the all-reduced meta-gradient of 3 + 2 tasks equals one process's of 5 to 1e-12."""
     learner, batch = learner_and_batch(*case)

@@ -7,6 +7,7 @@ from metaloop.algorithms.anil import ANIL
 from metaloop.algorithms.base import MetaLearner
 from metaloop.algorithms.leo import LEO
 from metaloop.algorithms.maml import FOMAML, MAML
+from metaloop.algorithms.maml_rl import FOMAMLRL, MAMLRL, PretrainRL
 from metaloop.algorithms.metaicl import MetaICL
 from metaloop.algorithms.metaoptnet import MetaOptNet, MetaOptNetRidge, MetaOptNetSVM
 from metaloop.algorithms.metasgd import MetaSGD
@@ -30,30 +31,47 @@ ALGORITHMS: dict[str, tuple[type[MetaLearner], str]] = {
     "metaicl": (MetaICL, "MetaICL: a language model meta-trained to learn in context (Min et al. 2022)"),
 }
 
+#: The same names on a reinforcement-learning benchmark (one with an environment): CLI name → (class, description).
+RL_ALGORITHMS: dict[str, tuple[type[MetaLearner], str]] = {
+    "maml": (MAMLRL, "MAML-RL: policy-gradient inner step, meta-gradient through it (Finn et al. 2017)"),
+    "fomaml": (FOMAMLRL, "first-order MAML-RL: the meta-gradient is the policy gradient after adaptation"),
+    "pretrain": (PretrainRL, "baseline: one policy trained on all tasks, then fine-tuned (Finn et al. 2017)"),
+}
+
 #: Options that some algorithm reads and another may not (``seed`` is every run's): setting one that the chosen
 #: algorithm does not read is an error (:func:`check_reads`).
-ALGORITHM_OPTIONS = frozenset(name for cls, _ in ALGORITHMS.values() for name in cls.reads) - {"seed"}
+ALGORITHM_OPTIONS = frozenset(name for table in (ALGORITHMS, RL_ALGORITHMS) for cls, _ in table.values()
+                              for name in cls.reads) - {"seed"}
 
 
-def algorithm(name: str) -> type[MetaLearner]:
-    """The class of the algorithm named ``name`` on the command line."""
-    if name not in ALGORITHMS:
-        raise MetaloopError(f"unknown algorithm '{name}' (known: {', '.join(ALGORITHMS)})")
-    return ALGORITHMS[name][0]
+def registry(environment: bool = False) -> dict[str, tuple[type[MetaLearner], str]]:
+    """The algorithms of a supervised benchmark, or (``environment``) those of a reinforcement-learning one."""
+    return RL_ALGORITHMS if environment else ALGORITHMS
 
 
-def check_reads(name: str, keys: Iterable[str], source: str) -> None:
+def algorithm(name: str, environment: bool = False) -> type[MetaLearner]:
+    """The class of the algorithm named ``name`` on the command line (``environment``: on an RL benchmark)."""
+    table = registry(environment)
+    if name not in table:
+        kind = "reinforcement-learning " if environment else ""
+        raise MetaloopError(f"unknown {kind}algorithm '{name}' (known: {', '.join(table)})")
+    return table[name][0]
+
+
+def check_reads(name: str, keys: Iterable[str], source: str, environment: bool = False) -> None:
     """Refuse an option of ``keys`` (set by the user in ``source``) that algorithm ``name`` does not read."""
-    cls = algorithm(name)
+    cls = algorithm(name, environment)
     for key in keys:
         if key in ALGORITHM_OPTIONS and key not in cls.reads:
             readers = [n for n, (c, _) in ALGORITHMS.items() if key in c.reads]
-            raise MetaloopError(f"{source}: option '{key}': algorithm '{name}' does not read it (it is for "
+            readers += [f"{n} on rl-* benchmarks" for n, (c, _) in RL_ALGORITHMS.items() if key in c.reads]
+            which = f"'{name}' on a reinforcement-learning benchmark" if environment else f"'{name}'"
+            raise MetaloopError(f"{source}: option '{key}': algorithm {which} does not read it (it is for "
                                 f"{', '.join(readers)})")
 
 
 __all__ = [
-    "ALGORITHMS", "ALGORITHM_OPTIONS", "ANIL", "FOMAML", "LEO", "MAML", "MetaICL", "MetaLearner", "MetaOptNet",
-    "MetaOptNetRidge", "MetaOptNetSVM", "MetaSGD", "Pretrain", "algorithm", "check_reads",
-    "ProtoNet", "Reptile",
+    "ALGORITHMS", "ALGORITHM_OPTIONS", "ANIL", "FOMAML", "FOMAMLRL", "LEO", "MAML", "MAMLRL", "MetaICL",
+    "MetaLearner", "MetaOptNet", "MetaOptNetRidge", "MetaOptNetSVM", "MetaSGD", "Pretrain", "PretrainRL", "ProtoNet",
+    "RL_ALGORITHMS", "Reptile", "algorithm", "check_reads", "registry",
 ]

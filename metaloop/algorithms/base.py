@@ -95,6 +95,9 @@ class MetaLearner(nn.Module):
     role: str = "predictor"
     classification_only: bool = False
     needs_head: bool = False
+    #: What the progress bar shows of the logged training loss: its name, and the sign it is shown with (a
+    #: learner that maximizes a return logs −return as its loss and shows ``("return", -1.0)``).
+    progress: tuple[str, float] = ("loss", 1.0)
 
     @classmethod
     def kwargs_from(cls, cfg: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,12 +10,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from metaloop.algorithms import ALGORITHMS, MetaLearner, algorithm, check_reads
+from metaloop.algorithms import ALGORITHMS, MetaLearner, algorithm, check_reads, registry
 from metaloop.benchmarks.base import Benchmark, TaskSource
 from metaloop.benchmarks.fewshot_images import MINIIMAGENET, OMNIGLOT, OMNIGLOT_LAKE
 from metaloop.benchmarks.llm import LLM_TASKS, llm_benchmark
 from metaloop.benchmarks.llm import PREFIX as LLM_PREFIX
 from metaloop.benchmarks.lm import LM
+from metaloop.benchmarks.rl import RL_NAV2D
 from metaloop.benchmarks.sinusoid import SINUSOID
 from metaloop.benchmarks.text import PREFIX as TEXT_PREFIX
 from metaloop.benchmarks.text import TEXT, user_text_benchmark
@@ -24,11 +25,11 @@ from metaloop.benchmarks.user_images import user_image_benchmark
 from metaloop.config import load_yaml, parse_set, resolve
 from metaloop.errors import MetaloopError
 
-__all__ = ["BENCHMARKS", "Benchmark", "TaskSource", "build_learner", "check_model_size", "get_benchmark",
-           "resolve_config"]
+__all__ = ["BENCHMARKS", "Benchmark", "TaskSource", "build_learner", "check_model_size", "check_unread",
+           "get_benchmark", "resolve_config"]
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [SINUSOID, *OMNIGLOT, OMNIGLOT_LAKE, *MINIIMAGENET, *TEXT, *LM,
-                                                         LLM_TASKS]}
+                                                         LLM_TASKS, RL_NAV2D]}
 
 
 def get_benchmark(name: str) -> Benchmark:
@@ -47,7 +48,13 @@ def get_benchmark(name: str) -> Benchmark:
 
 def check_algorithm(name: str, benchmark: Benchmark | None = None) -> None:
     """Refuse an unknown algorithm, or one whose declared needs (its class's ``role``, ``classification_only``,
-    ``needs_head``) the benchmark does not meet."""
+    ``needs_head``) the benchmark does not meet. On a reinforcement-learning benchmark the names are those of
+    :data:`~metaloop.algorithms.RL_ALGORITHMS`."""
+    if benchmark is not None and benchmark.environment is not None:
+        if name not in registry(environment=True):
+            raise MetaloopError(f"algorithm '{name}' does not learn from rollouts; benchmark '{benchmark.name}' is a "
+                                f"reinforcement-learning benchmark (use {', '.join(registry(environment=True))})")
+        return
     cls = algorithm(name)
     if benchmark is None:
         return
@@ -95,11 +102,20 @@ def resolve_config(
         (f"config file '{config_file}'", file_layer),
         ("--set", set_layer),
     ]
-    check_reads(algo, file_layer, f"config file '{config_file}'")  # the user's own layers, not the presets
-    check_reads(algo, set_layer, "--set")
+    rl = bench.environment is not None
+    for source, layer in ((f"config file '{config_file}'", file_layer), ("--set", set_layer)):
+        check_reads(algo, layer, source, environment=rl)  # the user's own layers, not the presets
+        check_unread(bench, layer, source)
     cfg = resolve(bench.all_options(), layers)
     check_device(cfg["device"])
     return {"algo": algo, "benchmark": benchmark, **cfg}
+
+
+def check_unread(bench: Benchmark, keys: Iterable[str], source: str) -> None:
+    """Refuse an option of ``keys`` (set by the user in ``source``) that the benchmark does not read."""
+    for key in keys:
+        if key in bench.unread_options:
+            raise MetaloopError(f"{source}: option '{key}': benchmark '{bench.name}' does not read it")
 
 
 def user_data_name(benchmark: str) -> str:
@@ -178,7 +194,7 @@ def build_learner(cfg: Mapping[str, Any]) -> tuple[MetaLearner, Benchmark]:
     ``cfg['device']``. The model's initialization depends only on ``cfg['seed']``; the global RNG is left as it was.
     """
     bench = get_benchmark(cfg["benchmark"])
-    cls = algorithm(cfg["algo"])
+    cls = algorithm(cfg["algo"], environment=bench.environment is not None)
 
     def model() -> nn.Module:
         check_model_size(bench, cfg)
@@ -187,5 +203,6 @@ def build_learner(cfg: Mapping[str, Any]) -> tuple[MetaLearner, Benchmark]:
             return bench.make_model(dict(cfg))
 
     feature_dim = (lambda: bench.feature_dim(dict(cfg))) if bench.feature_dim is not None else None
-    learner = cls.from_config(cfg, model, bench.loss_fn, feature_dim=feature_dim)
+    fixed = {} if bench.environment is None else {"environment": bench.environment}
+    learner = cls.from_config(cfg, model, bench.loss_fn, feature_dim=feature_dim, **fixed)
     return learner.to(cfg["device"]), bench

@@ -75,6 +75,12 @@ class Benchmark:
     #: The model is a language model's prompt scorer (the LLM benchmarks): algorithms whose role is "prompts"
     #: need one, and those of an embedding, features or a head cannot use one.
     prompts: bool = False
+    #: A reinforcement-learning benchmark's environment (:data:`metaloop.tasks.rl.Environment`): its learners are the
+    #: RL algorithms (:data:`metaloop.algorithms.RL_ALGORITHMS`), which sample their own rollouts of each task.
+    environment: Callable[..., Any] | None = None
+    #: Options of every benchmark that this one does not read (an RL benchmark has no ``shots``): setting one is
+    #: an error.
+    unread_options: tuple[str, ...] = ()
 
     def all_options(self) -> dict[str, Option]:
         return {**OPTIONS, **{o.name: o for o in self.options}}

@@ -1,0 +1,222 @@
+"""MAML for reinforcement learning (Finn et al. 2017, §3.2 and §5.3).
+
+A task is an environment; its support data are K rollouts of the current policy, its query data K rollouts of the
+adapted one. The inner step is a vanilla policy gradient (REINFORCE with Duan et al. 2016's linear feature
+baseline fitted per task, discount ``γ``), on advantages standardized over the task's K·H steps and averaged over
+them, as in the paper's code (rllab's VPG, ``center_adv``), for which its step size α = 0.1 was chosen::
+
+    A_t = standardize(R_t − b_t),    θ' = θ + α ∇_θ (1/N) Σ_k Σ_t log π_θ(a_t | s_t) A_t
+
+(``N`` the number of steps of the K rollouts; an episode that reaches its goal ends there).
+
+and the outer objective is the return of the adapted policy's rollouts, whose gradient (through ``θ'``, second
+order unless ``first_order``) the outer optimizer follows (Adam here; the paper's TRPO is not implemented yet).
+
+``estimator`` (:mod:`metaloop.core.dice`): ``"maml"`` differentiates the post-adaptation return through ``θ'`` only,
+as the paper does (low variance, biased: the pre-adaptation samples' dependence on ``θ`` is left out);
+``"exact"`` adds that dependence with the magic box of the pre-adaptation log-probabilities (unbiased, higher
+variance; checked against a closed form in ``tests/core/test_dice.py``).
+
+``first_order`` (FOMAML-RL) holds the inner policy gradient constant: ``∂θ'/∂θ = I``, the meta-gradient is the
+policy gradient at ``θ'``.
+
+Evaluation: the mean undiscounted return of fresh rollouts after 0, 1, 2, … inner steps (each step on the
+rollouts of the policy before it). Every task's rollouts draw from a generator seeded by the task itself
+(``info["rollout_seed"]``, :func:`metaloop.tasks.rl.rollout_seed`), so a resumed run, or one over several
+processes, samples exactly what an uninterrupted single-process run does.
+
+Execution: the tasks of a meta-batch are vectorized (``torch.func.vmap`` over per-task parameters): each sampling
+phase steps every task's rollouts at once, and the inner step of every task is one ``torch.func.grad`` under
+``vmap`` (the policy is an MLP: no norm layers, whose second-order gradients under ``vmap`` are wrong).
+"""
+
+
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from metaloop.algorithms.base import MetaLearner
+from metaloop.core.context import vectorized
+from metaloop.core.dice import dice_objective, meta_objective, reinforce_surrogate
+from metaloop.core.inner import ParamDict, gradients
+from metaloop.core.params import select_names
+from metaloop.errors import MetaloopError
+from metaloop.models.policy import act, log_prob
+from metaloop.tasks.base import TaskBatch
+from metaloop.tasks.rl import Environment, Rollouts, linear_baseline, returns_to_go
+
+ESTIMATORS = ("maml", "exact")
+
+
+def _no_loss(*args: Any) -> Tensor:
+    raise MetaloopError("a reinforcement-learning learner has no supervised loss")
+
+
+class MAMLRL(MetaLearner):
+    """MAML-RL (see the module docstring). ``policy``: a Gaussian policy whose parameters include ``log_std``
+    (:class:`~metaloop.models.policy.GaussianMLP`); ``environment`` samples rollouts of a batch of tasks
+    (:data:`~metaloop.tasks.rl.Environment`)."""
+
+    has_inner_loop = True
+    reads = ("inner_lr", "inner_steps", "test_inner_lr", "first_order", "adapt", "estimator")
+    role = "policy"
+    progress = ("return", -1.0)
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], model: Callable[[], nn.Module], loss_fn: Any, *,
+                    feature_dim: Any = None, **fixed: Any) -> MAMLRL:
+        return cls(model(), **cls.kwargs_from(cfg), rollouts=cfg["rollouts"], horizon=cfg["horizon"],
+                   discount=cfg["discount"], **fixed)
+
+    def __init__(self, policy: nn.Module, *, environment: Environment, inner_lr: float = 0.1, inner_steps: int = 1,
+                 test_inner_lr: float | None = None, first_order: bool = False, adapt: str = "all",
+                 estimator: str = "maml", rollouts: int = 20, horizon: int = 100, discount: float = 0.99) -> None:
+        super().__init__(policy, _no_loss, path="vmap")
+        if estimator not in ESTIMATORS:
+            raise MetaloopError(f"option 'estimator': {estimator!r} is not one of {', '.join(ESTIMATORS)}")
+        if rollouts < 1 or horizon < 1:
+            raise MetaloopError(f"options 'rollouts', 'horizon': must be positive, got {rollouts}, {horizon}")
+        if "log_std" not in dict(policy.named_parameters()):
+            raise MetaloopError("the policy has no 'log_std' parameter: MAML-RL needs a Gaussian policy")
+        self.environment = environment
+        self.inner_lr, self.inner_steps = float(inner_lr), int(inner_steps)
+        self.train_steps = self.inner_steps  # inner steps inside the meta-objective (the baseline takes none)
+        self.test_inner_lr = self.inner_lr if test_inner_lr is None else float(test_inner_lr)
+        self.first_order, self.estimator = first_order, estimator
+        self.rollouts, self.horizon, self.discount = rollouts, horizon, discount
+        self.adapted_names = select_names(policy, adapt)
+
+    # ------------------------------------------------------------------ rollouts and the inner step
+    def sample(self, phi: ParamDict, tasks: Tensor, generators: Sequence[torch.Generator]) -> Rollouts:
+        """``rollouts`` trajectories of each task's policy (``phi``: parameters with a task dimension; no gradient)
+        on ``tasks [T, d]``, each task's noise from its own generator."""
+        fixed = {n: v.detach() for n, v in phi.items()}
+        dims = fixed["log_std"].shape[-1]
+        noise = torch.stack([torch.randn(self.rollouts, self.horizon, dims, generator=g) for g in generators])
+        noise = noise.to(device=tasks.device, dtype=fixed["log_std"].dtype)
+        actions = torch.func.vmap(lambda p, obs, z: act(self.model, p, obs, z))
+
+        with torch.no_grad():
+            return self.environment(lambda obs, t: actions(fixed, obs, noise[:, :, t]), tasks, self.rollouts,
+                                    self.horizon)
+
+    def advantages(self, batch: Rollouts) -> Tensor:
+        """Returns to go less the linear baseline, standardized over each task's steps (those that happened; 0
+        after an episode's end): ``[T, R, H]``."""
+        targets = returns_to_go(batch.rewards, self.discount)
+        adv = targets - linear_baseline(batch.obs, targets, batch.mask)
+        mask = batch.mask.flatten(1)
+        count = mask.sum(1).clamp(min=1)
+        mean = (adv.flatten(1) * mask).sum(1) / count
+        std = ((((adv.flatten(1) - mean[:, None]) * mask) ** 2).sum(1) / (count - 1).clamp(min=1)).sqrt()
+        return (adv - mean[:, None, None]) / (std[:, None, None] + 1e-8) * batch.mask
+
+    def surrogate(self, params: ParamDict, obs: Tensor, actions: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
+        """One task's inner objective: the REINFORCE surrogate averaged over the steps that happened."""
+        logp = log_prob(self.model, params, obs, actions)
+        return reinforce_surrogate(logp, advantages, mask=mask) * mask.shape[0] / mask.sum().clamp(min=1)
+
+    def step(self, phi: ParamDict, batch: Rollouts, *, create_graph: bool) -> ParamDict:
+        """One policy-gradient ascent step of every task on its rollouts ``batch`` (at ``test_inner_lr`` outside
+        training); ``create_graph``: differentiable in ``phi`` through the gradient (second order)."""
+        lr = self.inner_lr if self.training else self.test_inner_lr
+        names = self.adapted_names
+
+        def one(p: ParamDict, obs: Tensor, actions: Tensor, adv: Tensor, mask: Tensor) -> ParamDict:
+            grads = gradients(lambda q: -self.surrogate(q, obs, actions, adv, mask), p, names,
+                              create_graph=create_graph)
+            return {**p, **{n: p[n] - lr * grads[n] for n in names}}
+
+        with vectorized():
+            return torch.func.vmap(one)(phi, batch.obs, batch.actions, self.advantages(batch), batch.mask)
+
+    def per_task(self, count: int) -> ParamDict:
+        """The meta-parameters with a task dimension of ``count`` (views: the gradient reaches the parameters)."""
+        return {n: p.expand(count, *p.shape) for n, p in self.params().items()}
+
+    # ------------------------------------------------------------------ meta-training
+    def meta_objective(self, tasks: Tensor, generators: Sequence[torch.Generator]) -> tuple[Tensor, Tensor]:
+        """The mean meta-objective of the tasks (to maximize) and each task's post-adaptation mean return."""
+        phi, pre = self.per_task(len(tasks)), []
+        for _ in range(self.train_steps):
+            batch = self.sample(phi, tasks, generators)
+            pre.append((phi, batch))
+            phi = self.step(phi, batch, create_graph=not self.first_order)
+        post = self.sample(phi, tasks, generators)
+        targets = returns_to_go(post.rewards, self.discount)
+        baseline = linear_baseline(post.obs, targets, post.mask)
+
+        def objective(p: ParamDict, obs: Tensor, actions: Tensor, rewards: Tensor, base: Tensor, mask: Tensor
+                      ) -> Tensor:
+            return dice_objective(log_prob(self.model, p, obs, actions), rewards, discount=self.discount,
+                                  baseline=base, mask=mask)
+
+        values = torch.func.vmap(objective)(phi, post.obs, post.actions, post.rewards, baseline, post.mask)
+        if self.estimator == "exact":  # the score of every pre-adaptation sample, per task
+            logps = [torch.func.vmap(lambda p, o, a, m: (log_prob(self.model, p, o, a) * m).sum())(
+                p, b.obs, b.actions, b.mask) for p, b in pre]
+            values = torch.func.vmap(meta_objective)(torch.stack(logps, 1), values)
+        return values.mean(), post.returns.mean(-1)
+
+    def meta_gradient(self, batch: TaskBatch) -> float:
+        """Accumulate ``−∇`` of the mean meta-objective (the optimizer minimizes); return ``−`` the mean
+        post-adaptation return (the logged "loss")."""
+        objective, returns = self.meta_objective(batch.support_x[:, 0], task_generators(batch))
+        (-objective).backward()
+        return -float(returns.mean())
+
+    # ------------------------------------------------------------------ evaluation
+    def adapt_rollouts(self, tasks: Tensor, steps: Sequence[int], generators: Sequence[torch.Generator]
+                       ) -> list[Rollouts]:
+        """Fresh rollouts of each task's policy after each of ``steps`` inner steps (each step on the rollouts of
+        the policy before it)."""
+        phi = {n: v.detach() for n, v in self.per_task(len(tasks)).items()}
+        found: dict[int, Rollouts] = {}
+        for k in range(max(steps) + 1):
+            rollouts = self.sample(phi, tasks, generators)
+            if k in steps:
+                found[k] = rollouts
+            if k < max(steps):
+                phi = {n: v.detach() for n, v in self.step(phi, rollouts, create_graph=False).items()}
+        return [found[s] for s in steps]
+
+    def evaluate_batch(self, batch: TaskBatch, steps: Sequence[int], metric_fn: Any = None) -> Tensor:
+        """The mean return after each of ``steps`` inner steps, per task: ``[tasks, len(steps)]``."""
+        was_training = self.training
+        self.eval()
+        try:
+            found = self.adapt_rollouts(batch.support_x[:, 0], list(steps), task_generators(batch))
+        finally:
+            self.train(was_training)
+        return torch.stack([r.returns.mean(-1) for r in found], 1).double()
+
+
+class FOMAMLRL(MAMLRL):
+    """First-order MAML-RL: the inner policy gradient is held constant (``first_order`` fixed on)."""
+
+    reads = tuple(r for r in MAMLRL.reads if r != "first_order")
+
+    def __init__(self, policy: nn.Module, **kwargs: Any) -> None:
+        super().__init__(policy, first_order=True, **kwargs)
+
+
+class PretrainRL(MAMLRL):
+    """The baseline of Finn et al. 2017 (§5.3, "pretrained"): one policy trained on all training tasks at once (the
+    policy gradient of the mean return over tasks, no inner step, Adam), then fine-tuned at test time with the
+    same inner step as MAML-RL. At its initialization (no training), the "random initialization" baseline."""
+
+    reads = ("inner_lr", "test_inner_lr", "adapt")
+
+    def __init__(self, policy: nn.Module, **kwargs: Any) -> None:
+        super().__init__(policy, **kwargs)
+        self.train_steps = 0
+
+
+def task_generators(batch: TaskBatch) -> list[torch.Generator]:
+    """Each task's own generator, seeded by the task (``info["rollout_seed"]``)."""
+    return [torch.Generator().manual_seed(int(seed)) for seed in batch.info["rollout_seed"]]

@@ -1,0 +1,166 @@
+"""MAML-RL: the vectorized meta-gradient against a task-by-task autograd reference, the estimators' semantics,
+the seeding that makes a task's samples its own, and a short meta-training that raises the adapted return."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metaloop.algorithms.maml_rl import FOMAMLRL, MAMLRL, PretrainRL, task_generators
+from metaloop.core.dice import dice_objective, magic_box
+from metaloop.errors import MetaloopError
+from metaloop.models.policy import GaussianMLP, log_prob
+from metaloop.tasks.rl import Nav2DTasks, linear_baseline, nav2d_rollouts, returns_to_go
+
+SMALL = {"rollouts": 6, "horizon": 12, "discount": 0.95}
+
+
+def learner(cls=MAMLRL, *, seed: int = 0, hidden=(16, 16), environment=nav2d_rollouts, **kwargs) -> MAMLRL:
+    torch.manual_seed(seed)
+    return cls(GaussianMLP(2, 2, hidden), environment=environment, **{**SMALL, **kwargs})
+
+
+def ending_early(act, goals, count, horizon):
+    """nav2d whose trajectory r ends after 3 + 2r steps (so that the masks of ended episodes are exercised)."""
+    found = nav2d_rollouts(act, goals, count, horizon)
+    ends = 3 + 2 * torch.arange(count)
+    found.mask = found.mask * (torch.arange(horizon)[None, :] < ends[:, None]).to(found.mask.dtype)
+    found.rewards = found.rewards * found.mask
+    return found
+
+
+def recorded(model: MAMLRL) -> list:
+    """Wrap ``model.sample`` to keep every batch of rollouts it returns."""
+    batches, inner = [], model.sample
+
+    def sample(*args):
+        batches.append(inner(*args))
+        return batches[-1]
+
+    model.sample = sample
+    return batches
+
+
+def reference_gradient(model: MAMLRL, rollouts: list, tasks: int, *, exact: bool, first_order: bool) -> dict:
+    """Task by task with plain autograd, on the rollouts the vectorized run sampled: θ' = θ + α ∇θ S(θ; pre),
+    then ∇θ of the DiCE objective of the post-adaptation rollouts (times the magic box of the pre-adaptation
+    log-probabilities for the exact estimator), averaged over tasks."""
+    pre, post = rollouts
+    theta = dict(model.model.named_parameters())
+    total = {n: torch.zeros_like(p) for n, p in theta.items()}
+    for i in range(tasks):
+        obs, actions, rewards, mask = pre.obs[i], pre.actions[i], pre.rewards[i], pre.mask[i]
+        targets = returns_to_go(rewards, model.discount)
+        adv = (targets - linear_baseline(obs, targets, mask))[mask.bool()]
+        adv = torch.zeros_like(targets).masked_scatter(mask.bool(), (adv - adv.mean()) / (adv.std() + 1e-8))
+        inner = (log_prob(model.model, theta, obs, actions) * adv)[mask.bool()].mean()
+        grads = torch.autograd.grad(inner, list(theta.values()), create_graph=not first_order)
+        adapted = {n: p + model.inner_lr * g for (n, p), g in zip(theta.items(), grads)}
+        targets = returns_to_go(post.rewards[i], model.discount)
+        objective = dice_objective(log_prob(model.model, adapted, post.obs[i], post.actions[i]), post.rewards[i],
+                                   discount=model.discount, mask=post.mask[i],
+                                   baseline=linear_baseline(post.obs[i], targets, post.mask[i]))
+        if exact:
+            objective = magic_box(log_prob(model.model, theta, obs, actions)[mask.bool()].sum()) * objective
+        for n, g in zip(theta, torch.autograd.grad(objective / tasks, list(theta.values()))):
+            total[n] += g
+    return total
+
+
+@pytest.mark.parametrize("cls, estimator, environment", [
+    (MAMLRL, "maml", nav2d_rollouts), (MAMLRL, "exact", nav2d_rollouts), (FOMAMLRL, "maml", nav2d_rollouts),
+    (MAMLRL, "exact", ending_early)], ids=["maml", "exact", "fomaml", "exact-episodes-end"])
+def test_vectorized_meta_gradient_equals_the_task_by_task_reference(cls, estimator, environment):
+    model = learner(cls, estimator=estimator, environment=environment).double()
+    batch = Nav2DTasks(seed=3).batch(0, 3).to("cpu", torch.float64)
+    batches = recorded(model)
+    model.zero_grad()
+    loss = model.meta_gradient(batch)
+    assert environment is nav2d_rollouts or not batches[0].mask.all()
+    assert loss == pytest.approx(-float(batches[1].returns.mean()))
+    expected = reference_gradient(model, batches, 3, exact=estimator == "exact", first_order=cls is FOMAMLRL)
+    for name, p in model.model.named_parameters():
+        assert torch.allclose(-p.grad, expected[name], atol=1e-10, rtol=1e-8), name
+
+
+def test_the_estimators_and_the_first_order_variant_differ():
+    batch = Nav2DTasks(seed=3).batch(0, 3)
+    grads = []
+    for cls, estimator in [(MAMLRL, "maml"), (MAMLRL, "exact"), (FOMAMLRL, "maml")]:
+        model = learner(cls, estimator=estimator)
+        model.meta_gradient(batch)
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
+    assert not torch.allclose(grads[0], grads[1]) and not torch.allclose(grads[0], grads[2])
+
+
+def test_a_tasks_samples_do_not_depend_on_its_batch():
+    """The meta-gradient of 4 tasks is the mean of those of its halves (as --nproc 2 computes it), and a task
+    evaluates the same alone or among others: each task's noise comes from its own seed."""
+    batch = Nav2DTasks(seed=1).batch(10, 4)
+    whole = learner()
+    whole.meta_gradient(batch)
+    halves = learner()
+    for part in (batch.slice(0, 2), batch.slice(2, 4)):
+        halves.meta_gradient(part)
+    for a, b in zip(whole.parameters(), halves.parameters()):
+        assert torch.allclose(a.grad, b.grad / 2, atol=1e-6)
+    together = whole.evaluate_batch(batch, [0, 1, 2])
+    alone = whole.evaluate_batch(batch.slice(2, 3), [0, 1, 2])
+    assert together.shape == (4, 3) and torch.allclose(together[2], alone[0], atol=1e-5)
+    assert torch.equal(whole.evaluate_batch(batch, [0, 1, 2]), together)
+
+
+def test_evaluation_steps_are_any_subset_in_any_order():
+    model = learner()
+    batch = Nav2DTasks(seed=0, split="test").batch(0, 2)
+    full = model.evaluate_batch(batch, [0, 1, 2, 3])
+    assert torch.allclose(model.evaluate_batch(batch, [3, 1]), full[:, [3, 1]])
+
+
+def test_test_inner_lr_sets_the_evaluation_step():
+    batch = Nav2DTasks(seed=0, split="test").batch(0, 2)
+    base = learner().evaluate_batch(batch, [0, 1])
+    other = learner(test_inner_lr=0.5).evaluate_batch(batch, [0, 1])
+    assert torch.equal(base[:, 0], other[:, 0]) and not torch.allclose(base[:, 1], other[:, 1])
+
+
+def test_meta_training_raises_the_adapted_return():
+    torch.manual_seed(0)
+    model = learner(hidden=(32, 32), rollouts=10, horizon=20)
+    optimizer = model.make_optimizer(1e-2)
+    tasks, test = Nav2DTasks(seed=0), Nav2DTasks(seed=0, split="test").batch(0, 10)
+    before = model.evaluate_batch(test, [1]).mean()
+    for it in range(40):
+        model.meta_step(tasks.batch(it * 10, 10), optimizer)
+    after = model.evaluate_batch(test, [1]).mean()
+    assert after > before + 1.0, (before, after)
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(MetaloopError, match="estimator"):
+        learner(estimator="dice")
+    with pytest.raises(MetaloopError, match="rollouts"):
+        learner(rollouts=0)
+    with pytest.raises(MetaloopError, match="log_std"):
+        MAMLRL(torch.nn.Linear(2, 2), environment=nav2d_rollouts)
+    assert task_generators(Nav2DTasks().batch(0, 2))[0].initial_seed() != task_generators(
+        Nav2DTasks().batch(1, 1))[0].initial_seed()
+
+
+def test_the_pretrained_baseline_follows_the_policy_gradient_without_an_inner_step():
+    """Its meta-gradient is the DiCE policy gradient of the mean return of θ's own rollouts."""
+    model = learner(PretrainRL).double()
+    batch = Nav2DTasks(seed=2).batch(0, 2).to("cpu", torch.float64)
+    batches = recorded(model)
+    model.meta_gradient(batch)
+    assert len(batches) == 1
+    (found,) = batches
+    theta = dict(model.model.named_parameters())
+    total = 0
+    for i in range(2):
+        targets = returns_to_go(found.rewards[i], model.discount)
+        total = total + dice_objective(log_prob(model.model, theta, found.obs[i], found.actions[i]), found.rewards[i],
+                                       discount=model.discount, mask=found.mask[i],
+                                       baseline=linear_baseline(found.obs[i], targets, found.mask[i])) / 2
+    for (name, p), g in zip(theta.items(), torch.autograd.grad(total, list(theta.values()))):
+        assert torch.allclose(-p.grad, g, atol=1e-10), name
