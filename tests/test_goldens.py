@@ -17,7 +17,7 @@ from metaloop.errors import MetaloopError
 
 GOLDENS = Path(__file__).resolve().parent / "goldens"
 #: Benchmarks whose models are built from options alone (no data, no pretrained weights).
-LIGHT = ["sinusoid", "omniglot-5w1s", "omniglot-20w1s", "miniimagenet-5w1s", "lm-strings"]
+LIGHT = ["sinusoid", "omniglot-5w1s", "omniglot-20w1s", "miniimagenet-5w1s", "lm-strings", "rl-nav2d"]
 
 
 def check(name: str, value) -> None:

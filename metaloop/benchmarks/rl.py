@@ -69,7 +69,7 @@ RL_NAV2D = Benchmark(
         "meta_batch_size": 20,
         "inner_lr": 0.1,
         "inner_steps": 1,
-        "outer_lr": 1e-2,
+        "outer_lr": 3e-3,
         "checkpoint_every": 50,
         "log_every": 10,
         "eval_episodes": 40,
