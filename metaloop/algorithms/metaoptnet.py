@@ -30,7 +30,7 @@ code's ``ClassificationHead``) is an ``nn.Parameter`` initialized to 1.0 as in t
 tasks and meta-learned with φ (``learn_scale=False`` keeps it fixed). The code trains it with SGD at lr 0.1,
 where it grows quickly; under Adam it moves about one learning rate per step, so ``logit_scale`` (the
 ``logit_scale`` option) matters: the image and text presets start it at 10
-(``LOGIT_SCALE_PRESET`` in ``metaloop.benchmarks.fewshot_images``).
+(``metaloop/benchmarks/presets/*.yaml``; the measurements are in docs/presets.md).
 
 Ways: N is not a constructor argument. Both heads use ``n`` class columns, a static bound, and classes
 with no support example get ``-inf`` logits (:mod:`metaloop.algorithms.labels`), so the same learner

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from metaloop.benchmarks.base import Benchmark, TaskSource
+from metaloop.benchmarks.base import Benchmark, TaskSource, presets
 from metaloop.config import Option
 from metaloop.errors import MetaloopError
 from metaloop.models.policy import ACTIVATIONS, GaussianMLP
@@ -64,17 +64,7 @@ RL_NAV2D = Benchmark(
     train_tasks=_nav2d_train,
     test_tasks=_nav2d_test,
     options=RL_OPTIONS,
-    defaults={
-        "iterations": 500,
-        "meta_batch_size": 20,
-        "inner_lr": 0.1,
-        "inner_steps": 1,
-        "outer_lr": 3e-3,
-        "checkpoint_every": 50,
-        "log_every": 10,
-        "eval_episodes": 40,
-        "eval_steps": [0, 1, 2, 3],
-    },
+    **presets("rl", "rl-nav2d"),
     classification=False,
     size_options=("policy_hidden",),
     environment=nav2d_rollouts,

@@ -32,12 +32,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from metaloop.benchmarks.base import Benchmark
+from metaloop.benchmarks.base import Benchmark, presets
 from metaloop.benchmarks.fewshot_images import (
     COMMON_OPTIONS,
     headless,
     on_features,
-    LOGIT_SCALE_PRESET,
     _check_ways,
     _sources,
     classification_benchmark,
@@ -218,28 +217,6 @@ TEXT_OPTIONS = (
            "all its classes are for testing and meta-training uses train_sources"),
 )
 
-#: Presets: the gradient-based family adapts head + LoRA: 3 inner steps at lr 0.1 in meta-training (each
-#: one back-propagates through the encoder), 10 at test time.
-_GRADIENT = {"inner_lr": 0.1, "inner_steps": 3, "test_inner_steps": 10, "adapt": "head.*,*lora_*"}
-_ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
-    "maml": _GRADIENT,
-    "fomaml": _GRADIENT,
-    "anil": {"inner_lr": 0.1, "inner_steps": 5, "test_inner_steps": 10},
-    "metasgd": {**_GRADIENT, "inner_steps": 1, "test_inner_steps": 1, "eval_steps": [0, 1]},
-    "reptile": {"inner_optimizer": "sgd", "inner_lr": 0.1, "inner_steps": 5, "test_inner_steps": 10,
-                "outer_lr": 0.1, "anneal": True, "adapt": "head.*,*lora_*"},
-    "protonet": {"eval_steps": [0], "meta_batch_size": 1},
-    # The learned logit scale starts as in the image presets: from 1, Adam at outer lr 5e-4 barely moves it
-    # in a 4-minute budget and the logits stay flat (HuffPost 5w1s, SVM head: 46.5 from 1, 52.0 from 10).
-    "metaoptnet-svm": {"eval_steps": [0], "logit_scale": LOGIT_SCALE_PRESET},  # C = 0.1: HuffPost 5w1s C = 1: 41.7
-    "metaoptnet-ridge": {"eval_steps": [0], "ridge_lambda": 1.0, "logit_scale": LOGIT_SCALE_PRESET},
-    # LEO on the unit-norm embeddings × 4 (each of 384 dimensions then about 0.2): HuffPost 5w1s 42.5 where
-    # × 1 gave 40.0; × 8 and × √384 overflowed the latent inner loop at its step of 1.0 in the first step.
-    "leo": {"inner_lr": 1.0, "inner_steps": 5, "test_inner_steps": 5, "outer_lr": 1e-4, "meta_batch_size": 12,
-            "eval_steps": [0, 5], "feature_scale": 4.0},
-}
-
-
 def encode_texts(cfg: dict[str, Any], texts: list[str], base_dir: Path, options: list[str] | None = None) -> Tensor:
     """Raw texts as the run's model input: packed tokens, or frozen-encoder features for LEO."""
     from metaloop.models.text import load_tokenizer, tokenize
@@ -254,22 +231,16 @@ def encode_texts(cfg: dict[str, Any], texts: list[str], base_dir: Path, options:
         return model(tokens) * cfg["feature_scale"]
 
 
-def _text_benchmark(name: str, source: str | None, description: str, *, ways: int, shots: int,
-                    train_sources: str | None = None, max_length: int = 64, eval_queries: int = 15,
+def _text_benchmark(name: str, source: str | None, description: str, *, preset: str | None = None,
                     check_splits: Callable[[dict[str, Any]], None] | None = None) -> Benchmark:
+    """A text benchmark; its presets are ``presets/text.yaml``'s entry ``preset`` (default: ``name``)."""
     return classification_benchmark(
         name=name,
         description=description,
         make_model=make_text_model,
         **_sources(_data(source)),
         options=TEXT_OPTIONS,
-        defaults={
-            "ways": ways, "shots": shots, "queries": 5, "eval_queries": eval_queries, "meta_batch_size": 4,
-            "iterations": 2000, "outer_lr": 5e-4, "eval_steps": [0, 1, 5, 10], "eval_episodes": 600,
-            "checkpoint_every": 100, "log_every": 20, "path": "loop", "train_sources": train_sources,
-            "max_length": max_length,
-        },
-        algo_defaults=_ALGO_DEFAULTS,
+        **presets("text", preset or name),
         feature_dim=_feature_dim,
         input_column="text",
         encode_inputs=encode_texts,
@@ -279,18 +250,16 @@ def _text_benchmark(name: str, source: str | None, description: str, *, ways: in
 
 def _named() -> list[Benchmark]:
     out = []
-    for src, what, mix, length in [
-        ("clinc150", "CLINC150 intents, held-out domains", None, 64),
-        ("hwu64", "HWU64 intents, held-out scenarios", None, 64),
-        ("huffpost", "HuffPost headlines, Bao et al. 2020 class split", None, 64),
-        ("fewrel", "FewRel 1.0 val relations (entities marked), meta-trained on the intent+news mix",
-         DEFAULT_MIX, 128),
+    for src, what in [
+        ("clinc150", "CLINC150 intents, held-out domains"),
+        ("hwu64", "HWU64 intents, held-out scenarios"),
+        ("huffpost", "HuffPost headlines, Bao et al. 2020 class split"),
+        ("fewrel", "FewRel 1.0 val relations (entities marked), meta-trained on the intent+news mix"),
     ]:
         for shots in (1, 5):
-            out.append(_text_benchmark(f"{src}-5w{shots}s", src, f"{what}, 5-way {shots}-shot", ways=5, shots=shots,
-                                       train_sources=mix, max_length=length))
+            out.append(_text_benchmark(f"{src}-5w{shots}s", src, f"{what}, 5-way {shots}-shot"))
     out.append(_text_benchmark("clinc150-allw10s", "clinc150", "CLINC150, all 45 intents of the held-out domains, "
-                               "10-shot", ways=45, shots=10, eval_queries=5))
+                               "10-shot"))
     return out
 
 
@@ -372,5 +341,5 @@ def user_text_benchmark(name: str) -> Benchmark:
     path = name.removeprefix(PREFIX).strip()
     if not path:
         raise MetaloopError("benchmark 'text:': give a CSV or JSONL file after 'text:'")
-    return _text_benchmark(name, None, "your own texts: text:FILE.csv|.jsonl (text,label[,split])", ways=5,
-                           shots=5, check_splits=_check_user_splits)
+    return _text_benchmark(name, None, "your own texts: text:FILE.csv|.jsonl (text,label[,split])", preset=PREFIX,
+                           check_splits=_check_user_splits)
