@@ -259,7 +259,7 @@ COMMON_OPTIONS = (
            positive=True, nullable=True),
     Option("eval_queries", int, 15, "query examples per class in test episodes", positive=True,
            maximum=MAX_EXAMPLES, why_maximum=WHY_EXAMPLES, stage="test"),
-    Option("data", str, None, "data root (default: $METALOOP_DATA, then ../shared/data)", nullable=True,
+    Option("data", str, None, "data root (default: $METALOOP_DATA, then ~/.cache/metaloop/data)", nullable=True,
            stage="place"),
     Option("feature_epochs", int, 3, "leo: epochs of supervised pretraining of the feature extractor "
            "on the meta-training classes", positive=True),

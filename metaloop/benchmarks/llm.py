@@ -158,7 +158,7 @@ OPTIONS = (
     Option("train_sources", str, TRAIN_SOURCES, "llm: meta-training task sources (clinc150, hwu64, huffpost)"),
     Option("test_sources", str, TEST_SOURCES, "llm: test task sources (clinc150, hwu64, huffpost, fewrel)",
            stage="test"),
-    Option("data", str, None, "data root (default: $METALOOP_DATA, then ../shared/data)", nullable=True,
+    Option("data", str, None, "data root (default: $METALOOP_DATA, then ~/.cache/metaloop/data)", nullable=True,
            stage="place"),
 )
 

@@ -165,7 +165,7 @@ LM_SHAKESPEARE = Benchmark(
     test_tasks=_shakespeare_test,
     options=(*MODEL_OPTIONS,
              Option("eval_queries", int, 8, "lm-shakespeare: query lines per test task", positive=True, stage="test"),
-             Option("data", str, None, "data root (default: $METALOOP_DATA, then ../shared/data)", nullable=True,
+             Option("data", str, None, "data root (default: $METALOOP_DATA, then ~/.cache/metaloop/data)", nullable=True,
                     stage="place")),
     **presets("lm", "lm-shakespeare"),
     classification=False,

@@ -200,7 +200,7 @@ def _check_length(cfg: dict[str, Any]) -> None:
 
 TEXT_OPTIONS = (
     *COMMON_OPTIONS[:4],
-    Option("data", str, None, "data root (default: $METALOOP_DATA, then ../shared/data)", nullable=True,
+    Option("data", str, None, "data root (default: $METALOOP_DATA, then ~/.cache/metaloop/data)", nullable=True,
            stage="place"),
     Option("encoder", str, "minilm", "'minilm' (packaged all-MiniLM-L6-v2) or a local Hugging Face model folder"),
     Option("max_length", int, 64, "tokens per text (longer texts are truncated)", positive=True),
