@@ -21,8 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from metaloop.tasks.base import TaskBatch
-from metaloop.tasks.sinusoid import task_seed
+from metaloop.tasks.base import TaskBatch, task_seed
 
 GOAL_RANGE = 0.5
 MAX_SPEED = 0.1
