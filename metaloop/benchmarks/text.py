@@ -44,30 +44,12 @@ from metaloop.benchmarks.fewshot_images import (
 from metaloop.config import Option
 from metaloop.data import cache_dir, file_stamp
 from metaloop.errors import MetaloopError
-from metaloop.features import LabelledFeatures
 from metaloop.tasks.images import digest, load_cache, save_cache
+from metaloop.tasks.labelled import LabelledExamples
 
 PREFIX = "text:"
 #: Sources for meta-training when the benchmark's own data has no training classes.
 DEFAULT_MIX = "clinc150,hwu64,huffpost"
-
-
-class LabelledTokens:
-    """Packed token tensors ``int64 [n, 2, L]`` with labels, in the form the episode sampler indexes fastest."""
-
-    def __init__(self, images: Tensor, labels: Tensor, classes: list[str]) -> None:
-        self.images = images  # named `images` for EpisodicTasks' fast path
-        self.labels = labels
-        self.classes = classes
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def __getitem__(self, index: int) -> Tensor:
-        return self.images[index]
-
-    def __repr__(self) -> str:
-        return f"LabelledTokens({len(self)} texts of ≤ {self.images.shape[-1]} tokens, {len(self.classes)} classes)"
 
 
 def tokens_for(texts: list[str], encoder: str | None, max_length: int) -> Tensor:
@@ -118,9 +100,9 @@ def _texts(source: str, split: str, root: str | None, train_sources: str | None,
 
 @lru_cache(maxsize=8)
 def _tokens(source: str, split: str, root: str | None, train_sources: str | None, columns: tuple[str, ...],
-            encoder: str, max_length: int, stamp: tuple[int, ...] | None = None) -> LabelledTokens:
+            encoder: str, max_length: int, stamp: tuple[int, ...] | None = None) -> LabelledExamples:
     data = _texts(source, split, root, train_sources, columns, stamp)
-    return LabelledTokens(tokens_for(list(data.texts), encoder, max_length), data.labels, list(data.classes))
+    return LabelledExamples(tokens_for(list(data.texts), encoder, max_length), data.labels, list(data.classes))
 
 
 @lru_cache(maxsize=8)
@@ -140,7 +122,7 @@ def _features(source: str, split: str, root: str | None, train_sources: str | No
         save_cache(path, {"features": feats}, {"encoder": str(encoder)})
     else:
         feats = cached[0]["features"]
-    return LabelledFeatures(feats, tokens.labels)
+    return LabelledExamples(feats, tokens.labels)
 
 
 def _train_sources(cfg: dict[str, Any]) -> str | None:
@@ -157,7 +139,7 @@ def _data(source: str | None) -> Callable[[dict[str, Any], str], Any]:
         stamp = file_stamp(name.removeprefix(PREFIX)) if name.startswith(PREFIX) else None
         if on_features(cfg):
             feats = _features(*args, cfg["encoder"], cfg["max_length"], stamp)
-            return LabelledFeatures(feats.images * cfg["feature_scale"], feats.labels)
+            return LabelledExamples(feats.images * cfg["feature_scale"], feats.labels)
         return _tokens(*args, cfg["encoder"], cfg["max_length"], stamp)
 
     return data

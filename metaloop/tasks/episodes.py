@@ -36,7 +36,7 @@ from torch.utils.data import Dataset
 
 from metaloop.errors import MetaloopError
 from metaloop.tasks.base import TaskBatch, task_seed
-from metaloop.tasks.images import to_float
+from metaloop.tasks.labelled import to_float
 
 SPLITS = ("train", "val", "test")
 
