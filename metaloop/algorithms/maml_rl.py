@@ -48,7 +48,9 @@ from metaloop.core.params import select_names
 from metaloop.errors import MetaloopError
 from metaloop.models.policy import act, log_prob
 from metaloop.tasks.base import TaskBatch
-from metaloop.tasks.rl import Environment, Rollouts, linear_baseline, returns_to_go
+from metaloop.tasks.rl import (
+    Environment, Rollouts, linear_baseline, returns_to_go, standardized_advantages, task_generators,
+)
 
 ESTIMATORS = ("maml", "exact")
 
@@ -105,17 +107,6 @@ class MAMLRL(MetaLearner):
             return self.environment(lambda obs, t: actions(fixed, obs, noise[:, :, t]), tasks, self.rollouts,
                                     self.horizon)
 
-    def advantages(self, batch: Rollouts) -> Tensor:
-        """Returns to go less the linear baseline, standardized over each task's steps (those that happened; 0
-        after an episode's end): ``[T, R, H]``."""
-        targets = returns_to_go(batch.rewards, self.discount)
-        adv = targets - linear_baseline(batch.obs, targets, batch.mask)
-        mask = batch.mask.flatten(1)
-        count = mask.sum(1).clamp(min=1)
-        mean = (adv.flatten(1) * mask).sum(1) / count
-        std = ((((adv.flatten(1) - mean[:, None]) * mask) ** 2).sum(1) / (count - 1).clamp(min=1)).sqrt()
-        return (adv - mean[:, None, None]) / (std[:, None, None] + 1e-8) * batch.mask
-
     def surrogate(self, params: ParamDict, obs: Tensor, actions: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
         """One task's inner objective: the REINFORCE surrogate averaged over the steps that happened."""
         logp = log_prob(self.model, params, obs, actions)
@@ -133,7 +124,7 @@ class MAMLRL(MetaLearner):
             return {**p, **{n: p[n] - lr * grads[n] for n in names}}
 
         with vectorized():
-            return torch.func.vmap(one)(phi, batch.obs, batch.actions, self.advantages(batch), batch.mask)
+            return torch.func.vmap(one)(phi, batch.obs, batch.actions, standardized_advantages(batch, self.discount), batch.mask)
 
     def per_task(self, count: int) -> ParamDict:
         """The meta-parameters with a task dimension of ``count`` (views: the gradient reaches the parameters)."""
@@ -215,8 +206,3 @@ class PretrainRL(MAMLRL):
     def __init__(self, policy: nn.Module, **kwargs: Any) -> None:
         super().__init__(policy, **kwargs)
         self.train_steps = 0
-
-
-def task_generators(batch: TaskBatch) -> list[torch.Generator]:
-    """Each task's own generator, seeded by the task (``info["rollout_seed"]``)."""
-    return [torch.Generator().manual_seed(int(seed)) for seed in batch.info["rollout_seed"]]

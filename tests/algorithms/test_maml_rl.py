@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metaloop.algorithms.maml_rl import FOMAMLRL, MAMLRL, PretrainRL, task_generators
+from metaloop.algorithms.maml_rl import FOMAMLRL, MAMLRL, PretrainRL
 from metaloop.core.dice import dice_objective, magic_box
 from metaloop.errors import MetaloopError
 from metaloop.models.policy import GaussianMLP, log_prob
-from metaloop.tasks.rl import Nav2DTasks, linear_baseline, nav2d_rollouts, returns_to_go
+from metaloop.tasks.rl import Nav2DTasks, linear_baseline, nav2d_rollouts, returns_to_go, task_generators
 
 SMALL = {"rollouts": 6, "horizon": 12, "discount": 0.95}
 
