@@ -1,10 +1,10 @@
 """Meta-RL on 2D navigation (rl-nav2d), the MAML paper's protocol: writes the `rl` block of docs/results.md.
 
-    python benchmarks/rl.py                    # maml, fomaml, pretrain, the random initialization (~40 min)
+    python benchmarks/rl.py        # maml (Adam and TRPO outer steps), fomaml, pretrain, the random initialization
 
-Each algorithm meta-trains with the benchmark's preset (500 meta-iterations of 20 tasks × 20 rollouts, horizon
-100, one policy-gradient step at α = 0.1; Adam at 3e-3 as the outer step, where the paper uses TRPO), stopped by
-`--budget` if that comes first, then is evaluated on the fixed held-out goals (`--episodes`, 20 rollouts per step)
+Each method meta-trains with the benchmark's preset (500 meta-iterations of 20 tasks × 20 rollouts, horizon
+100, one policy-gradient step at α = 0.1; the outer step Adam at 3e-3, or for `maml-trpo` the paper's TRPO step
+with a KL bound of 0.01), stopped by `--budget` if that comes first, then is evaluated on the fixed held-out goals (`--episodes`, 20 rollouts per step)
 after 0, 1, 2 and 3 policy-gradient steps: mean return ± 95% CI. The baselines are those of the paper's §5.3:
 `pretrain` (one policy trained on all training goals, then fine-tuned with the same step) and the random
 initialization fine-tuned. Runs go `--jobs` at a time (one thread each: the tensors are small) and are reused by
@@ -25,6 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import benchmark_parser, command_line, extra_settings, machine_summary, mean_ci, replace_block  # noqa: E402
 
 BENCHMARK = "rl-nav2d"
+#: method → (algorithm, its own --set items).
+METHODS = {"maml": ("maml", []), "maml-trpo": ("maml", ["outer_step=trpo"]), "fomaml": ("fomaml", []),
+           "pretrain": ("pretrain", [])}
 STEPS = ["0", "1", "2", "3"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 #: MAML, Table 4 (Finn et al. 2017): mean return after 0/1/2/3 policy-gradient steps, 2D navigation.
@@ -37,9 +40,10 @@ def last_line(text: str) -> str:
     return (text.strip().splitlines() or ["no message"])[-1]
 
 
-def train_and_evaluate(algo: str, args) -> dict:  # noqa: ANN001
-    out = args.runs / algo
-    sets = [a for s in args.sets for a in ("--set", s)]
+def train_and_evaluate(method: str, args) -> dict:  # noqa: ANN001
+    algo, own = METHODS[method]
+    out = args.runs / method
+    sets = [a for s in [*own, *args.sets] for a in ("--set", s)]
     cmd = [sys.executable, "-m", "metaloop", "train", "--algo", algo, "--benchmark", BENCHMARK, "--out", str(out),
            "--resume", "--quiet", *sets]
     if args.budget:
@@ -48,7 +52,7 @@ def train_and_evaluate(algo: str, args) -> dict:  # noqa: ANN001
     if done.returncode != 0:
         return {"failed": last_line(done.stderr)}
     record = json.loads((out / "checkpoint.json").read_text())
-    cached = args.runs / "results" / f"{algo}-it{record['iteration']}-e{args.episodes}.json"
+    cached = args.runs / "results" / f"{method}-it{record['iteration']}-e{args.episodes}.json"
     if cached.exists():
         return json.loads(cached.read_text())
     done = subprocess.run([sys.executable, "-m", "metaloop", "eval", str(out), "--json", "--episodes",
@@ -87,8 +91,9 @@ def write(results: dict[str, dict], args) -> None:  # noqa: ANN001
         "The MAML paper's protocol (§5.3, App. A.2): goals uniform in [−0.5, 0.5]², velocity actions clipped to "
         "±0.1, reward −distance, episodes of at most 100 steps that end within 0.01 of the goal; a Gaussian MLP "
         "policy 2 × 100 ReLU; one vanilla policy-gradient step (α = 0.1, linear feature baseline, 20 rollouts); 20 "
-        "tasks per meta-step, at most 500 meta-steps. The outer step is Adam (3e-3) on the DiCE objective, where the "
-        f"paper uses TRPO. Training stops at 500 meta-steps or after {args.budget or 'no budget'}. Evaluation: "
+        "tasks per meta-step, at most 500 meta-steps. The outer step is Adam (3e-3) on the DiCE objective, or for "
+        "maml-trpo the paper's TRPO step (KL bound 0.01, 10 conjugate-gradient iterations, backtracking line "
+        f"search). Training stops at 500 meta-steps or after {args.budget or 'no budget'}. Evaluation: "
         f"{args.episodes} held-out goals (fixed seed), 20 fresh rollouts after each of 0–3 steps; mean return "
         "± 95% CI over goals. The last checkpoint is evaluated (the paper keeps the best training return's).",
         "",
@@ -104,29 +109,31 @@ def write(results: dict[str, dict], args) -> None:  # noqa: ANN001
         lines.append(f"| {name} | {result.get('iteration', 0)} | {time_cell} | {cells} |")
     for name, values in PUBLISHED.items():
         lines.append(f"| {name} | 500 | | " + " | ".join(f"{v:.2f}" for v in values) + " |")
-    maml = results.get("maml", {})
-    if "steps" in maml and args.sets:
+    judged = [m for m in ("maml-trpo", "maml") if "steps" in results.get(m, {})]
+    if judged and args.sets:
         lines += ["", "Bar not judged: the extra settings change the paper's protocol."]
-    elif "steps" in maml:
-        met = {s: maml["steps"][s]["mean"] is not None and maml["steps"][s]["mean"] >= bar for s, bar in BAR.items()}
-        verdict = ", ".join(f"{s} step{'s' if s != '1' else ''}: {maml['steps'][s]['mean']:.2f} vs ≥ {bar} "
-                            f"({'met' if met[s] else 'not met'})" for s, bar in BAR.items())
-        lines += ["", f"Bar (MAML after 1/2/3 steps at least the paper's): {verdict}."]
+    for method in [] if args.sets else judged:
+        steps = results[method]["steps"]
+        verdict = ", ".join(f"{s} step{'s' if s != '1' else ''}: {steps[s]['mean']:.2f} vs ≥ {bar} "
+                            f"({'met' if steps[s]['mean'] >= bar else 'not met'})" for s, bar in BAR.items())
+        lines += ["", f"Bar ({method} after 1/2/3 steps at least the paper's): {verdict}."]
     base = results.get("pretrain", {})
-    if "steps" in maml and "steps" in base:
-        beaten = [n for n in ("maml", "fomaml") if "steps" in results.get(n, {})
-                  and results[n]["steps"]["1"]["mean"] > base["steps"]["1"]["mean"]]
+    if judged and "steps" in base:
+        learners = [m for m in ("maml", "maml-trpo", "fomaml") if "steps" in results.get(m, {})]
+        beaten = [m for m in learners if results[m]["steps"]["1"]["mean"] > base["steps"]["1"]["mean"]]
         lines.append(f"After 1 step, beating the pretrained-then-fine-tuned baseline "
-                     f"({base['steps']['1']['mean']:.2f}): {', '.join(beaten) or 'none'}.")
+                     f"({base['steps']['1']['mean']:.2f}): {', '.join(beaten) or 'none'} of {', '.join(learners)}.")
     lines += ["", "Published figures: MAML Table 4 (Finn et al. 2017)."]
     replace_block(args.results, "rl", "\n".join(lines))
 
 
 def main() -> None:
-    parser = benchmark_parser(__doc__, runs="bench-rl", algos=["maml", "fomaml", "pretrain"], budget="10m",
-                              episodes=40)
+    parser = benchmark_parser(__doc__, runs="bench-rl", algos=list(METHODS), budget="10m", episodes=40)
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time, one thread each")
     args = parser.parse_args()
+    unknown = [m for m in args.algos if m not in METHODS]
+    if unknown:
+        parser.error(f"--algos: unknown method {unknown[0]!r} (known: {', '.join(METHODS)})")
 
     def one(algo: str) -> dict:
         t0 = time.time()

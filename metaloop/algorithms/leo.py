@@ -192,6 +192,8 @@ class LEO(MetaLearner):
         path, chunk_size, bn_mode: see :class:`MetaLearner`; ``path`` must be ``"auto"`` or ``"loop"``.
     """
 
+    single_process_only = "algorithm 'leo' draws its noise from one stream per meta-step and"
+
     has_inner_loop = True
     reads = ("path", "chunk_size", "inner_lr", "inner_steps", "test_inner_steps", "inner_clip", "first_order", "seed")
     role = "features"

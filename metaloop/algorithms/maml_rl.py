@@ -10,7 +10,12 @@ them, as in the paper's code (rllab's VPG, ``center_adv``), for which its step s
 (``N`` the number of steps of the K rollouts; an episode that reaches its goal ends there).
 
 and the outer objective is the return of the adapted policy's rollouts, whose gradient (through ``θ'``, second
-order unless ``first_order``) the outer optimizer follows (Adam here; the paper's TRPO is not implemented yet).
+order unless ``first_order``) the outer step follows. ``outer_step``: ``"adam"`` (Adam on the DiCE objective, at
+``outer_lr``), or ``"trpo"``, the paper's (:mod:`metaloop.core.trpo`): maximize the importance-weighted
+surrogate of the adapted policies, ``mean_t ρ_t A_t`` with ``ρ_t = π_θ'(a_t|s_t) / π_θ'_old(a_t|s_t)``, subject to
+the mean KL between the old and new adapted policies being at most ``max_kl``; the Fisher-vector products
+differentiate that KL through the inner step, conjugate gradient gives the direction, a backtracking line search
+(halving, at most 15 times) the step, which is taken only if the surrogate improves within the bound.
 
 ``estimator`` (:mod:`metaloop.core.dice`): ``"maml"`` differentiates the post-adaptation return through ``θ'`` only,
 as the paper does (low variance, biased: the pre-adaptation samples' dependence on ``θ`` is left out);
@@ -45,14 +50,16 @@ from metaloop.core.context import vectorized
 from metaloop.core.dice import dice_objective, meta_objective, reinforce_surrogate
 from metaloop.core.inner import ParamDict, gradients
 from metaloop.core.params import select_names
+from metaloop.core.trpo import conjugate_gradient, gaussian_kl, trust_region_step
 from metaloop.errors import MetaloopError
-from metaloop.models.policy import act, log_prob
+from metaloop.models.policy import act, log_prob, mean_action
 from metaloop.tasks.base import TaskBatch
 from metaloop.tasks.rl import (
     Environment, Rollouts, linear_baseline, returns_to_go, standardized_advantages, task_generators,
 )
 
 ESTIMATORS = ("maml", "exact")
+OUTER_STEPS = ("adam", "trpo")
 
 
 def _no_loss(*args: Any) -> Tensor:
@@ -65,7 +72,7 @@ class MAMLRL(MetaLearner):
     (:data:`~metaloop.tasks.rl.Environment`)."""
 
     has_inner_loop = True
-    reads = ("inner_lr", "inner_steps", "test_inner_lr", "first_order", "adapt", "estimator")
+    reads = ("inner_lr", "inner_steps", "test_inner_lr", "first_order", "adapt", "estimator", "outer_step", "max_kl")
     role = "policy"
     progress = ("return", -1.0)
 
@@ -77,10 +84,17 @@ class MAMLRL(MetaLearner):
 
     def __init__(self, policy: nn.Module, *, environment: Environment, inner_lr: float = 0.1, inner_steps: int = 1,
                  test_inner_lr: float | None = None, first_order: bool = False, adapt: str = "all",
-                 estimator: str = "maml", rollouts: int = 20, horizon: int = 100, discount: float = 0.99) -> None:
+                 estimator: str = "maml", outer_step: str = "adam", max_kl: float = 0.01, rollouts: int = 20,
+                 horizon: int = 100, discount: float = 0.99) -> None:
         super().__init__(policy, _no_loss, path="vmap")
         if estimator not in ESTIMATORS:
             raise MetaloopError(f"option 'estimator': {estimator!r} is not one of {', '.join(ESTIMATORS)}")
+        if outer_step not in OUTER_STEPS:
+            raise MetaloopError(f"option 'outer_step': {outer_step!r} is not one of {', '.join(OUTER_STEPS)}")
+        if outer_step == "trpo" and estimator != "maml":
+            raise MetaloopError("option 'estimator': the trpo outer step takes the paper's estimator (maml) only")
+        if not max_kl > 0:
+            raise MetaloopError(f"option 'max_kl': must be positive, got {max_kl}")
         if rollouts < 1 or horizon < 1:
             raise MetaloopError(f"options 'rollouts', 'horizon': must be positive, got {rollouts}, {horizon}")
         if "log_std" not in dict(policy.named_parameters()):
@@ -90,6 +104,7 @@ class MAMLRL(MetaLearner):
         self.train_steps = self.inner_steps  # inner steps inside the meta-objective (the baseline takes none)
         self.test_inner_lr = self.inner_lr if test_inner_lr is None else float(test_inner_lr)
         self.first_order, self.estimator = first_order, estimator
+        self.outer_step, self.max_kl = outer_step, float(max_kl)
         self.rollouts, self.horizon, self.discount = rollouts, horizon, discount
         self.adapted_names = select_names(policy, adapt)
 
@@ -160,6 +175,81 @@ class MAMLRL(MetaLearner):
         objective, returns = self.meta_objective(batch.support_x[:, 0], task_generators(batch))
         (-objective).backward()
         return -float(returns.mean())
+
+    # ------------------------------------------------------------------ the trpo outer step
+    @property
+    def single_process_only(self) -> str | None:
+        """Why this learner cannot share a meta-batch over processes (``None``: it can)."""
+        return "option 'outer_step': trpo" if self.outer_step == "trpo" else None
+
+    def meta_step(self, batch: TaskBatch | None, optimizer: torch.optim.Optimizer) -> float:
+        if self.outer_step == "adam":
+            return super().meta_step(batch, optimizer)
+        return self.trpo_step(batch)
+
+    def adapted(self, pre: Sequence[Rollouts], *, create_graph: bool) -> ParamDict:
+        """Each task's adapted parameters from the current meta-parameters, on the fixed pre-adaptation rollouts."""
+        phi = self.per_task(len(pre[0].obs)) if pre else self.per_task(0)
+        for batch in pre:
+            phi = self.step(phi, batch, create_graph=create_graph)
+        return phi
+
+    def trust_region_terms(self, phi: ParamDict, post: Rollouts, advantages: Tensor, old: tuple[Tensor, Tensor]
+                           ) -> tuple[Tensor, Tensor]:
+        """The mean surrogate ``ρ A`` over tasks (to maximize) and the mean KL(old ‖ new) of the adapted policies
+        over the steps that happened; ``old``: the old policies' log-probabilities and means (no gradient)."""
+        def one(p: ParamDict, obs: Tensor, actions: Tensor, adv: Tensor, mask: Tensor, old_logp: Tensor,
+                old_mean: Tensor, old_log_std: Tensor) -> tuple[Tensor, Tensor]:
+            count = mask.sum().clamp(min=1)
+            ratio = torch.exp(log_prob(self.model, p, obs, actions) - old_logp)
+            kl = gaussian_kl(old_mean, old_log_std, mean_action(self.model, p, obs), p["log_std"])
+            return (ratio * adv * mask).sum() / count, (kl * mask).sum() / count
+
+        old_logp, old_mean = old
+        old_log_std = phi["log_std"].detach()
+        surrogate, kl = torch.func.vmap(one)(phi, post.obs, post.actions, advantages, post.mask, old_logp,
+                                             old_mean, old_log_std)
+        return surrogate.mean(), kl.mean()
+
+    def trpo_step(self, batch: TaskBatch | None) -> float:
+        """One TRPO outer step on the tasks of ``batch`` (see the module docstring); returns −(the mean return of
+        the adapted policies' rollouts)."""
+        tasks, generators = batch.support_x[:, 0], task_generators(batch)
+        params = [p for _, p in self.named_parameters()]
+        phi, pre = self.per_task(len(tasks)), []
+        for _ in range(self.train_steps):
+            rollouts = self.sample(phi, tasks, generators)
+            pre.append(rollouts)
+            phi = self.step(phi, rollouts, create_graph=not self.first_order)
+        post = self.sample(phi, tasks, generators)
+        advantages = standardized_advantages(post, self.discount)
+        with torch.no_grad():
+            old = (torch.func.vmap(lambda p, o, a: log_prob(self.model, p, o, a))(phi, post.obs, post.actions),
+                   torch.func.vmap(lambda p, o: mean_action(self.model, p, o))(phi, post.obs))
+        surrogate, kl = self.trust_region_terms(phi, post, advantages, old)
+        g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(surrogate, params, retain_graph=True,
+                                                                   allow_unused=True, materialize_grads=True)])
+        kl_grad = torch.cat([x.reshape(-1) for x in torch.autograd.grad(kl, params, create_graph=True,
+                                                                         allow_unused=True, materialize_grads=True)])
+
+        def fisher(v: Tensor) -> Tensor:
+            hv = torch.autograd.grad(kl_grad @ v, params, retain_graph=True, allow_unused=True, materialize_grads=True)
+            return torch.cat([x.reshape(-1) for x in hv]).detach() + 1e-5 * v
+
+        direction = conjugate_gradient(fisher, g.detach(), iters=10)
+        step = trust_region_step(direction, fisher(direction), self.max_kl)
+        start = torch.nn.utils.parameters_to_vector(params).detach()
+        before = float(surrogate)
+        for k in range(15):
+            torch.nn.utils.vector_to_parameters(start + 0.5 ** k * step, params)
+            with torch.no_grad():
+                new_surrogate, new_kl = self.trust_region_terms(self.adapted(pre, create_graph=False), post,
+                                                                advantages, old)
+            if float(new_surrogate) > before and float(new_kl) <= self.max_kl:
+                break
+        else:
+            torch.nn.utils.vector_to_parameters(start, params)
+        return -float(post.returns.mean())
 
     # ------------------------------------------------------------------ evaluation
     def adapt_rollouts(self, tasks: Tensor, steps: Sequence[int], generators: Sequence[torch.Generator]

@@ -30,6 +30,10 @@ RL_OPTIONS = (
     Option("discount", float, 0.99, "rl: discount γ of the returns to go", positive=True, maximum=1.0),
     Option("estimator", str, "maml", "rl: meta-gradient estimator: maml (the paper: through θ' only) or exact "
            "(adds the pre-adaptation samples' score term, unbiased)", choices=("maml", "exact")),
+    Option("outer_step", str, "adam", "rl: the outer update: adam (on the DiCE objective, at outer_lr) or trpo (the "
+           "paper's: conjugate gradient and a line search under a KL bound; outer_lr unused)", choices=("adam", "trpo")),
+    Option("max_kl", float, 0.01, "rl: trpo's bound on the mean KL between the old and new adapted policies",
+           positive=True),
     Option("policy_hidden", list, [100, 100], "rl: hidden layer widths of the Gaussian MLP policy", positive=True,
            maximum=65_536),
     Option("policy_activation", str, "relu", "rl: the policy's hidden activation", choices=tuple(ACTIVATIONS)),

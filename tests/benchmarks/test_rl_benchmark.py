@@ -69,11 +69,24 @@ def test_compare_maml_and_fomaml(tmp_path, capsys):
     (["--algo", "maml", "--set", "discount=1.5"], "option 'discount' is at most 1"),
     (["--algo", "maml", "--set", "estimator=dice"], "option 'estimator' must be one of maml, exact"),
     (["--algo", "maml", "--set", "horizon_steps=3"], "horizon_steps"),
+    (["--algo", "maml", "--set", "outer_step=trpo", "--set", "estimator=exact"], "the trpo outer step takes"),
+    (["--algo", "pretrain", "--set", "outer_step=trpo"], "option 'outer_step': algorithm 'pretrain'"),
+    (["--algo", "maml", "--set", "max_kl=0"], "option 'max_kl' must be positive"),
+    (["--algo", "maml", "--set", "outer_step=newton"], "option 'outer_step' must be one of adam, trpo"),
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, args, needle):
     code, _, err = run(capsys, "train", "--benchmark", "rl-nav2d", "--out", tmp_path / "run", *args)
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "run").exists()
+
+
+def test_train_and_resume_with_the_trpo_outer_step(tmp_path, capsys):
+    out = tmp_path / "run"
+    for iterations in (1, 2):
+        code, _, err = run(capsys, "train", "--algo", "maml", "--benchmark", "rl-nav2d", "--out", out, "--quiet",
+                           "--resume", *TINY, "--set", "outer_step=trpo", "--set", f"iterations={iterations}")
+        assert code == 0, err
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
 
 
 def test_estimator_is_refused_on_a_supervised_benchmark(tmp_path, capsys):
