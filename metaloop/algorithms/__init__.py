@@ -7,7 +7,7 @@ from metaloop.algorithms.anil import ANIL
 from metaloop.algorithms.base import MetaLearner
 from metaloop.algorithms.leo import LEO
 from metaloop.algorithms.maml import FOMAML, MAML
-from metaloop.algorithms.maml_rl import FOMAMLRL, MAMLRL, PretrainRL
+from metaloop.algorithms.maml_rl import ANILRL, FOMAMLRL, MAMLRL, PretrainRL
 from metaloop.algorithms.metaicl import MetaICL
 from metaloop.algorithms.metaoptnet import MetaOptNet, MetaOptNetRidge, MetaOptNetSVM
 from metaloop.algorithms.metasgd import MetaSGD
@@ -35,6 +35,7 @@ ALGORITHMS: dict[str, tuple[type[MetaLearner], str]] = {
 RL_ALGORITHMS: dict[str, tuple[type[MetaLearner], str]] = {
     "maml": (MAMLRL, "MAML-RL: policy-gradient inner step, meta-gradient through it (Finn et al. 2017)"),
     "fomaml": (FOMAMLRL, "first-order MAML-RL: the meta-gradient is the policy gradient after adaptation"),
+    "anil": (ANILRL, "ANIL-RL: the inner step adapts only the policy's last layer (Raghu et al. 2020)"),
     "pretrain": (PretrainRL, "baseline: one policy trained on all tasks, then fine-tuned (Finn et al. 2017)"),
 }
 
@@ -71,7 +72,7 @@ def check_reads(name: str, keys: Iterable[str], source: str, environment: bool =
 
 
 __all__ = [
-    "ALGORITHMS", "ALGORITHM_OPTIONS", "ANIL", "FOMAML", "FOMAMLRL", "LEO", "MAML", "MAMLRL", "MetaICL",
+    "ALGORITHMS", "ALGORITHM_OPTIONS", "ANIL", "ANILRL", "FOMAML", "FOMAMLRL", "LEO", "MAML", "MAMLRL", "MetaICL",
     "MetaLearner", "MetaOptNet", "MetaOptNetRidge", "MetaOptNetSVM", "MetaSGD", "Pretrain", "PretrainRL", "ProtoNet",
     "RL_ALGORITHMS", "Reptile", "algorithm", "check_reads", "registry",
 ]

@@ -286,6 +286,17 @@ class FOMAMLRL(MAMLRL):
         super().__init__(policy, first_order=True, **kwargs)
 
 
+class ANILRL(MAMLRL):
+    """ANIL on a policy (Raghu et al. 2020): MAML-RL whose inner step adapts only the policy's last layer (the mean
+    head; ``log_std`` and the body are meta-learned only), ``adapt="head"`` by default (any other spec is
+    honoured)."""
+
+    def __init__(self, policy: nn.Module, **kwargs: Any) -> None:
+        if kwargs.get("adapt", "all") == "all":
+            kwargs["adapt"] = "head"
+        super().__init__(policy, **kwargs)
+
+
 class PretrainRL(MAMLRL):
     """The baseline of Finn et al. 2017 (§5.3, "pretrained"): one policy trained on all training tasks at once (the
     policy gradient of the mean return over tasks, no inner step, Adam), then fine-tuned at test time with the

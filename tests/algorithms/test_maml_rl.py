@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metaloop.algorithms.maml_rl import FOMAMLRL, MAMLRL, PretrainRL
+from metaloop.algorithms.maml_rl import ANILRL, FOMAMLRL, MAMLRL, PretrainRL
 from metaloop.core.dice import dice_objective, magic_box
 from metaloop.core.trpo import gaussian_kl
 from metaloop.errors import MetaloopError
@@ -259,3 +259,20 @@ def test_trpo_settings_that_cannot_work_are_refused():
         learner(outer_step="trpo", max_kl=0)
     assert learner(outer_step="trpo").single_process_only == "option 'outer_step': trpo"
     assert learner().single_process_only is None
+
+
+def test_anil_adapts_only_the_policys_last_layer():
+    model = learner(ANILRL).double()
+    assert model.adapted_names == ["net.4.weight", "net.4.bias"]
+    batch = Nav2DTasks(seed=4).batch(0, 2).to("cpu", torch.float64)
+    tasks, gens = batch.support_x[:, 0], task_generators(batch)
+    phi = model.per_task(2)
+    adapted = model.step(phi, model.sample(phi, tasks, gens), create_graph=False)
+    changed = {n for n in phi if not torch.equal(adapted[n], phi[n])}
+    assert changed == {"net.4.weight", "net.4.bias"}
+    same = learner(MAMLRL, adapt="head").double()
+    model.meta_gradient(batch)
+    same.meta_gradient(batch)
+    for a, b in zip(model.parameters(), same.parameters()):
+        assert torch.equal(a.grad, b.grad)
+    assert any(p.grad.abs().sum() > 0 for n, p in model.model.named_parameters() if n.startswith("net.0"))
