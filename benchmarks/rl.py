@@ -1,6 +1,6 @@
 """Meta-RL on 2D navigation (rl-nav2d), the MAML paper's protocol: writes the `rl` block of docs/results.md.
 
-    python benchmarks/rl.py        # maml (Adam and TRPO outer steps), fomaml, anil, pretrain, the random initialization
+    python benchmarks/rl.py   # maml (Adam and TRPO outer steps), fomaml, anil, metasgd, reptile, pretrain, random init
 
 Each method meta-trains with the benchmark's preset (500 meta-iterations of 20 tasks × 20 rollouts, horizon
 100, one policy-gradient step at α = 0.1; the outer step Adam at 3e-3, or for `maml-trpo` the paper's TRPO step
@@ -27,7 +27,7 @@ from _report import benchmark_parser, command_line, extra_settings, machine_summ
 BENCHMARK = "rl-nav2d"
 #: method → (algorithm, its own --set items).
 METHODS = {"maml": ("maml", []), "maml-trpo": ("maml", ["outer_step=trpo"]), "fomaml": ("fomaml", []),
-           "anil": ("anil", []), "pretrain": ("pretrain", [])}
+           "anil": ("anil", []), "metasgd": ("metasgd", []), "reptile": ("reptile", []), "pretrain": ("pretrain", [])}
 STEPS = ["0", "1", "2", "3"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 #: MAML, Table 4 (Finn et al. 2017): mean return after 0/1/2/3 policy-gradient steps, 2D navigation.
@@ -118,8 +118,8 @@ def write(results: dict[str, dict], args) -> None:  # noqa: ANN001
                             f"({'met' if steps[s]['mean'] >= bar else 'not met'})" for s, bar in BAR.items())
         lines += ["", f"Bar ({method} after 1/2/3 steps at least the paper's): {verdict}."]
     base = results.get("pretrain", {})
-    if judged and "steps" in base:
-        learners = [m for m in ("maml", "maml-trpo", "fomaml", "anil") if "steps" in results.get(m, {})]
+    learners = [m for m in METHODS if m != "pretrain" and "steps" in results.get(m, {})]
+    if learners and "steps" in base:
         beaten = [m for m in learners if results[m]["steps"]["1"]["mean"] > base["steps"]["1"]["mean"]]
         lines.append(f"After 1 step, beating the pretrained-then-fine-tuned baseline "
                      f"({base['steps']['1']['mean']:.2f}): {', '.join(beaten) or 'none'} of {', '.join(learners)}.")

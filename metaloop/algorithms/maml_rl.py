@@ -127,16 +127,20 @@ class MAMLRL(MetaLearner):
         logp = log_prob(self.model, params, obs, actions)
         return reinforce_surrogate(logp, advantages, mask=mask) * mask.shape[0] / mask.sum().clamp(min=1)
 
+    def step_sizes(self) -> float | dict[str, Tensor]:
+        """The inner step size α: ``inner_lr`` (``test_inner_lr`` outside training), learned tensors in Meta-SGD."""
+        return self.inner_lr if self.training else self.test_inner_lr
+
     def step(self, phi: ParamDict, batch: Rollouts, *, create_graph: bool) -> ParamDict:
         """One policy-gradient ascent step of every task on its rollouts ``batch`` (at ``test_inner_lr`` outside
         training); ``create_graph``: differentiable in ``phi`` through the gradient (second order)."""
-        lr = self.inner_lr if self.training else self.test_inner_lr
+        lr = self.step_sizes()
         names = self.adapted_names
 
         def one(p: ParamDict, obs: Tensor, actions: Tensor, adv: Tensor, mask: Tensor) -> ParamDict:
             grads = gradients(lambda q: -self.surrogate(q, obs, actions, adv, mask), p, names,
                               create_graph=create_graph)
-            return {**p, **{n: p[n] - lr * grads[n] for n in names}}
+            return {**p, **{n: p[n] - (lr[n] if isinstance(lr, dict) else lr) * grads[n] for n in names}}
 
         with vectorized():
             return torch.func.vmap(one)(phi, batch.obs, batch.actions, standardized_advantages(batch, self.discount), batch.mask)

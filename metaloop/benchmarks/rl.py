@@ -59,7 +59,7 @@ def _no_supervised_metric(output: Any, target: Tensor) -> Tensor:
 
 RL_NAV2D = Benchmark(
     name="rl-nav2d",
-    description="2D navigation to a goal, meta-RL (Finn et al. 2017 §5.3): --algo maml|fomaml|anil|pretrain",
+    description="2D navigation to a goal, meta-RL (Finn et al. 2017 §5.3): --algo maml|fomaml|anil|metasgd|reptile|pretrain",
     metric="return",
     higher_is_better=True,
     make_model=_nav2d_policy,
