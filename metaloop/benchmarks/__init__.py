@@ -16,7 +16,7 @@ from metaloop.benchmarks.fewshot_images import MINIIMAGENET, OMNIGLOT, OMNIGLOT_
 from metaloop.benchmarks.llm import LLM_TASKS, llm_benchmark
 from metaloop.benchmarks.llm import PREFIX as LLM_PREFIX
 from metaloop.benchmarks.lm import LM
-from metaloop.benchmarks.rl import RL_NAV2D
+from metaloop.benchmarks.rl import RL_CHEETAH, RL_NAV2D
 from metaloop.benchmarks.sinusoid import SINUSOID
 from metaloop.benchmarks.text import PREFIX as TEXT_PREFIX
 from metaloop.benchmarks.text import TEXT, user_text_benchmark
@@ -29,7 +29,7 @@ __all__ = ["BENCHMARKS", "Benchmark", "TaskSource", "build_learner", "check_mode
            "get_benchmark", "preset_layers", "resolve_config"]
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [SINUSOID, *OMNIGLOT, OMNIGLOT_LAKE, *MINIIMAGENET, *TEXT, *LM,
-                                                         LLM_TASKS, RL_NAV2D]}
+                                                         LLM_TASKS, RL_NAV2D, *RL_CHEETAH]}
 
 
 def get_benchmark(name: str) -> Benchmark:

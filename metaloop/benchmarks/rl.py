@@ -17,6 +17,7 @@ from metaloop.benchmarks.base import Benchmark, TaskSource, presets
 from metaloop.config import Option
 from metaloop.errors import MetaloopError
 from metaloop.models.policy import ACTIVATIONS, GaussianMLP
+from metaloop.tasks.cheetah import ACT_DIM, OBS_DIM, CheetahTasks, cheetah_rollouts, mujoco_modules
 from metaloop.tasks.rl import Nav2DTasks, nav2d_rollouts
 
 #: Options of every benchmark that an RL benchmark does not read (a rollout is not a labelled example).
@@ -75,3 +76,33 @@ RL_NAV2D = Benchmark(
     unread_options=SUPERVISED_ONLY,
     plot="nav2d_trajectories",
 )
+
+
+def _cheetah_benchmark(kind: str) -> Benchmark:
+    what = {"dir": "run forward or backward (a direction ±1 per task)",
+            "vel": "run at a target velocity in [0, 2] per task"}[kind]
+
+    def policy(cfg: dict[str, Any]) -> nn.Module:
+        mujoco_modules()  # the rl extra is installed, or one line says how to get it
+        return GaussianMLP(OBS_DIM, ACT_DIM, cfg["policy_hidden"], activation=cfg["policy_activation"])
+
+    return Benchmark(
+        name=f"rl-cheetah-{kind}",
+        description=f"HalfCheetah (gymnasium + MuJoCo, the rl extra): {what}; Finn et al. 2017 §5.3",
+        metric="return",
+        higher_is_better=True,
+        make_model=policy,
+        loss_fn=_no_supervised_metric,
+        metric_fn=_no_supervised_metric,
+        train_tasks=lambda cfg: CheetahTasks(kind, seed=cfg["seed"], split="train"),
+        test_tasks=lambda cfg: CheetahTasks(kind, seed=cfg["eval_seed"], split="test"),
+        options=RL_OPTIONS,
+        **presets("rl", f"rl-cheetah-{kind}"),
+        classification=False,
+        size_options=("policy_hidden",),
+        environment=cheetah_rollouts(kind),
+        unread_options=SUPERVISED_ONLY,
+    )
+
+
+RL_CHEETAH = (_cheetah_benchmark("dir"), _cheetah_benchmark("vel"))
