@@ -14,8 +14,11 @@ order unless ``first_order``) the outer step follows. ``outer_step``: ``"adam"``
 ``outer_lr``), or ``"trpo"``, the paper's (:mod:`metaloop.core.trpo`): maximize the importance-weighted
 surrogate of the adapted policies, ``mean_t ρ_t A_t`` with ``ρ_t = π_θ'(a_t|s_t) / π_θ'_old(a_t|s_t)``, subject to
 the mean KL between the old and new adapted policies being at most ``max_kl``; the Fisher-vector products
-differentiate that KL through the inner step, conjugate gradient gives the direction, a backtracking line search
-(halving, at most 15 times) the step, which is taken only if the surrogate improves within the bound.
+differentiate that KL through the inner step (``trpo_fisher="exact"``, the paper's; ``"adapted"`` takes the adapted
+policies' own Fisher, ∂θ'/∂θ as the identity: cheaper; ``fisher_rollouts`` takes only the first k rollouts of
+each task into the products, as rllab's subsampling does; the line search still checks the true KL on all of
+them), conjugate gradient gives the direction, a backtracking line search (halving, at most 15 times) the step,
+which is taken only if the surrogate improves within the bound.
 
 ``estimator`` (:mod:`metaloop.core.dice`): ``"maml"`` differentiates the post-adaptation return through ``θ'`` only,
 as the paper does (low variance, biased: the pre-adaptation samples' dependence on ``θ`` is left out);
@@ -60,6 +63,7 @@ from metaloop.tasks.rl import (
 
 ESTIMATORS = ("maml", "exact")
 OUTER_STEPS = ("adam", "trpo")
+FISHERS = ("exact", "adapted")
 
 
 def _no_loss(*args: Any) -> Tensor:
@@ -72,7 +76,8 @@ class MAMLRL(MetaLearner):
     (:data:`~metaloop.tasks.rl.Environment`)."""
 
     has_inner_loop = True
-    reads = ("inner_lr", "inner_steps", "test_inner_lr", "first_order", "adapt", "estimator", "outer_step", "max_kl")
+    reads = ("inner_lr", "inner_steps", "test_inner_lr", "first_order", "adapt", "estimator", "outer_step", "max_kl",
+             "trpo_fisher", "fisher_rollouts")
     role = "policy"
     progress = ("return", -1.0)
 
@@ -84,8 +89,9 @@ class MAMLRL(MetaLearner):
 
     def __init__(self, policy: nn.Module, *, environment: Environment, inner_lr: float = 0.1, inner_steps: int = 1,
                  test_inner_lr: float | None = None, first_order: bool = False, adapt: str = "all",
-                 estimator: str = "maml", outer_step: str = "adam", max_kl: float = 0.01, rollouts: int = 20,
-                 horizon: int = 100, discount: float = 0.99) -> None:
+                 estimator: str = "maml", outer_step: str = "adam", max_kl: float = 0.01, trpo_fisher: str = "exact",
+                 fisher_rollouts: int | None = None, rollouts: int = 20, horizon: int = 100,
+                 discount: float = 0.99) -> None:
         super().__init__(policy, _no_loss, path="vmap")
         if estimator not in ESTIMATORS:
             raise MetaloopError(f"option 'estimator': {estimator!r} is not one of {', '.join(ESTIMATORS)}")
@@ -95,6 +101,11 @@ class MAMLRL(MetaLearner):
             raise MetaloopError("option 'estimator': the trpo outer step takes the paper's estimator (maml) only")
         if not max_kl > 0:
             raise MetaloopError(f"option 'max_kl': must be positive, got {max_kl}")
+        if trpo_fisher not in FISHERS:
+            raise MetaloopError(f"option 'trpo_fisher': {trpo_fisher!r} is not one of {', '.join(FISHERS)}")
+        if fisher_rollouts is not None and not 1 <= fisher_rollouts <= rollouts:
+            raise MetaloopError(f"option 'fisher_rollouts': must be between 1 and rollouts ({rollouts}), got "
+                                f"{fisher_rollouts}")
         if rollouts < 1 or horizon < 1:
             raise MetaloopError(f"options 'rollouts', 'horizon': must be positive, got {rollouts}, {horizon}")
         if "log_std" not in dict(policy.named_parameters()):
@@ -104,7 +115,8 @@ class MAMLRL(MetaLearner):
         self.train_steps = self.inner_steps  # inner steps inside the meta-objective (the baseline takes none)
         self.test_inner_lr = self.inner_lr if test_inner_lr is None else float(test_inner_lr)
         self.first_order, self.estimator = first_order, estimator
-        self.outer_step, self.max_kl = outer_step, float(max_kl)
+        self.outer_step, self.max_kl, self.trpo_fisher = outer_step, float(max_kl), trpo_fisher
+        self.fisher_rollouts = fisher_rollouts or rollouts
         self.rollouts, self.horizon, self.discount = rollouts, horizon, discount
         self.adapted_names = select_names(policy, adapt)
 
@@ -233,6 +245,13 @@ class MAMLRL(MetaLearner):
         surrogate, kl = self.trust_region_terms(phi, post, advantages, old)
         g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(surrogate, params, retain_graph=True,
                                                                    allow_unused=True, materialize_grads=True)])
+        if self.trpo_fisher == "adapted" or self.fisher_rollouts < self.rollouts:
+            k = self.fisher_rollouts  # the Fisher on the first k rollouts of each task
+            own = self.params()
+            fisher_phi = phi if self.trpo_fisher == "exact" else {  # the adapted policies' own: ∂θ'/∂θ as I
+                n: v.detach() + (own[n] - own[n].detach()) for n, v in phi.items()}
+            part = Rollouts(post.obs[:, :k], post.actions[:, :k], post.rewards[:, :k], post.mask[:, :k])
+            kl = self.trust_region_terms(fisher_phi, part, advantages[:, :k], (old[0][:, :k], old[1][:, :k]))[1]
         kl_grad = torch.cat([x.reshape(-1) for x in torch.autograd.grad(kl, params, create_graph=True,
                                                                          allow_unused=True, materialize_grads=True)])
 
@@ -243,7 +262,7 @@ class MAMLRL(MetaLearner):
         direction = conjugate_gradient(fisher, g.detach(), iters=10)
         step = trust_region_step(direction, fisher(direction), self.max_kl)
         start = torch.nn.utils.parameters_to_vector(params).detach()
-        before = float(surrogate)
+        before = surrogate.item()
         for k in range(15):
             torch.nn.utils.vector_to_parameters(start + 0.5 ** k * step, params)
             with torch.no_grad():

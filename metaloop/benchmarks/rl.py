@@ -35,6 +35,11 @@ RL_OPTIONS = (
            "paper's: conjugate gradient and a line search under a KL bound; outer_lr unused)", choices=("adam", "trpo")),
     Option("max_kl", float, 0.01, "rl: trpo's bound on the mean KL between the old and new adapted policies",
            positive=True),
+    Option("trpo_fisher", str, "exact", "rl: trpo's Fisher-vector products: exact (through the inner step, the "
+           "paper's) or adapted (the adapted policies' own Fisher: much cheaper; the line search checks the true KL)",
+           choices=("exact", "adapted")),
+    Option("fisher_rollouts", int, None, "rl: rollouts per task in trpo's Fisher-vector products (default: all)",
+           positive=True, nullable=True),
     Option("policy_hidden", list, [100, 100], "rl: hidden layer widths of the Gaussian MLP policy", positive=True,
            maximum=65_536),
     Option("policy_activation", str, "relu", "rl: the policy's hidden activation", choices=tuple(ACTIVATIONS)),

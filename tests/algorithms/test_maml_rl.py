@@ -217,8 +217,9 @@ def test_trpo_fisher_vector_products_are_the_hessian_of_the_kl_through_the_inner
     torch.testing.assert_close(fisher, reference, rtol=1e-8, atol=1e-10)
 
 
-def test_a_trpo_step_improves_the_surrogate_within_the_kl_bound():
-    model = learner(outer_step="trpo", max_kl=0.005).double()
+@pytest.mark.parametrize(("fisher", "part"), [("exact", None), ("adapted", None), ("adapted", 2)])
+def test_a_trpo_step_improves_the_surrogate_within_the_kl_bound(fisher, part):
+    model = learner(outer_step="trpo", max_kl=0.005, trpo_fisher=fisher, fisher_rollouts=part).double()
     batch = Nav2DTasks(seed=7).batch(0, 4).to("cpu", torch.float64)
     before = torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone()
     batches = recorded(model)
@@ -276,3 +277,42 @@ def test_anil_adapts_only_the_policys_last_layer():
     for a, b in zip(model.parameters(), same.parameters()):
         assert torch.equal(a.grad, b.grad)
     assert any(p.grad.abs().sum() > 0 for n, p in model.model.named_parameters() if n.startswith("net.0"))
+
+
+def test_the_adapted_fisher_is_the_mean_of_each_adapted_policys_own():
+    """trpo_fisher="adapted": the Hessian in θ of the mean KL with ∂θ'/∂θ = I, i.e. the mean over tasks of the
+    Hessian of KL(old ‖ π_ψ) in ψ at ψ = θ'_i (explicit, task by task)."""
+    model = learner(hidden=(3,), rollouts=3, horizon=4, outer_step="trpo", trpo_fisher="adapted").double()
+    batch = Nav2DTasks(seed=6).batch(0, 2).to("cpu", torch.float64)
+    tasks, gens = batch.support_x[:, 0], task_generators(batch)
+    pre = [model.sample(model.per_task(2), tasks, gens)]
+    phi = model.adapted(pre, create_graph=True)
+    post = model.sample(phi, tasks, gens)
+    with torch.no_grad():
+        old = (torch.func.vmap(lambda p, o, a: log_prob(model.model, p, o, a))(phi, post.obs, post.actions),
+               torch.func.vmap(lambda p, o: mean_action(model.model, p, o))(phi, post.obs))
+    adv = standardized_advantages(post, model.discount)
+    own = model.params()
+    shifted = {n: v.detach() + (own[n] - own[n].detach()) for n, v in phi.items()}
+    kl = model.trust_region_terms(shifted, post, adv, old)[1]
+    params = list(model.parameters())
+    grad = torch.cat([g.reshape(-1) for g in torch.autograd.grad(kl, params, create_graph=True)])
+    fisher = torch.stack([torch.cat([h.reshape(-1) for h in torch.autograd.grad(grad[i], params, retain_graph=True)])
+                          for i in range(grad.numel())])
+    names, shapes = [n.removeprefix("model.") for n, _ in model.named_parameters()], [p.shape for p in params]
+    reference = 0
+    for i in range(2):
+        def kl_i(vector, i=i):
+            chunks = torch.split(vector, [s.numel() for s in shapes])
+            psi = {n: c.view(s) for n, c, s in zip(names, chunks, shapes)}
+            value = gaussian_kl(old[1][i], phi["log_std"][i].detach(), mean_action(model.model, psi, post.obs[i]),
+                                psi["log_std"])
+            return (value * post.mask[i]).sum() / post.mask[i].sum() / 2
+
+        at = torch.cat([phi[n][i].detach().reshape(-1) for n in names])
+        reference = reference + torch.autograd.functional.hessian(kl_i, at)
+    torch.testing.assert_close(fisher, reference, rtol=1e-8, atol=1e-10)
+    with pytest.raises(MetaloopError, match="option 'trpo_fisher'"):
+        learner(outer_step="trpo", trpo_fisher="diagonal")
+    with pytest.raises(MetaloopError, match=r"option 'fisher_rollouts': must be between 1 and rollouts \(6\)"):
+        learner(outer_step="trpo", fisher_rollouts=7)
