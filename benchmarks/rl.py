@@ -1,7 +1,7 @@
 """Meta-RL, the MAML paper's protocols: writes the `rl` block (rl-nav2d) or the `rl-cheetah-dir` / `rl-cheetah-vel`
 block of docs/results.md.
 
-    python benchmarks/rl.py   # rl-nav2d: maml (Adam and TRPO outer steps), fomaml, anil, metasgd, reptile, pretrain
+    python benchmarks/rl.py   # rl-nav2d: maml (Adam, TRPO), fomaml, anil, metasgd, reptile, promp, pretrain
     python benchmarks/rl.py --benchmark rl-cheetah-dir --budget 30m --algos maml maml-trpo pretrain   # the rl extra
 
 Each method meta-trains with the benchmark's preset (rl-nav2d: 500 meta-iterations of 20 tasks × 20 rollouts,
@@ -32,7 +32,7 @@ from _report import ROOT, benchmark_parser, command_line, extra_settings, machin
 TRPO = ["outer_step=trpo", "trpo_fisher=adapted", "fisher_rollouts=5"]
 #: method → (algorithm, its own --set items).
 METHODS = {"maml": ("maml", []), "maml-trpo": ("maml", TRPO), "fomaml": ("fomaml", []),
-           "anil": ("anil", []), "metasgd": ("metasgd", []), "reptile": ("reptile", []), "pretrain": ("pretrain", [])}
+           "anil": ("anil", []), "metasgd": ("metasgd", []), "reptile": ("reptile", []), "promp": ("promp", []), "pretrain": ("pretrain", [])}
 STEPS = ["0", "1", "2", "3"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 #: benchmark → its block, title, protocol, the paper's MAML returns after 0/1/2/3 steps (Finn et al. 2017, Tables

@@ -13,6 +13,7 @@ from metaloop.algorithms.metaoptnet import MetaOptNet, MetaOptNetRidge, MetaOptN
 from metaloop.algorithms.metasgd import MetaSGD
 from metaloop.algorithms.metasgd_rl import MetaSGDRL
 from metaloop.algorithms.pretrain import Pretrain
+from metaloop.algorithms.promp import ProMP
 from metaloop.algorithms.protonet import ProtoNet
 from metaloop.algorithms.reptile import Reptile
 from metaloop.algorithms.reptile_rl import ReptileRL
@@ -40,6 +41,7 @@ RL_ALGORITHMS: dict[str, tuple[type[MetaLearner], str]] = {
     "anil": (ANILRL, "ANIL-RL: the inner step adapts only the policy's last layer (Raghu et al. 2020)"),
     "metasgd": (MetaSGDRL, "Meta-SGD-RL: per-parameter inner step sizes, meta-learned (Li et al. 2017)"),
     "reptile": (ReptileRL, "Reptile-RL: k policy-gradient steps, θ moves toward the adapted policies"),
+    "promp": (ProMP, "ProMP: low-variance curvature inner step, PPO-clipped outer steps (Rothfuss et al. 2019)"),
     "pretrain": (PretrainRL, "baseline: one policy trained on all tasks, then fine-tuned (Finn et al. 2017)"),
 }
 
@@ -78,5 +80,5 @@ def check_reads(name: str, keys: Iterable[str], source: str, environment: bool =
 __all__ = [
     "ALGORITHMS", "ALGORITHM_OPTIONS", "ANIL", "ANILRL", "FOMAML", "FOMAMLRL", "LEO", "MAML", "MAMLRL", "MetaICL",
     "MetaLearner", "MetaOptNet", "MetaOptNetRidge", "MetaOptNetSVM", "MetaSGD", "MetaSGDRL", "Pretrain",
-    "PretrainRL", "ProtoNet", "RL_ALGORITHMS", "Reptile", "ReptileRL", "algorithm", "check_reads", "registry",
+    "PretrainRL", "ProMP", "ProtoNet", "RL_ALGORITHMS", "Reptile", "ReptileRL", "algorithm", "check_reads", "registry",
 ]

@@ -134,8 +134,10 @@ class MAMLRL(MetaLearner):
             return self.environment(lambda obs, t: actions(fixed, obs, noise[:, :, t]), tasks, self.rollouts,
                                     self.horizon)
 
-    def surrogate(self, params: ParamDict, obs: Tensor, actions: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
-        """One task's inner objective: the REINFORCE surrogate averaged over the steps that happened."""
+    def surrogate(self, params: ParamDict, obs: Tensor, actions: Tensor, advantages: Tensor, mask: Tensor,
+                  sampled: Tensor | None = None) -> Tensor:
+        """One task's inner objective: the REINFORCE surrogate averaged over the steps that happened (``sampled``,
+        the sampling policy's log-probabilities, is for the importance-weighted objectives of subclasses)."""
         logp = log_prob(self.model, params, obs, actions)
         return reinforce_surrogate(logp, advantages, mask=mask) * mask.shape[0] / mask.sum().clamp(min=1)
 
@@ -143,19 +145,25 @@ class MAMLRL(MetaLearner):
         """The inner step size α: ``inner_lr`` (``test_inner_lr`` outside training), learned tensors in Meta-SGD."""
         return self.inner_lr if self.training else self.test_inner_lr
 
-    def step(self, phi: ParamDict, batch: Rollouts, *, create_graph: bool) -> ParamDict:
+    def step(self, phi: ParamDict, batch: Rollouts, *, create_graph: bool, sampled: Tensor | None = None
+             ) -> ParamDict:
         """One policy-gradient ascent step of every task on its rollouts ``batch`` (at ``test_inner_lr`` outside
-        training); ``create_graph``: differentiable in ``phi`` through the gradient (second order)."""
+        training); ``create_graph``: differentiable in ``phi`` through the gradient (second order). ``sampled``: the
+        log-probabilities ``[T, R, H]`` of the policies that sampled ``batch``, for an importance-weighted inner
+        objective (ProMP's); ``None``: ``batch`` was sampled by ``phi`` itself."""
         lr = self.step_sizes()
         names = self.adapted_names
+        if sampled is None:
+            sampled = torch.zeros_like(batch.mask)
 
-        def one(p: ParamDict, obs: Tensor, actions: Tensor, adv: Tensor, mask: Tensor) -> ParamDict:
-            grads = gradients(lambda q: -self.surrogate(q, obs, actions, adv, mask), p, names,
+        def one(p: ParamDict, obs: Tensor, actions: Tensor, adv: Tensor, mask: Tensor, old: Tensor) -> ParamDict:
+            grads = gradients(lambda q: -self.surrogate(q, obs, actions, adv, mask, old), p, names,
                               create_graph=create_graph)
             return {**p, **{n: p[n] - (lr[n] if isinstance(lr, dict) else lr) * grads[n] for n in names}}
 
         with vectorized():
-            return torch.func.vmap(one)(phi, batch.obs, batch.actions, standardized_advantages(batch, self.discount), batch.mask)
+            return torch.func.vmap(one)(phi, batch.obs, batch.actions, standardized_advantages(batch, self.discount),
+                                        batch.mask, sampled)
 
     def per_task(self, count: int) -> ParamDict:
         """The meta-parameters with a task dimension of ``count`` (views: the gradient reaches the parameters)."""

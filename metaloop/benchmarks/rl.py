@@ -40,6 +40,9 @@ RL_OPTIONS = (
            choices=("exact", "adapted")),
     Option("fisher_rollouts", int, None, "rl: rollouts per task in trpo's Fisher-vector products (default: all)",
            positive=True, nullable=True),
+    Option("clip_eps", float, 0.3, "rl: promp's PPO clipping of the likelihood ratio (ε)", positive=True, maximum=1.0),
+    Option("ppo_steps", int, 5, "rl: promp's outer optimizer steps per meta-step, on the same rollouts", positive=True,
+           maximum=1000),
     Option("policy_hidden", list, [100, 100], "rl: hidden layer widths of the Gaussian MLP policy", positive=True,
            maximum=65_536),
     Option("policy_activation", str, "relu", "rl: the policy's hidden activation", choices=tuple(ACTIVATIONS)),
@@ -65,7 +68,7 @@ def _no_supervised_metric(output: Any, target: Tensor) -> Tensor:
 
 RL_NAV2D = Benchmark(
     name="rl-nav2d",
-    description="2D navigation to a goal, meta-RL (Finn et al. 2017 §5.3): --algo maml|fomaml|anil|metasgd|reptile|pretrain",
+    description="2D navigation to a goal, meta-RL (Finn et al. 2017 §5.3): --algo maml|fomaml|anil|metasgd|reptile|promp|pretrain",
     metric="return",
     higher_is_better=True,
     make_model=_nav2d_policy,

@@ -75,11 +75,22 @@ def test_compare_maml_and_fomaml(tmp_path, capsys):
     (["--algo", "pretrain", "--set", "outer_step=trpo"], "option 'outer_step': algorithm 'pretrain'"),
     (["--algo", "maml", "--set", "max_kl=0"], "option 'max_kl' must be positive"),
     (["--algo", "maml", "--set", "outer_step=newton"], "option 'outer_step' must be one of adam, trpo"),
+    (["--algo", "promp", "--set", "clip_eps=0"], "option 'clip_eps' must be positive"),
+    (["--algo", "maml", "--set", "ppo_steps=3"], "option 'ppo_steps': algorithm 'maml' on a reinforcement-learning"),
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, args, needle):
     code, _, err = run(capsys, "train", "--benchmark", "rl-nav2d", "--out", tmp_path / "run", *args)
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "run").exists()
+
+
+def test_promp_trains_and_evaluates(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = run(capsys, "train", "--algo", "promp", "--benchmark", "rl-nav2d", "--out", out, "--quiet", *TINY,
+                       "--set", "iterations=2", "--set", "ppo_steps=2")
+    assert code == 0, err
+    code, stdout, err = run(capsys, "eval", out, "--json", "--no-plots")
+    assert code == 0 and json.loads(stdout)["metric"] == "return", err
 
 
 def test_train_and_resume_with_the_trpo_outer_step(tmp_path, capsys):
