@@ -19,6 +19,7 @@ Python call per time step, not per environment. gymnasium and mujoco are the opt
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from functools import lru_cache
@@ -100,19 +101,23 @@ def cheetah_rollouts(kind: str) -> Callable[[Callable[[Tensor, int], Tensor], Te
         threads = [mujoco.MjData(model) for _ in range(max(1, min(batch, os.cpu_count() or 1)))]
         goal = goals[:, 0].to(torch.float64).repeat_interleave(count)
         obs, actions, rewards = [], [], []
-        for t in range(horizon):
-            now = torch.from_numpy(state[:, 2:2 + OBS_DIM].copy()).view(tasks, count, OBS_DIM)
-            a = act(now.to(goals.dtype), t)
-            clipped = a.clamp(-1.0, 1.0).to(torch.float64).reshape(batch, 1, ACT_DIM)
-            control = clipped.expand(batch, FRAME_SKIP, ACT_DIM).contiguous().numpy()
-            after = rollout.rollout(model, threads, state, control)[0][:, -1]
-            v = torch.from_numpy(forward_velocity(state, after, model.opt.timestep))
-            forward = goal * v if kind == "dir" else -(v - goal).abs()
-            reward = forward - CONTROL_COST * clipped.square().sum((-2, -1))
-            obs.append(now.to(goals.dtype))
-            actions.append(a)
-            rewards.append(reward.view(tasks, count).to(goals.dtype))
-            state = after.copy()
+        with contextlib.ExitStack() as stack:
+            # One thread pool for the whole horizon (mujoco ≥ 3.3), else the module's function (a pool per call).
+            runner = (stack.enter_context(rollout.Rollout(nthread=len(threads))) if hasattr(rollout, "Rollout")
+                      else rollout)
+            for t in range(horizon):
+                now = torch.from_numpy(state[:, 2:2 + OBS_DIM].copy()).view(tasks, count, OBS_DIM)
+                a = act(now.to(goals.dtype), t)
+                clipped = a.clamp(-1.0, 1.0).to(torch.float64).reshape(batch, 1, ACT_DIM)
+                control = clipped.expand(batch, FRAME_SKIP, ACT_DIM).contiguous().numpy()
+                after = runner.rollout(model, threads, state, control)[0][:, -1]
+                v = torch.from_numpy(forward_velocity(state, after, model.opt.timestep))
+                forward = goal * v if kind == "dir" else -(v - goal).abs()
+                reward = forward - CONTROL_COST * clipped.square().sum((-2, -1))
+                obs.append(now.to(goals.dtype))
+                actions.append(a)
+                rewards.append(reward.view(tasks, count).to(goals.dtype))
+                state = after.copy()
         return Rollouts(torch.stack(obs, -2), torch.stack(actions, -2), torch.stack(rewards, -1),
                         torch.ones(tasks, count, horizon, dtype=goals.dtype))
 
