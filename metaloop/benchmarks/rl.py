@@ -5,6 +5,10 @@ the preset: a Gaussian MLP policy (two hidden layers of 100 ReLU units), 20 roll
 adaptation step, discount 0.99, one policy-gradient step at α = 0.1, 20 tasks per meta-step, 500 meta-steps. The
 metric is the mean undiscounted return of the adapted policy's rollouts (higher is better), after 0, 1, 2 and 3
 inner steps (the paper's Table 4 reports these).
+
+``rl-cheetah-dir`` and ``rl-cheetah-vel``: HalfCheetah (:mod:`metaloop.tasks.cheetah`, the ``rl`` extra) with a
+reduced protocol as the preset (20 tasks × 10 rollouts of 200 steps per meta-step; the paper: 40 × 20).
+The presets are in ``presets/rl.yaml``.
 """
 
 from __future__ import annotations
