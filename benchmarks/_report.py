@@ -14,6 +14,10 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The scripts read the data beside this repository (and their runs inherit it) unless METALOOP_DATA says otherwise.
+SHARED_DATA = ROOT.parent / "shared" / "data"
+if SHARED_DATA.is_dir():
+    os.environ.setdefault("METALOOP_DATA", str(SHARED_DATA))
 HEADER = "# Results\n\nEvery number on this page is written by a script in `benchmarks/`; none is typed in by hand.\n"
 
 

@@ -205,6 +205,9 @@ def write(results: dict[str, dict], args: argparse.Namespace, tokens: float, bat
             str(trained["iterations"]), f"{trained['seconds'] / 60:.1f} min",
             f"{trained['iterations'] * batch * tokens / 1e6:.2f} M")
         lines.append(f"| {method} | {cell(r['evals'][4], step)} | {cell(r['evals'][8], step)} | {' | '.join(meta)} |")
+    missing = [m for m in METHODS if m not in results]
+    if missing:
+        lines += ["", f"Not run in this block (`--methods`): {', '.join(missing)}."]
     lines += ["", "Gradient-based methods by inner steps at test time, K = 8:", "",
               "| method | 0 steps | 1 step | 5 steps | 10 steps |", "|---|---|---|---|---|"]
     for method, r in results.items():

@@ -224,7 +224,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
             print(f"(set METALOOP_DATA={root} for the benchmarks to read it)")
         return 0
     root = _data_root_or_none()
-    print(f"data root: {root if root is not None else 'none found (set METALOOP_DATA)'}")
+    print(f"data root: {root if root is not None else 'none found (set METALOOP_DATA, or `metaloop data download NAME`)'}")
     for name, dataset in DATASETS.items():
         state = status(name, root) if root is not None else "missing"
         how = "" if not dataset.how else " (not downloadable: see `metaloop/datasets.py`)"

@@ -6,14 +6,15 @@ derived from it (extracted zips, decoded image tensors) goes to the cache folder
 
 Resolution order of :func:`data_root`, as stated in the README's "Data" section:
 
-1. the ``path`` argument;
+1. the ``path`` argument (the ``data`` option);
 2. the ``METALOOP_DATA`` environment variable;
-3. ``../shared/data`` relative to the current working directory;
-4. ``shared/data`` beside the repository's folder (``<repo>/../shared/data``), so that an installed
-   checkout finds the data whatever the working directory.
+3. the ``data`` folder of the user cache (``~/.cache/metaloop/data``, or ``$METALOOP_CACHE/data``), where
+   ``metaloop data download`` puts what it fetches.
 
-An explicit setting (1 or 2) that does not exist is an error rather than a silent fall-back to the
-defaults, so that a typo never reads other data than the user asked for.
+An explicit setting (1 or 2) that does not exist is an error rather than a silent fall-back to the default,
+so that a typo never reads other data than the user asked for. No folder of a particular machine is a
+default: this repository's tests, CI and benchmark scripts set ``METALOOP_DATA`` to ``../shared/data``
+themselves.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def data_root(path: str | os.PathLike[str] | None = None) -> Path:
 
     Raises:
         MetaloopError: the folder given (argument or ``METALOOP_DATA``) does not exist, or, with
-            neither given, none of the default locations exists; the message lists what was tried.
+            neither given, the default does not; the message says how to get the data.
     """
     if path is not None:
         given = Path(path).expanduser()
@@ -51,17 +52,12 @@ def data_root(path: str | os.PathLike[str] | None = None) -> Path:
         if not given.is_dir():
             raise MetaloopError(f"data root {given} (from ${DATA_ENV}) is not a folder")
         return given
-    candidates = [
-        Path.cwd().parent / "shared" / "data",
-        Path(__file__).resolve().parents[2] / "shared" / "data",
-    ]
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate
-    tried = ", ".join(str(c) for c in candidates)
+    default = cache_dir() / "data"
+    if default.is_dir():
+        return default
     raise MetaloopError(
-        f"no data root found: ${DATA_ENV} is not set and none of {tried} exists; "
-        f"pass a path or set ${DATA_ENV}"
+        f"no data root: ${DATA_ENV} is not set and {default} does not exist; `metaloop data download NAME` "
+        f"fetches a dataset there (`metaloop data` lists them), or set ${DATA_ENV} to a folder that holds them"
     )
 
 

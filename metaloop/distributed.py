@@ -147,9 +147,9 @@ def check_limits(learner: torch.nn.Module, place: World) -> None:
     if fmodel is not None and fmodel.has_batch_norm and fmodel.bn_mode == "running":
         raise MetaloopError("option 'bn_mode': 'running' BatchNorm keeps per-process statistics; with more than one "
                             "process use bn_mode=transductive")
-    if getattr(learner, "role", None) == "features":
-        raise MetaloopError("algorithm 'leo' draws its noise from one stream per meta-step and does not run on "
-                            "more than one process yet (--nproc 1)")
+    reason = getattr(learner, "single_process_only", None)
+    if reason:
+        raise MetaloopError(f"{reason} does not run on more than one process yet (--nproc 1)")
 
 
 def write_error(message: str) -> None:

@@ -186,14 +186,15 @@ def load_learner(run_dir: str | Path, *, device: str | None = None,
     stage ``test`` or ``place`` only (:attr:`~metaloop.config.Option.testable`: how or where the run is tested).
     """
     stored = read_config(run_dir)
-    options = get_benchmark(stored["benchmark"]).all_options()
+    bench = get_benchmark(stored["benchmark"])
+    options = bench.all_options()
     changes = dict(overrides or {})
     testable = [name for name, opt in options.items() if opt.testable]
     for key in changes:
         if key in options and not options[key].testable:
             raise MetaloopError(f"--set {key}: eval can change only {', '.join(testable)} "
                                 f"('{key}' changes what is trained: train another run)")
-    check_reads(stored["algo"], changes, "--set")
+    check_reads(stored["algo"], changes, "--set", environment=bench.environment is not None)
     known = {k: v for k, v in stored.items() if k in options}
     cfg = {"algo": stored["algo"], "benchmark": stored["benchmark"],
            **resolve(options, [(f"run '{run_dir}'", known), ("--set", changes)])}

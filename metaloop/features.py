@@ -13,30 +13,16 @@ pretraining settings, so the pretraining runs once per setting.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 from tqdm.auto import tqdm
 
 from metaloop.data import cache_dir
-from metaloop.tasks.images import digest, load_cache, save_cache, to_float
-
-
-@dataclass
-class LabelledFeatures:
-    """Feature vectors with class labels, in the form :class:`~metaloop.tasks.episodes.EpisodicTasks` reads."""
-
-    images: Tensor  # float32 [n, d]: named `images` so the sampler's fast path indexes it directly
-    labels: Tensor  # int64 [n]
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def __getitem__(self, index: int) -> Tensor:
-        return self.images[index]
+from metaloop.tasks.images import digest, load_cache, save_cache
+from metaloop.tasks.labelled import LabelledExamples, to_float
 
 
 def pretrain_backbone(
@@ -74,13 +60,13 @@ def pretrain_backbone(
 
 
 @torch.no_grad()
-def embed(backbone: nn.Module, dataset: Any, *, batch_size: int = 1024) -> LabelledFeatures:
+def embed(backbone: nn.Module, dataset: Any, *, batch_size: int = 1024) -> LabelledExamples:
     """The frozen backbone's features of every example (evaluation mode: running BatchNorm statistics),
     scaled to unit L2 norm: LEO's variance parameterization overflows on large features."""
     backbone.eval()
     parts = [backbone(to_float(dataset.images[i:i + batch_size])) for i in range(0, len(dataset.labels), batch_size)]
     features = F.normalize(torch.cat(parts).float(), dim=-1)
-    return LabelledFeatures(features.contiguous(), dataset.labels.clone())
+    return LabelledExamples(features.contiguous(), dataset.labels.clone())
 
 
 def feature_splits(
@@ -92,7 +78,7 @@ def feature_splits(
     epochs: int,
     seed: int = 0,
     progress: bool = True,
-) -> dict[str, LabelledFeatures]:
+) -> dict[str, LabelledExamples]:
     """Features of the ``train`` and ``test`` splits of benchmark data ``name``, from a backbone
     pretrained on ``train`` only; cached under a key of ``data_key``, ``epochs`` and ``seed``."""
     key = digest(name, data_key, epochs, seed)
@@ -100,7 +86,7 @@ def feature_splits(
     cached = load_cache(path)
     if cached is not None:
         tensors, _ = cached
-        return {s: LabelledFeatures(tensors[f"{s}.features"], tensors[f"{s}.labels"]) for s in ("train", "test")}
+        return {s: LabelledExamples(tensors[f"{s}.features"], tensors[f"{s}.labels"]) for s in ("train", "test")}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         backbone, dim = make_backbone()

@@ -12,8 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from metaloop.algorithms.maml_rl import task_generators  # noqa: E402
-from metaloop.tasks.rl import MAX_SPEED, Nav2DTasks  # noqa: E402
+from metaloop.tasks.rl import MAX_SPEED, Nav2DTasks, task_generators  # noqa: E402
 from metaloop.tasks.sinusoid import SinusoidTasks  # noqa: E402
 
 if TYPE_CHECKING:

@@ -1,9 +1,16 @@
-"""Shared test set-up: long runs are marked ``slow`` and skipped unless METALOOP_SLOW=1."""
+"""Shared test set-up: long runs are marked ``slow`` and skipped unless METALOOP_SLOW=1; the data root is
+``../shared/data`` beside the repository where it exists and METALOOP_DATA is not set (the package itself has no
+such default)."""
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+if SHARED_DATA.is_dir():
+    os.environ.setdefault("METALOOP_DATA", str(SHARED_DATA))
 
 
 def pytest_collection_modifyitems(config, items):

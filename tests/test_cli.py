@@ -192,13 +192,14 @@ def test_list_names_algorithms_and_benchmarks(capsys):
     """list prints one line per algorithm and one per benchmark."""
     code, out, _ = cli(capsys, "list")
     assert code == 0
-    from metaloop.algorithms import ALGORITHMS
+    from metaloop.algorithms import ALGORITHMS, RL_ALGORITHMS
     from metaloop.benchmarks import BENCHMARKS
 
     rows = [line.split()[:2] for line in out.splitlines()]
+    assert [line.split()[2] for line in out.splitlines() if "(rl-*)" in line] == ["(rl-*)"] * len(RL_ALGORITHMS)
     algos = ["maml", "fomaml", "anil", "metasgd", "reptile", "pretrain"]
     assert all(["algorithm", a] in rows for a in algos) and ["benchmark", "sinusoid"] in rows
-    expected = [["algorithm", a] for a in ALGORITHMS] + [
+    expected = [["algorithm", a] for a in [*ALGORITHMS, *RL_ALGORITHMS]] + [
         ["benchmark", b] for b in [*BENCHMARKS, "images:PATH", "text:FILE"]]
     assert sorted(rows) == sorted(expected)
 

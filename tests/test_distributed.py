@@ -17,8 +17,13 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
+from metaloop.algorithms import LEO
+from metaloop.algorithms.maml_rl import MAMLRL
 from metaloop.benchmarks import build_learner, resolve_config
-from metaloop.distributed import World, share, sync_gradients
+from metaloop.distributed import World, check_limits, share, sync_gradients
+from metaloop.errors import MetaloopError
+from metaloop.models.policy import GaussianMLP
+from metaloop.tasks.rl import nav2d_rollouts
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = [("maml", "sinusoid", {"hidden": [8]}), ("reptile", "sinusoid", {"hidden": [8]}),
@@ -158,3 +163,14 @@ def test_bad_input_is_one_line(tmp_path, args, needle):
                     check=False)
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and needle in done.stderr, done.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_learners_that_cannot_share_a_meta_batch_say_so():
+    """A learner declares why it cannot run on several processes (LEO's noise stream, MAML-RL's trpo step)."""
+    two = World(rank=0, size=2, local_rank=0, local_size=2)
+    trpo = MAMLRL(GaussianMLP(2, 2, [4]), environment=nav2d_rollouts, outer_step="trpo")
+    with pytest.raises(MetaloopError, match=r"option 'outer_step': trpo does not run on more than one process"):
+        check_limits(trpo, two)
+    check_limits(trpo, World())  # one process: fine
+    check_limits(MAMLRL(GaussianMLP(2, 2, [4]), environment=nav2d_rollouts), two)
+    assert "leo" in LEO.single_process_only

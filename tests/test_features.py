@@ -7,10 +7,11 @@ import metaloop
 from metaloop.benchmarks import BENCHMARKS
 from metaloop.benchmarks.base import Benchmark
 from metaloop.benchmarks.fewshot_images import accuracy
-from metaloop.features import LabelledFeatures, feature_splits
+from metaloop.features import feature_splits
 from metaloop.models.conv import Conv4
 from metaloop.tasks.episodes import EpisodicTasks
 from metaloop.tasks.images import LabelledImages
+from metaloop.tasks.labelled import LabelledExamples
 
 
 def _images(n_classes: int, per_class: int, seed: int) -> LabelledImages:
@@ -40,12 +41,12 @@ def test_feature_splits_pretrain_on_train_only_and_cache(tmp_path, monkeypatch):
     assert torch.equal(first["test"].images, again["test"].images)
 
 
-def _clusters(split: str, seed: int) -> LabelledFeatures:
+def _clusters(split: str, seed: int) -> LabelledExamples:
     g = torch.Generator().manual_seed(seed)
     centres = torch.randn(12, 8, generator=g)
     labels = torch.arange(12).repeat_interleave(10)
     x = centres[labels] + 0.3 * torch.randn(len(labels), 8, generator=g)
-    return LabelledFeatures(F.normalize(x, dim=-1), labels)
+    return LabelledExamples(F.normalize(x, dim=-1), labels)
 
 
 def test_leo_trains_and_evaluates_through_the_registry(tmp_path, monkeypatch):

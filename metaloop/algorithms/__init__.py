@@ -7,13 +7,16 @@ from metaloop.algorithms.anil import ANIL
 from metaloop.algorithms.base import MetaLearner
 from metaloop.algorithms.leo import LEO
 from metaloop.algorithms.maml import FOMAML, MAML
-from metaloop.algorithms.maml_rl import FOMAMLRL, MAMLRL, PretrainRL
+from metaloop.algorithms.maml_rl import ANILRL, FOMAMLRL, MAMLRL, PretrainRL
 from metaloop.algorithms.metaicl import MetaICL
 from metaloop.algorithms.metaoptnet import MetaOptNet, MetaOptNetRidge, MetaOptNetSVM
 from metaloop.algorithms.metasgd import MetaSGD
+from metaloop.algorithms.metasgd_rl import MetaSGDRL
 from metaloop.algorithms.pretrain import Pretrain
+from metaloop.algorithms.promp import ProMP
 from metaloop.algorithms.protonet import ProtoNet
 from metaloop.algorithms.reptile import Reptile
+from metaloop.algorithms.reptile_rl import ReptileRL
 from metaloop.errors import MetaloopError
 
 #: CLI name → (class, one-line description).
@@ -35,6 +38,10 @@ ALGORITHMS: dict[str, tuple[type[MetaLearner], str]] = {
 RL_ALGORITHMS: dict[str, tuple[type[MetaLearner], str]] = {
     "maml": (MAMLRL, "MAML-RL: policy-gradient inner step, meta-gradient through it (Finn et al. 2017)"),
     "fomaml": (FOMAMLRL, "first-order MAML-RL: the meta-gradient is the policy gradient after adaptation"),
+    "anil": (ANILRL, "ANIL-RL: the inner step adapts only the policy's last layer (Raghu et al. 2020)"),
+    "metasgd": (MetaSGDRL, "Meta-SGD-RL: per-parameter inner step sizes, meta-learned (Li et al. 2017)"),
+    "reptile": (ReptileRL, "Reptile-RL: k policy-gradient steps, θ moves toward the adapted policies"),
+    "promp": (ProMP, "ProMP: low-variance curvature inner step, PPO-clipped outer steps (Rothfuss et al. 2019)"),
     "pretrain": (PretrainRL, "baseline: one policy trained on all tasks, then fine-tuned (Finn et al. 2017)"),
 }
 
@@ -71,7 +78,7 @@ def check_reads(name: str, keys: Iterable[str], source: str, environment: bool =
 
 
 __all__ = [
-    "ALGORITHMS", "ALGORITHM_OPTIONS", "ANIL", "FOMAML", "FOMAMLRL", "LEO", "MAML", "MAMLRL", "MetaICL",
-    "MetaLearner", "MetaOptNet", "MetaOptNetRidge", "MetaOptNetSVM", "MetaSGD", "Pretrain", "PretrainRL", "ProtoNet",
-    "RL_ALGORITHMS", "Reptile", "algorithm", "check_reads", "registry",
+    "ALGORITHMS", "ALGORITHM_OPTIONS", "ANIL", "ANILRL", "FOMAML", "FOMAMLRL", "LEO", "MAML", "MAMLRL", "MetaICL",
+    "MetaLearner", "MetaOptNet", "MetaOptNetRidge", "MetaOptNetSVM", "MetaSGD", "MetaSGDRL", "Pretrain",
+    "PretrainRL", "ProMP", "ProtoNet", "RL_ALGORITHMS", "Reptile", "ReptileRL", "algorithm", "check_reads", "registry",
 ]

@@ -98,6 +98,8 @@ class MetaLearner(nn.Module):
     #: What the progress bar shows of the logged training loss: its name, and the sign it is shown with (a
     #: learner that maximizes a return logs −return as its loss and shows ``("return", -1.0)``).
     progress: tuple[str, float] = ("loss", 1.0)
+    #: Why this learner cannot share its meta-batch over processes (``None``: it can; see metaloop.distributed).
+    single_process_only: str | None = None
 
     @classmethod
     def kwargs_from(cls, cfg: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ and ``config.py``), which this module follows where the paper leaves a detail op
 
 LEO works on **features** from a pretrained extractor: ``x`` is ``[examples, d]`` (the paper uses the
 640-d features of a WRN-28-10 trained on the meta-training classes), labels are ``0..N-1``. It owns its
-own modules (:class:`LEONet`); none of them sees images.
+own modules (:class:`~metaloop.models.leo.LEONet`); none of them sees images.
 
 One task (Algorithm 1; ``n`` support examples, ``L = latent_dim``)::
 
@@ -115,67 +115,9 @@ from metaloop.algorithms.base import MetaLearner, renamed
 from metaloop.algorithms.labels import mask_logits, one_hot_bound
 from metaloop.core.inner import ParamDict, clip_by_global_norm, gradients
 from metaloop.errors import MetaloopError
+from metaloop.models.leo import LEONet, stream_seed
 
-_MASK64 = (1 << 64) - 1
 _STD_FLOOR = 1e-10  # the code's ``tf.maximum(stddev, 1e-10)``
-
-
-def _splitmix64(x: int) -> int:
-    """One round of SplitMix64: a bijective 64-bit mix (Steele, Lea and Flood 2014)."""
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def stream_seed(seed: int, iteration: int) -> int:
-    """The generator seed of meta-training iteration ``iteration`` (a 63-bit mix of both numbers)."""
-    return _splitmix64(_splitmix64(seed & _MASK64) ^ (iteration & _MASK64)) >> 1
-
-
-class LEONet(nn.Module):
-    """LEO's meta-parameters: encoder, relation network, decoder and the two step-size vectors.
-
-    Parameter names (the keys of :meth:`LEO.params`): ``encoder.weight`` ``[L, d]``,
-    ``relation.{0,2,4}.weight`` ``[2L, 2L]``, ``decoder.weight`` ``[2d, L]``, ``inner_lr`` ``[L]`` (α),
-    ``finetune_lr`` ``[d]`` (η). It has no ``forward``: :class:`LEO` runs it functionally.
-    """
-
-    def __init__(
-        self,
-        feature_dim: int,
-        latent_dim: int,
-        inner_lr_init: float,
-        finetune_lr_init: float,
-        *,
-        seed: int = 0,
-    ) -> None:
-        super().__init__()
-        d, L = feature_dim, latent_dim
-        # skip_init: no default (kaiming) initialization, so building the net draws nothing from the
-        # global RNG; the Glorot initialization below draws from a generator seeded by ``seed``.
-        self.encoder = nn.utils.skip_init(nn.Linear, d, L, bias=False)
-        self.relation = nn.Sequential(
-            nn.utils.skip_init(nn.Linear, 2 * L, 2 * L, bias=False),
-            nn.ReLU(),
-            nn.utils.skip_init(nn.Linear, 2 * L, 2 * L, bias=False),
-            nn.ReLU(),
-            nn.utils.skip_init(nn.Linear, 2 * L, 2 * L, bias=False),
-        )
-        self.decoder = nn.utils.skip_init(nn.Linear, L, 2 * d, bias=False)
-        self.inner_lr = nn.Parameter(torch.full((L,), float(inner_lr_init)))
-        self.finetune_lr = nn.Parameter(torch.full((d,), float(finetune_lr_init)))
-        gen = torch.Generator().manual_seed(stream_seed(seed, -1))
-        with torch.no_grad():
-            for name in self.weight_names():
-                nn.init.xavier_uniform_(self.get_parameter(name), generator=gen)
-
-    @staticmethod
-    def weight_names() -> tuple[str, ...]:
-        """The weight matrices (those under the L2 penalty)."""
-        return (
-            "encoder.weight", "relation.0.weight", "relation.2.weight", "relation.4.weight", "decoder.weight"
-        )
 
 
 class LatentDistribution(NamedTuple):
@@ -249,6 +191,8 @@ class LEO(MetaLearner):
             clipping factor, as in :func:`metaloop.core.inner.gradient_descent_steps`.
         path, chunk_size, bn_mode: see :class:`MetaLearner`; ``path`` must be ``"auto"`` or ``"loop"``.
     """
+
+    single_process_only = "algorithm 'leo' draws its noise from one stream per meta-step and"
 
     has_inner_loop = True
     reads = ("path", "chunk_size", "inner_lr", "inner_steps", "test_inner_steps", "inner_clip", "first_order", "seed")

@@ -13,12 +13,9 @@ second order: it differentiates through the inner gradient. ``first_order=True``
 The fast weights are a new parameter dict at every step; the model is never written to, which is
 what keeps the second-order path intact.
 
-When the inner loop adapts only the model's final linear layer (ANIL's head, or any ``adapt`` spec inside
-it) and the model's output is that layer's output, the body runs once per task and the inner steps re-run
-only the head on its features (``reuse_features``; Raghu et al. 2020, §5, "feature reuse"). The result is
-the same computation, gradients included: the features keep their graph to the body's parameters. In
-evaluation (loop path, no transductive BatchNorm) the features of each distinct example are memoized
-across episodes, as the metric heads' embeddings are (:mod:`metaloop.core.memo`).
+When the inner loop adapts only the model's final linear layer, the body runs once per task and the inner
+steps re-run only the head on its features (``reuse_features``; :mod:`metaloop.core.reuse`): the same
+computation, gradients included.
 """
 
 from __future__ import annotations
@@ -27,12 +24,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from metaloop.algorithms.base import LossFn, MetaLearner, renamed
-from metaloop.core.context import is_vectorized
 from metaloop.core.inner import LearningRate, ParamDict, gradient_descent_steps
-from metaloop.core.params import head_names, select_names
+from metaloop.core.params import select_names
+from metaloop.core.reuse import HeadReuse
 from metaloop.errors import MetaloopError
 
 
@@ -101,47 +97,20 @@ class MAML(MetaLearner):
         self.inner_optimizer = inner_optimizer
         if inner_optimizer == "adam" and not self.first_order:
             raise MetaloopError("option 'inner_optimizer': adam is first-order only; use fomaml or reptile")
-        self.head_module: str | None = None  # the final linear layer, when it is all that adapts
-        head = head_names(model)
-        prefix = head[0].rpartition(".")[0] if head else ""
-        if (reuse_features and prefix and set(self.adapted_names) <= set(head)
-                and isinstance(model.get_submodule(prefix), nn.Linear)):
-            self.head_module = prefix
-        self._head_params = {n: n[len(prefix) + 1:] for n in head}
+        self.reuse = HeadReuse(self.fmodel, self.adapted_names, enabled=reuse_features)
 
-    # ------------------------------------------------------------------ feature reuse (head-only adaptation)
+    @property
+    def head_module(self) -> str | None:
+        """The final linear layer's name while the body's features are reused (see the module docstring)."""
+        return self.reuse.module
+
     def head_features(self, params: ParamDict, x: Any) -> Tensor | None:
-        """The head's input for ``x`` under the body's ``params``, or ``None`` where the model is not
-        ``head(body(x))`` (then the whole model runs at every inner step). Memoized in evaluation."""
-        if self.head_module is None:
-            return None
-        body = {n: v for n, v in params.items() if n not in self._head_params}
-        training = self.training
-
-        def compute(rows: Any) -> Tensor:
-            z = self.fmodel.head_input(body, rows, self.head_module, training=training)
-            if z is None:
-                raise _NotSplit
-            return z
-
-        try:
-            memo = self._memo
-            if memo is not None and not training and isinstance(x, Tensor) and not is_vectorized():
-                return memo(body, x, compute)
-            return compute(x)
-        except _NotSplit:
-            self.head_module = None  # this model's output is not its last layer's: never try again
-            return None
-
-    def head_output(self, params: ParamDict, z: Tensor) -> Tensor:
-        """The final linear layer on features ``z`` with its parameters from ``params``."""
-        head = self.model.get_submodule(self.head_module)
-        own = {short: params[n] for n, short in self._head_params.items() if n in params}
-        return functional_call(head, own, (z,), strict=False)
+        """The head's input for ``x`` under the body's ``params`` (memoized in evaluation), or ``None``."""
+        return self.reuse.features(params, x, training=self.training, memo=self._memo)
 
     def predict(self, state: ParamDict, x: Any) -> Any:
         z = self.head_features(state, x)
-        return super().predict(state, x) if z is None else self.head_output(state, z)
+        return super().predict(state, x) if z is None else self.reuse.output(state, z)
 
     def inner_learning_rate(self) -> LearningRate:
         """The step size(s) of the inner loop: a float here (``test_inner_lr`` outside training, when
@@ -161,7 +130,7 @@ class MAML(MetaLearner):
 
         def loss(p: ParamDict) -> Tensor:
             if z is not None:
-                return self.loss_fn(self.head_output(p, z), y)
+                return self.loss_fn(self.reuse.output(p, z), y)
             return self.loss_fn(self.fmodel(p, inputs, training=training), y)
 
         return loss
@@ -205,10 +174,6 @@ class MAML(MetaLearner):
         if steps is None:
             steps = self.inner_steps if self.training else self.test_inner_steps
         return self.adapt_steps(params, support, [steps])[0]
-
-
-class _NotSplit(Exception):
-    """The model's output is not its final linear layer's output (no feature reuse)."""
 
 
 class FOMAML(MAML):

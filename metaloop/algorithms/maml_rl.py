@@ -10,7 +10,15 @@ them, as in the paper's code (rllab's VPG, ``center_adv``), for which its step s
 (``N`` the number of steps of the K rollouts; an episode that reaches its goal ends there).
 
 and the outer objective is the return of the adapted policy's rollouts, whose gradient (through ``θ'``, second
-order unless ``first_order``) the outer optimizer follows (Adam here; the paper's TRPO is not implemented yet).
+order unless ``first_order``) the outer step follows. ``outer_step``: ``"adam"`` (Adam on the DiCE objective, at
+``outer_lr``), or ``"trpo"``, the paper's (:mod:`metaloop.core.trpo`): maximize the importance-weighted
+surrogate of the adapted policies, ``mean_t ρ_t A_t`` with ``ρ_t = π_θ'(a_t|s_t) / π_θ'_old(a_t|s_t)``, subject to
+the mean KL between the old and new adapted policies being at most ``max_kl``; the Fisher-vector products
+differentiate that KL through the inner step (``trpo_fisher="exact"``, the paper's; ``"adapted"`` takes the adapted
+policies' own Fisher, ∂θ'/∂θ as the identity: cheaper; ``fisher_rollouts`` takes only the first k rollouts of
+each task into the products, as rllab's subsampling does; the line search still checks the true KL on all of
+them), conjugate gradient gives the direction, a backtracking line search (halving, at most 15 times) the step,
+which is taken only if the surrogate improves within the bound.
 
 ``estimator`` (:mod:`metaloop.core.dice`): ``"maml"`` differentiates the post-adaptation return through ``θ'`` only,
 as the paper does (low variance, biased: the pre-adaptation samples' dependence on ``θ`` is left out);
@@ -45,12 +53,17 @@ from metaloop.core.context import vectorized
 from metaloop.core.dice import dice_objective, meta_objective, reinforce_surrogate
 from metaloop.core.inner import ParamDict, gradients
 from metaloop.core.params import select_names
+from metaloop.core.trpo import conjugate_gradient, gaussian_kl, trust_region_step
 from metaloop.errors import MetaloopError
-from metaloop.models.policy import act, log_prob
+from metaloop.models.policy import act, log_prob, mean_action
 from metaloop.tasks.base import TaskBatch
-from metaloop.tasks.rl import Environment, Rollouts, linear_baseline, returns_to_go
+from metaloop.tasks.rl import (
+    Environment, Rollouts, linear_baseline, returns_to_go, standardized_advantages, task_generators,
+)
 
 ESTIMATORS = ("maml", "exact")
+OUTER_STEPS = ("adam", "trpo")
+FISHERS = ("exact", "adapted")
 
 
 def _no_loss(*args: Any) -> Tensor:
@@ -63,7 +76,8 @@ class MAMLRL(MetaLearner):
     (:data:`~metaloop.tasks.rl.Environment`)."""
 
     has_inner_loop = True
-    reads = ("inner_lr", "inner_steps", "test_inner_lr", "first_order", "adapt", "estimator")
+    reads = ("inner_lr", "inner_steps", "test_inner_lr", "first_order", "adapt", "estimator", "outer_step", "max_kl",
+             "trpo_fisher", "fisher_rollouts")
     role = "policy"
     progress = ("return", -1.0)
 
@@ -75,10 +89,23 @@ class MAMLRL(MetaLearner):
 
     def __init__(self, policy: nn.Module, *, environment: Environment, inner_lr: float = 0.1, inner_steps: int = 1,
                  test_inner_lr: float | None = None, first_order: bool = False, adapt: str = "all",
-                 estimator: str = "maml", rollouts: int = 20, horizon: int = 100, discount: float = 0.99) -> None:
+                 estimator: str = "maml", outer_step: str = "adam", max_kl: float = 0.01, trpo_fisher: str = "exact",
+                 fisher_rollouts: int | None = None, rollouts: int = 20, horizon: int = 100,
+                 discount: float = 0.99) -> None:
         super().__init__(policy, _no_loss, path="vmap")
         if estimator not in ESTIMATORS:
             raise MetaloopError(f"option 'estimator': {estimator!r} is not one of {', '.join(ESTIMATORS)}")
+        if outer_step not in OUTER_STEPS:
+            raise MetaloopError(f"option 'outer_step': {outer_step!r} is not one of {', '.join(OUTER_STEPS)}")
+        if outer_step == "trpo" and estimator != "maml":
+            raise MetaloopError("option 'estimator': the trpo outer step takes the paper's estimator (maml) only")
+        if not max_kl > 0:
+            raise MetaloopError(f"option 'max_kl': must be positive, got {max_kl}")
+        if trpo_fisher not in FISHERS:
+            raise MetaloopError(f"option 'trpo_fisher': {trpo_fisher!r} is not one of {', '.join(FISHERS)}")
+        if fisher_rollouts is not None and not 1 <= fisher_rollouts <= rollouts:
+            raise MetaloopError(f"option 'fisher_rollouts': must be between 1 and rollouts ({rollouts}), got "
+                                f"{fisher_rollouts}")
         if rollouts < 1 or horizon < 1:
             raise MetaloopError(f"options 'rollouts', 'horizon': must be positive, got {rollouts}, {horizon}")
         if "log_std" not in dict(policy.named_parameters()):
@@ -88,6 +115,8 @@ class MAMLRL(MetaLearner):
         self.train_steps = self.inner_steps  # inner steps inside the meta-objective (the baseline takes none)
         self.test_inner_lr = self.inner_lr if test_inner_lr is None else float(test_inner_lr)
         self.first_order, self.estimator = first_order, estimator
+        self.outer_step, self.max_kl, self.trpo_fisher = outer_step, float(max_kl), trpo_fisher
+        self.fisher_rollouts = fisher_rollouts or rollouts
         self.rollouts, self.horizon, self.discount = rollouts, horizon, discount
         self.adapted_names = select_names(policy, adapt)
 
@@ -105,35 +134,36 @@ class MAMLRL(MetaLearner):
             return self.environment(lambda obs, t: actions(fixed, obs, noise[:, :, t]), tasks, self.rollouts,
                                     self.horizon)
 
-    def advantages(self, batch: Rollouts) -> Tensor:
-        """Returns to go less the linear baseline, standardized over each task's steps (those that happened; 0
-        after an episode's end): ``[T, R, H]``."""
-        targets = returns_to_go(batch.rewards, self.discount)
-        adv = targets - linear_baseline(batch.obs, targets, batch.mask)
-        mask = batch.mask.flatten(1)
-        count = mask.sum(1).clamp(min=1)
-        mean = (adv.flatten(1) * mask).sum(1) / count
-        std = ((((adv.flatten(1) - mean[:, None]) * mask) ** 2).sum(1) / (count - 1).clamp(min=1)).sqrt()
-        return (adv - mean[:, None, None]) / (std[:, None, None] + 1e-8) * batch.mask
-
-    def surrogate(self, params: ParamDict, obs: Tensor, actions: Tensor, advantages: Tensor, mask: Tensor) -> Tensor:
-        """One task's inner objective: the REINFORCE surrogate averaged over the steps that happened."""
+    def surrogate(self, params: ParamDict, obs: Tensor, actions: Tensor, advantages: Tensor, mask: Tensor,
+                  sampled: Tensor | None = None) -> Tensor:
+        """One task's inner objective: the REINFORCE surrogate averaged over the steps that happened (``sampled``,
+        the sampling policy's log-probabilities, is for the importance-weighted objectives of subclasses)."""
         logp = log_prob(self.model, params, obs, actions)
         return reinforce_surrogate(logp, advantages, mask=mask) * mask.shape[0] / mask.sum().clamp(min=1)
 
-    def step(self, phi: ParamDict, batch: Rollouts, *, create_graph: bool) -> ParamDict:
-        """One policy-gradient ascent step of every task on its rollouts ``batch`` (at ``test_inner_lr`` outside
-        training); ``create_graph``: differentiable in ``phi`` through the gradient (second order)."""
-        lr = self.inner_lr if self.training else self.test_inner_lr
-        names = self.adapted_names
+    def step_sizes(self) -> float | dict[str, Tensor]:
+        """The inner step size α: ``inner_lr`` (``test_inner_lr`` outside training), learned tensors in Meta-SGD."""
+        return self.inner_lr if self.training else self.test_inner_lr
 
-        def one(p: ParamDict, obs: Tensor, actions: Tensor, adv: Tensor, mask: Tensor) -> ParamDict:
-            grads = gradients(lambda q: -self.surrogate(q, obs, actions, adv, mask), p, names,
+    def step(self, phi: ParamDict, batch: Rollouts, *, create_graph: bool, sampled: Tensor | None = None
+             ) -> ParamDict:
+        """One policy-gradient ascent step of every task on its rollouts ``batch`` (at ``test_inner_lr`` outside
+        training); ``create_graph``: differentiable in ``phi`` through the gradient (second order). ``sampled``: the
+        log-probabilities ``[T, R, H]`` of the policies that sampled ``batch``, for an importance-weighted inner
+        objective (ProMP's); ``None``: ``batch`` was sampled by ``phi`` itself."""
+        lr = self.step_sizes()
+        names = self.adapted_names
+        if sampled is None:
+            sampled = torch.zeros_like(batch.mask)
+
+        def one(p: ParamDict, obs: Tensor, actions: Tensor, adv: Tensor, mask: Tensor, old: Tensor) -> ParamDict:
+            grads = gradients(lambda q: -self.surrogate(q, obs, actions, adv, mask, old), p, names,
                               create_graph=create_graph)
-            return {**p, **{n: p[n] - lr * grads[n] for n in names}}
+            return {**p, **{n: p[n] - (lr[n] if isinstance(lr, dict) else lr) * grads[n] for n in names}}
 
         with vectorized():
-            return torch.func.vmap(one)(phi, batch.obs, batch.actions, self.advantages(batch), batch.mask)
+            return torch.func.vmap(one)(phi, batch.obs, batch.actions, standardized_advantages(batch, self.discount),
+                                        batch.mask, sampled)
 
     def per_task(self, count: int) -> ParamDict:
         """The meta-parameters with a task dimension of ``count`` (views: the gradient reaches the parameters)."""
@@ -170,6 +200,88 @@ class MAMLRL(MetaLearner):
         (-objective).backward()
         return -float(returns.mean())
 
+    # ------------------------------------------------------------------ the trpo outer step
+    @property
+    def single_process_only(self) -> str | None:
+        """Why this learner cannot share a meta-batch over processes (``None``: it can)."""
+        return "option 'outer_step': trpo" if self.outer_step == "trpo" else None
+
+    def meta_step(self, batch: TaskBatch | None, optimizer: torch.optim.Optimizer) -> float:
+        if self.outer_step == "adam":
+            return super().meta_step(batch, optimizer)
+        return self.trpo_step(batch)
+
+    def adapted(self, pre: Sequence[Rollouts], *, create_graph: bool) -> ParamDict:
+        """Each task's adapted parameters from the current meta-parameters, on the fixed pre-adaptation rollouts."""
+        phi = self.per_task(len(pre[0].obs)) if pre else self.per_task(0)
+        for batch in pre:
+            phi = self.step(phi, batch, create_graph=create_graph)
+        return phi
+
+    def trust_region_terms(self, phi: ParamDict, post: Rollouts, advantages: Tensor, old: tuple[Tensor, Tensor]
+                           ) -> tuple[Tensor, Tensor]:
+        """The mean surrogate ``ρ A`` over tasks (to maximize) and the mean KL(old ‖ new) of the adapted policies
+        over the steps that happened; ``old``: the old policies' log-probabilities and means (no gradient)."""
+        def one(p: ParamDict, obs: Tensor, actions: Tensor, adv: Tensor, mask: Tensor, old_logp: Tensor,
+                old_mean: Tensor, old_log_std: Tensor) -> tuple[Tensor, Tensor]:
+            count = mask.sum().clamp(min=1)
+            ratio = torch.exp(log_prob(self.model, p, obs, actions) - old_logp)
+            kl = gaussian_kl(old_mean, old_log_std, mean_action(self.model, p, obs), p["log_std"])
+            return (ratio * adv * mask).sum() / count, (kl * mask).sum() / count
+
+        old_logp, old_mean = old
+        old_log_std = phi["log_std"].detach()
+        surrogate, kl = torch.func.vmap(one)(phi, post.obs, post.actions, advantages, post.mask, old_logp,
+                                             old_mean, old_log_std)
+        return surrogate.mean(), kl.mean()
+
+    def trpo_step(self, batch: TaskBatch | None) -> float:
+        """One TRPO outer step on the tasks of ``batch`` (see the module docstring); returns −(the mean return of
+        the adapted policies' rollouts)."""
+        tasks, generators = batch.support_x[:, 0], task_generators(batch)
+        params = [p for _, p in self.named_parameters()]
+        phi, pre = self.per_task(len(tasks)), []
+        for _ in range(self.train_steps):
+            rollouts = self.sample(phi, tasks, generators)
+            pre.append(rollouts)
+            phi = self.step(phi, rollouts, create_graph=not self.first_order)
+        post = self.sample(phi, tasks, generators)
+        advantages = standardized_advantages(post, self.discount)
+        with torch.no_grad():
+            old = (torch.func.vmap(lambda p, o, a: log_prob(self.model, p, o, a))(phi, post.obs, post.actions),
+                   torch.func.vmap(lambda p, o: mean_action(self.model, p, o))(phi, post.obs))
+        surrogate, kl = self.trust_region_terms(phi, post, advantages, old)
+        g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(surrogate, params, retain_graph=True,
+                                                                   allow_unused=True, materialize_grads=True)])
+        if self.trpo_fisher == "adapted" or self.fisher_rollouts < self.rollouts:
+            k = self.fisher_rollouts  # the Fisher on the first k rollouts of each task
+            own = self.params()
+            fisher_phi = phi if self.trpo_fisher == "exact" else {  # the adapted policies' own: ∂θ'/∂θ as I
+                n: v.detach() + (own[n] - own[n].detach()) for n, v in phi.items()}
+            part = Rollouts(post.obs[:, :k], post.actions[:, :k], post.rewards[:, :k], post.mask[:, :k])
+            kl = self.trust_region_terms(fisher_phi, part, advantages[:, :k], (old[0][:, :k], old[1][:, :k]))[1]
+        kl_grad = torch.cat([x.reshape(-1) for x in torch.autograd.grad(kl, params, create_graph=True,
+                                                                         allow_unused=True, materialize_grads=True)])
+
+        def fisher(v: Tensor) -> Tensor:
+            hv = torch.autograd.grad(kl_grad @ v, params, retain_graph=True, allow_unused=True, materialize_grads=True)
+            return torch.cat([x.reshape(-1) for x in hv]).detach() + 1e-5 * v
+
+        direction = conjugate_gradient(fisher, g.detach(), iters=10)
+        step = trust_region_step(direction, fisher(direction), self.max_kl)
+        start = torch.nn.utils.parameters_to_vector(params).detach()
+        before = surrogate.item()
+        for k in range(15):
+            torch.nn.utils.vector_to_parameters(start + 0.5 ** k * step, params)
+            with torch.no_grad():
+                new_surrogate, new_kl = self.trust_region_terms(self.adapted(pre, create_graph=False), post,
+                                                                advantages, old)
+            if float(new_surrogate) > before and float(new_kl) <= self.max_kl:
+                break
+        else:
+            torch.nn.utils.vector_to_parameters(start, params)
+        return -float(post.returns.mean())
+
     # ------------------------------------------------------------------ evaluation
     def adapt_rollouts(self, tasks: Tensor, steps: Sequence[int], generators: Sequence[torch.Generator]
                        ) -> list[Rollouts]:
@@ -205,6 +317,17 @@ class FOMAMLRL(MAMLRL):
         super().__init__(policy, first_order=True, **kwargs)
 
 
+class ANILRL(MAMLRL):
+    """ANIL on a policy (Raghu et al. 2020): MAML-RL whose inner step adapts only the policy's last layer (the mean
+    head; ``log_std`` and the body are meta-learned only), ``adapt="head"`` by default (any other spec is
+    honoured)."""
+
+    def __init__(self, policy: nn.Module, **kwargs: Any) -> None:
+        if kwargs.get("adapt", "all") == "all":
+            kwargs["adapt"] = "head"
+        super().__init__(policy, **kwargs)
+
+
 class PretrainRL(MAMLRL):
     """The baseline of Finn et al. 2017 (§5.3, "pretrained"): one policy trained on all training tasks at once (the
     policy gradient of the mean return over tasks, no inner step, Adam), then fine-tuned at test time with the
@@ -215,8 +338,3 @@ class PretrainRL(MAMLRL):
     def __init__(self, policy: nn.Module, **kwargs: Any) -> None:
         super().__init__(policy, **kwargs)
         self.train_steps = 0
-
-
-def task_generators(batch: TaskBatch) -> list[torch.Generator]:
-    """Each task's own generator, seeded by the task (``info["rollout_seed"]``)."""
-    return [torch.Generator().manual_seed(int(seed)) for seed in batch.info["rollout_seed"]]

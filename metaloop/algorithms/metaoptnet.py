@@ -21,7 +21,7 @@ Heads (``head=``):
   absorbed by the learnable scale (use ``logit_scale=2.0`` to start from exactly their logits).
 * ``"svm"`` (``MetaOptNetHead_SVM_CS``, the head of the paper's final results): the Crammer–Singer
   multi-class SVM, solved in the dual (eq. 6) with ``W = Xᵀ α``; see
-  :mod:`metaloop.algorithms.crammer_singer` for the QP, the solver, the gradients and why ``svm_c`` is
+  :mod:`metaloop.solvers.crammer_singer` for the QP, the solver, the gradients and why ``svm_c`` is
   the ``C`` of scikit-learn's ``LinearSVC(multi_class="crammer_singer")``. ``svm_c`` defaults to 0.1,
   the code's default. No bias.
 
@@ -30,7 +30,7 @@ code's ``ClassificationHead``) is an ``nn.Parameter`` initialized to 1.0 as in t
 tasks and meta-learned with φ (``learn_scale=False`` keeps it fixed). The code trains it with SGD at lr 0.1,
 where it grows quickly; under Adam it moves about one learning rate per step, so ``logit_scale`` (the
 ``logit_scale`` option) matters: the image and text presets start it at 10
-(``LOGIT_SCALE_PRESET`` in ``metaloop.benchmarks.fewshot_images``).
+(``metaloop/benchmarks/presets/*.yaml``; the measurements are in docs/presets.md).
 
 Ways: N is not a constructor argument. Both heads use ``n`` class columns, a static bound, and classes
 with no support example get ``-inf`` logits (:mod:`metaloop.algorithms.labels`), so the same learner
@@ -50,10 +50,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metaloop.algorithms.base import LossFn, MetaLearner, renamed
-from metaloop.algorithms.crammer_singer import CrammerSingerDual
 from metaloop.algorithms.labels import mask_logits, one_hot_bound
 from metaloop.core.inner import ParamDict
 from metaloop.errors import MetaloopError
+from metaloop.solvers.crammer_singer import svm_weights
+from metaloop.solvers.ridge import ridge_weights
 
 HEADS: tuple[str, ...] = ("ridge", "svm")
 
@@ -65,36 +66,6 @@ class MetaOptState(NamedTuple):
     weights: Tensor  # [d, n]: column k is w_k (zero for an absent class)
     dual: Tensor  # [n, n]: α with weights = Xᵀ α
     present: Tensor  # [n] bool: class k has at least one support example
-
-
-def ridge_weights(X: Tensor, Y: Tensor, lam: float) -> tuple[Tensor, Tensor]:
-    """``(W, α)`` of ridge regression without bias: ``W = argmin ‖XW − Y‖² + λ‖W‖² = Xᵀα``.
-
-    The dual (Woodbury) form ``α = (XXᵀ + λI)⁻¹ Y`` when there are more features than examples,
-    the primal ``W = (XᵀX + λI)⁻¹ XᵀY`` (then ``α = (Y − XW)/λ``) otherwise. The choice depends on
-    shapes only, so it is the same under ``vmap``.
-    """
-    n, d = X.shape
-    if d > n:
-        gram = X @ X.T + lam * torch.eye(n, dtype=X.dtype, device=X.device)
-        alpha = torch.linalg.solve(gram, Y)
-        return X.T @ alpha, alpha
-    gram = X.T @ X + lam * torch.eye(d, dtype=X.dtype, device=X.device)
-    W = torch.linalg.solve(gram, X.T @ Y)
-    return W, (Y - X @ W) / lam
-
-
-def svm_weights(X: Tensor, Y: Tensor, C: float, *, tol: float = 1e-9, max_iter: int = 100) -> tuple[Tensor, Tensor]:
-    """``(W, α)`` of the Crammer–Singer SVM without bias, ``W = Xᵀα`` (``Y``: ``n × n`` one-hot bound).
-
-    The QP is solved over the classes that have support examples; the columns of the others are zero.
-    Differentiable in ``X`` (see :class:`~metaloop.algorithms.crammer_singer.CrammerSingerDual`).
-    Loop path only: selecting the present classes is data-dependent.
-    """
-    present = torch.nonzero(Y.sum(0) > 0).squeeze(-1)
-    alpha_present = CrammerSingerDual.apply(X @ X.T, Y[:, present], C, tol, max_iter)
-    alpha = torch.zeros_like(Y).index_copy(1, present, alpha_present)
-    return X.T @ alpha, alpha
 
 
 class MetaOptNet(MetaLearner):

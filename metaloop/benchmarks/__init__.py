@@ -16,7 +16,7 @@ from metaloop.benchmarks.fewshot_images import MINIIMAGENET, OMNIGLOT, OMNIGLOT_
 from metaloop.benchmarks.llm import LLM_TASKS, llm_benchmark
 from metaloop.benchmarks.llm import PREFIX as LLM_PREFIX
 from metaloop.benchmarks.lm import LM
-from metaloop.benchmarks.rl import RL_NAV2D
+from metaloop.benchmarks.rl import RL_CHEETAH, RL_NAV2D
 from metaloop.benchmarks.sinusoid import SINUSOID
 from metaloop.benchmarks.text import PREFIX as TEXT_PREFIX
 from metaloop.benchmarks.text import TEXT, user_text_benchmark
@@ -26,10 +26,10 @@ from metaloop.config import load_yaml, parse_set, resolve
 from metaloop.errors import MetaloopError
 
 __all__ = ["BENCHMARKS", "Benchmark", "TaskSource", "build_learner", "check_model_size", "check_unread",
-           "get_benchmark", "resolve_config"]
+           "get_benchmark", "preset_layers", "resolve_config"]
 
 BENCHMARKS: dict[str, Benchmark] = {b.name: b for b in [SINUSOID, *OMNIGLOT, OMNIGLOT_LAKE, *MINIIMAGENET, *TEXT, *LM,
-                                                         LLM_TASKS, RL_NAV2D]}
+                                                         LLM_TASKS, RL_NAV2D, *RL_CHEETAH]}
 
 
 def get_benchmark(name: str) -> Benchmark:
@@ -96,19 +96,53 @@ def resolve_config(
         set_layer = overrides
     else:
         set_layer = parse_set(overrides)
+    source = f"config file '{config_file}'"
+    if "benchmarks" in file_layer:  # a presets file (metaloop/benchmarks/presets/*.yaml, or an edited copy)
+        file_preset, file_layer = preset_layers(file_layer, benchmark, algo, source)
+    else:
+        file_preset = {}
     layers = [
         (f"benchmark '{benchmark}'", bench.defaults),
         (f"algorithm '{algo}' preset", bench.algo_defaults.get(algo, {})),
-        (f"config file '{config_file}'", file_layer),
+        (f"{source}, benchmark preset", file_preset),
+        (source, file_layer),
         ("--set", set_layer),
     ]
     rl = bench.environment is not None
-    for source, layer in ((f"config file '{config_file}'", file_layer), ("--set", set_layer)):
+    for source, layer in ((source, file_layer), ("--set", set_layer)):
         check_reads(algo, layer, source, environment=rl)  # the user's own layers, not the presets
         check_unread(bench, layer, source)
     cfg = resolve(bench.all_options(), layers)
     check_device(cfg["device"])
     return {"algo": algo, "benchmark": benchmark, **cfg}
+
+
+def preset_layers(doc: Mapping[str, Any], benchmark: str, algo: str, source: str) -> tuple[dict, dict]:
+    """A presets file used as ``--config``: the entry of ``benchmark`` (a user benchmark's by its prefix, such
+    as ``images:``) gives its ``preset`` (applied like the built-in benchmark preset, so every algorithm takes
+    it) and the algorithm entry of ``algo`` (the benchmark's own, else the file's), which must be read by
+    ``algo``."""
+    extra = sorted(set(doc) - {"benchmarks", "algorithms"})
+    if extra:
+        raise MetaloopError(f"{source}: a presets file has only 'algorithms' and 'benchmarks', not '{extra[0]}'")
+    entries = doc["benchmarks"]
+    if not isinstance(entries, Mapping):
+        raise MetaloopError(f"{source}: 'benchmarks' must map benchmark names to their presets")
+    prefix = benchmark.split(":", 1)[0] + ":" if ":" in benchmark else benchmark
+    key = next((k for k in (benchmark, prefix, prefix.rstrip(":")) if k in entries), None)
+    if key is None:
+        raise MetaloopError(f"{source}: no presets for benchmark '{benchmark}' (it has: {', '.join(map(str, entries))})")
+    entry = entries[key] if isinstance(entries[key], Mapping) else None
+    if entry is None or set(entry) - {"preset", "algorithms"}:
+        raise MetaloopError(f"{source}: benchmark '{key}' must have 'preset' and optionally 'algorithms'")
+    shared, own = doc.get("algorithms") or {}, entry.get("algorithms") or {}
+    if not isinstance(shared, Mapping) or not isinstance(own, Mapping):
+        raise MetaloopError(f"{source}: 'algorithms' must map algorithm names to their presets")
+    layers = entry.get("preset") or {}, {**shared, **own}.get(algo) or {}
+    for name, layer in zip(("preset", f"algorithms: {algo}"), layers):
+        if not isinstance(layer, Mapping) or any(not isinstance(k, str) for k in layer):
+            raise MetaloopError(f"{source}: benchmark '{key}', {name}: expected a mapping of option: value")
+    return dict(layers[0]), dict(layers[1])
 
 
 def check_unread(bench: Benchmark, keys: Iterable[str], source: str) -> None:

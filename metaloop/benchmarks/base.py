@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 
+import yaml
 from torch import Tensor, nn
 
 from metaloop.config import OPTIONS, Option
@@ -19,6 +22,25 @@ class TaskSource(Protocol):
 
 def _no_check(cfg: dict[str, Any]) -> None:
     """The default :attr:`Benchmark.check_splits`: a benchmark whose splits are disjoint by construction."""
+
+
+#: The presets, one YAML file per benchmark family (values written out; the reasons are in docs/presets.md).
+PRESETS = Path(__file__).resolve().parent / "presets"
+
+
+@lru_cache(maxsize=None)
+def _preset_file(family: str) -> dict[str, Any]:
+    return yaml.safe_load((PRESETS / f"{family}.yaml").read_text(encoding="utf-8"))
+
+
+def presets(family: str, name: str) -> dict[str, Any]:
+    """The :class:`Benchmark` fields ``defaults`` and ``algo_defaults`` of benchmark ``name``, from
+    ``presets/<family>.yaml``: its ``preset``, and the file's ``algorithms`` entries with the benchmark's own
+    ``algorithms`` entries in place of them (a copy: the file's data are never changed)."""
+    doc = _preset_file(family)
+    entry = doc["benchmarks"][name]
+    return copy.deepcopy({"defaults": entry["preset"],
+                          "algo_defaults": {**doc.get("algorithms", {}), **entry.get("algorithms", {})}})
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from metaloop.algorithms import algorithm
-from metaloop.benchmarks.base import Benchmark, TaskSource
+from metaloop.benchmarks.base import Benchmark, TaskSource, presets
 from metaloop.config import MAX_EXAMPLES, WHY_EXAMPLES, Option
 from metaloop.errors import MetaloopError, MetaloopWarning
 from metaloop.models.conv import Conv4
@@ -259,7 +259,7 @@ COMMON_OPTIONS = (
            positive=True, nullable=True),
     Option("eval_queries", int, 15, "query examples per class in test episodes", positive=True,
            maximum=MAX_EXAMPLES, why_maximum=WHY_EXAMPLES, stage="test"),
-    Option("data", str, None, "data root (default: $METALOOP_DATA, then ../shared/data)", nullable=True,
+    Option("data", str, None, "data root (default: $METALOOP_DATA, then ~/.cache/metaloop/data)", nullable=True,
            stage="place"),
     Option("feature_epochs", int, 3, "leo: epochs of supervised pretraining of the feature extractor "
            "on the meta-training classes", positive=True),
@@ -267,25 +267,7 @@ COMMON_OPTIONS = (
 
 OMNIGLOT_OPTIONS = (*COMMON_OPTIONS, Option("filters", int, 64, "Conv-4 filters per layer", positive=True))
 
-# Reptile trains on 10 shots per class and uses no query set (5 queries only log a loss): 10 + 5 ≤ the
-# 20 drawings of an Omniglot character.
-_REPTILE_OMNIGLOT = {"inner_optimizer": "adam", "inner_lr": 0.001, "inner_steps": 5, "test_inner_steps": 50,
-                     "outer_lr": 1.0, "anneal": True, "meta_batch_size": 5, "train_shots": 10, "queries": 5}
-_METRIC = {"eval_steps": [0]}
-# MetaOptNet's logit scale γ starts at 1.0 in its code, where SGD at lr 0.1 (momentum 0.9) grows it within a few
-# hundred steps. Adam moves a parameter by about outer_lr per step, so from 1.0 it stayed near 1.3 after 300
-# steps and the logits stayed too flat to learn from (Omniglot 5w1s, 5 minutes on one core: SVM 82.8 and
-# ridge 93.5 with γ₀ = 1; 95.1 and 96.4 with γ₀ = 10). The image and text presets start it at 10.
-LOGIT_SCALE_PRESET = 10.0
-_METAOPT = {**_METRIC, "meta_batch_size": 8, "logit_scale": LOGIT_SCALE_PRESET}
-# LEO (Rusu et al. 2019; deepmind/leo config.py): latent lr 1.0 (learned), 5 latent steps, Adam 1e-4,
-# meta-batch 12, outer gradients clipped to 0.1 (set in build_learner).
-_LEO = {"inner_lr": 1.0, "inner_steps": 5, "test_inner_steps": 5, "outer_lr": 1e-4, "meta_batch_size": 12,
-        "eval_steps": [0, 5]}
-
-
-def _omniglot_benchmark(name: str, ways: int, shots: int, *, inner_lr: float, inner_steps: int, meta_batch: int,
-              queries: int) -> Benchmark:
+def _omniglot_benchmark(name: str, ways: int, shots: int) -> Benchmark:
     return classification_benchmark(
         name=name,
         description=f"Omniglot {ways}-way {shots}-shot, Vinyals split with rotations, Conv-4",
@@ -293,23 +275,7 @@ def _omniglot_benchmark(name: str, ways: int, shots: int, *, inner_lr: float, in
         **_sources(_omniglot_data),
         options=OMNIGLOT_OPTIONS,
         size_options=("filters",),
-        defaults={
-            "ways": ways, "shots": shots, "queries": queries, "inner_lr": inner_lr, "inner_steps": inner_steps,
-            "test_inner_steps": max(3, inner_steps), "meta_batch_size": meta_batch, "iterations": 60000,
-            "outer_lr": 1e-3, "eval_steps": [0, 1, max(3, inner_steps), 10], "eval_episodes": 1000,
-            "checkpoint_every": 500, "log_every": 50,
-        },
-        algo_defaults={
-            "reptile": _REPTILE_OMNIGLOT,
-            "protonet": {**_METRIC, "meta_batch_size": 1, "train_ways": 60 if shots == 1 else ways * 12,
-                         "queries": 5},
-            "metaoptnet-svm": _METAOPT,
-            "metaoptnet-ridge": _METAOPT,
-            # LEO's support loss is a sum over the examples (as in its code) and its latent step of 1.0 was
-            # set for 5 ways; at 20 ways the latent codes overflowed within 10 meta-steps, so the step
-            # shrinks with the way (the paper's 5-shot runs keep 1.0).
-            "leo": {**_LEO, "inner_lr": _LEO["inner_lr"] * min(1.0, 5 / ways)},
-        },
+        **presets("images", name),
         feature_dim=lambda cfg: cfg["filters"],
         input_column="path",
         encode_inputs=image_encoder(28, 1, invert=True),
@@ -317,9 +283,9 @@ def _omniglot_benchmark(name: str, ways: int, shots: int, *, inner_lr: float, in
 
 
 OMNIGLOT = [
-    _omniglot_benchmark("omniglot-5w1s", 5, 1, inner_lr=0.4, inner_steps=1, meta_batch=32, queries=15),
-    _omniglot_benchmark("omniglot-5w5s", 5, 5, inner_lr=0.4, inner_steps=1, meta_batch=32, queries=15),
-    _omniglot_benchmark("omniglot-20w1s", 20, 1, inner_lr=0.1, inner_steps=5, meta_batch=16, queries=5),
+    _omniglot_benchmark("omniglot-5w1s", 5, 1),
+    _omniglot_benchmark("omniglot-5w5s", 5, 5),
+    _omniglot_benchmark("omniglot-20w1s", 20, 1),
 ]
 
 
@@ -366,19 +332,9 @@ OMNIGLOT_LAKE = classification_benchmark(
     test_tasks=_lake_test,
     options=OMNIGLOT_OPTIONS,
     size_options=("filters",),
-    defaults={
-        "ways": 20, "shots": 1, "queries": 5, "inner_lr": 0.1, "inner_steps": 5, "test_inner_steps": 5,
-        "meta_batch_size": 16, "iterations": 60000, "outer_lr": 1e-3, "eval_steps": [0, 1, 5, 10],
-        "eval_episodes": 20, "checkpoint_every": 500, "log_every": 50,
-    },
+    **presets("images", "omniglot-lake"),
     input_column="path",
     encode_inputs=image_encoder(28, 1, invert=True),
-    algo_defaults={
-        "reptile": _REPTILE_OMNIGLOT,
-        "protonet": {**_METRIC, "meta_batch_size": 1, "train_ways": 60, "queries": 5},
-        "metaoptnet-svm": _METAOPT,
-        "metaoptnet-ridge": _METAOPT,
-    },
 )
 
 
@@ -430,19 +386,7 @@ def _miniimagenet_benchmark(name: str, shots: int) -> Benchmark:
                    nullable=True, stage="place"),
         ),
         size_options=("filters", "backbone"),
-        defaults={
-            "ways": 5, "shots": shots, "queries": 15, "inner_lr": 0.01, "inner_steps": 5, "test_inner_steps": 10,
-            "meta_batch_size": 4 if shots == 1 else 2, "iterations": 60000, "outer_lr": 1e-3,
-            "eval_steps": [0, 1, 5, 10], "eval_episodes": 1000, "checkpoint_every": 500, "log_every": 50,
-        },
-        algo_defaults={
-            "reptile": {"inner_optimizer": "adam", "inner_lr": 0.001, "inner_steps": 8, "test_inner_steps": 50,
-                        "outer_lr": 1.0, "anneal": True, "meta_batch_size": 5, "train_shots": 15},
-            "protonet": {**_METRIC, "meta_batch_size": 1, "train_ways": 20 if shots == 1 else 15},
-            "metaoptnet-svm": _METAOPT,
-            "metaoptnet-ridge": _METAOPT,
-            "leo": _LEO,
-        },
+        **presets("images", name),
         feature_dim=lambda cfg: 640 * 25 if cfg["backbone"] == "resnet12" else cfg["filters"] * 25,
         input_column="path",
         encode_inputs=image_encoder(84, 3),

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from metaloop.benchmarks.base import Benchmark, TaskSource
+from metaloop.benchmarks.base import Benchmark, TaskSource, presets
 from metaloop.algorithms import algorithm
 from metaloop.config import Option
 from metaloop.data import SMOLLM2, file_stamp, lm_path
@@ -158,20 +158,9 @@ OPTIONS = (
     Option("train_sources", str, TRAIN_SOURCES, "llm: meta-training task sources (clinc150, hwu64, huffpost)"),
     Option("test_sources", str, TEST_SOURCES, "llm: test task sources (clinc150, hwu64, huffpost, fewrel)",
            stage="test"),
-    Option("data", str, None, "data root (default: $METALOOP_DATA, then ../shared/data)", nullable=True,
+    Option("data", str, None, "data root (default: $METALOOP_DATA, then ~/.cache/metaloop/data)", nullable=True,
            stage="place"),
 )
-
-_GRADIENT = {"adapt": "*lora_*", "inner_lr": 1e-3, "inner_steps": 1, "test_inner_steps": 5, "inner_optimizer": "sgd"}
-_ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
-    "metaicl": {"eval_steps": [0]},
-    "maml": _GRADIENT,
-    "fomaml": _GRADIENT,
-    "metasgd": {**_GRADIENT, "test_inner_steps": 1, "eval_steps": [0, 1]},
-    "reptile": {**_GRADIENT, "inner_steps": 3, "outer_lr": 0.1},
-    "pretrain": {**_GRADIENT},
-}
-
 
 def llm_benchmark(name: str) -> Benchmark:
     """``llm-tasks`` or the user's ``llm-tasks:FILE.jsonl`` (nothing is read until tasks are drawn)."""
@@ -189,10 +178,7 @@ def llm_benchmark(name: str) -> Benchmark:
         train_tasks=_train_tasks,
         test_tasks=_test_tasks,
         options=OPTIONS,
-        defaults={"shots": 8, "queries": 4, "meta_batch_size": 4, "iterations": 500, "outer_lr": 1e-4,
-                  "eval_episodes": 150, "eval_steps": [0, 1, 5, 10], "checkpoint_every": 50, "log_every": 10,
-                  "path": "loop", "time_budget": 3600.0},
-        algo_defaults=_ALGO_DEFAULTS,
+        **presets("llm", "llm-tasks"),
         task_groups=("seed", SEED_GROUPS),
         input_column="input",
         label_column="output",

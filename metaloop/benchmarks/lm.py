@@ -54,7 +54,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metaloop.benchmarks.base import Benchmark, TaskSource
+from metaloop.benchmarks.base import Benchmark, TaskSource, presets
 from metaloop.config import Option
 from metaloop.errors import MetaloopError
 from metaloop.tasks.shakespeare import ShakespeareTasks
@@ -118,25 +118,6 @@ MODEL_OPTIONS = (
     Option("lora_freeze_base", bool, False, "lm: with LoRA, do not meta-learn the base weights"),
 )
 
-def _algo_defaults(iterations: dict[str, int]) -> dict[str, dict[str, Any]]:
-    """Per-algorithm presets: the meta-steps that fit about 12 minutes on one CPU thread (a MAML step
-    costs about twice a first-order one, Reptile's five inner Adam steps more), and Reptile's inner loop
-    as in its code: Adam with β1 = 0 at 1e-3, ε = 1 annealed to 0 (Nichol et al. 2018), its steps on the
-    support and query lines in turn (``inner_batches``; a trial on lm-strings, 7 minutes of meta-training,
-    300 test tasks: 5.5 % exact match after 10 steps at test lr 1e-3, 4.2 % at 1e-4, where the run with every
-    step on the support lines had 2.7 % at its chosen 1e-4)."""
-    presets: dict[str, dict[str, Any]] = {algo: {"iterations": n} for algo, n in iterations.items()}
-    presets["reptile"].update(inner_optimizer="adam", inner_steps=5, inner_lr=1e-3, outer_lr=1.0, anneal=True,
-                              inner_batches="alternate")
-    return presets
-
-
-def _defaults(**changes: Any) -> dict[str, Any]:
-    return {"meta_batch_size": 8, "inner_lr": 0.1, "inner_steps": 1, "test_inner_steps": 10, "outer_lr": 1e-3,
-            "time_budget": 1200.0, "checkpoint_every": 250, "log_every": 50, "eval_steps": [0, 1, 5, 10],
-            **changes}
-
-
 #: Validation tasks are drawn from the meta-training split (tasks, or speakers, that meta-training sees: the
 #: held-out ones stay for testing) with this seed plus ``eval_seed``, apart from the training stream (``seed``).
 VALIDATION_SEED = 10_000
@@ -164,9 +145,7 @@ LM_STRINGS = Benchmark(
     test_tasks=_strings_test,
     options=(*MODEL_OPTIONS,
              Option("eval_queries", int, 20, "lm-strings: query lines per test task", positive=True, stage="test")),
-    defaults=_defaults(iterations=2500, shots=5, eval_episodes=600),
-    algo_defaults=_algo_defaults({"maml": 2500, "fomaml": 5000, "metasgd": 2000, "reptile": 1200, "anil": 5000,
-                                  "pretrain": 5000}),
+    **presets("lm", "lm-strings"),
     classification=False,
     task_groups=("family", FAMILIES),
     size_options=("n_layer", "n_embd", "lora_rank"),
@@ -186,11 +165,9 @@ LM_SHAKESPEARE = Benchmark(
     test_tasks=_shakespeare_test,
     options=(*MODEL_OPTIONS,
              Option("eval_queries", int, 8, "lm-shakespeare: query lines per test task", positive=True, stage="test"),
-             Option("data", str, None, "data root (default: $METALOOP_DATA, then ../shared/data)", nullable=True,
+             Option("data", str, None, "data root (default: $METALOOP_DATA, then ~/.cache/metaloop/data)", nullable=True,
                     stage="place")),
-    defaults=_defaults(iterations=1500, shots=8, meta_batch_size=4, eval_episodes=300),
-    algo_defaults=_algo_defaults({"maml": 1500, "fomaml": 3000, "metasgd": 1500, "reptile": 1000, "anil": 3000,
-                                  "pretrain": 3000}),
+    **presets("lm", "lm-shakespeare"),
     classification=False,
     size_options=("n_layer", "n_embd", "lora_rank"),
     validation_tasks=validation_tasks,

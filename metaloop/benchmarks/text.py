@@ -32,12 +32,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from metaloop.benchmarks.base import Benchmark
+from metaloop.benchmarks.base import Benchmark, presets
 from metaloop.benchmarks.fewshot_images import (
     COMMON_OPTIONS,
     headless,
     on_features,
-    LOGIT_SCALE_PRESET,
     _check_ways,
     _sources,
     classification_benchmark,
@@ -45,30 +44,12 @@ from metaloop.benchmarks.fewshot_images import (
 from metaloop.config import Option
 from metaloop.data import cache_dir, file_stamp
 from metaloop.errors import MetaloopError
-from metaloop.features import LabelledFeatures
 from metaloop.tasks.images import digest, load_cache, save_cache
+from metaloop.tasks.labelled import LabelledExamples
 
 PREFIX = "text:"
 #: Sources for meta-training when the benchmark's own data has no training classes.
 DEFAULT_MIX = "clinc150,hwu64,huffpost"
-
-
-class LabelledTokens:
-    """Packed token tensors ``int64 [n, 2, L]`` with labels, in the form the episode sampler indexes fastest."""
-
-    def __init__(self, images: Tensor, labels: Tensor, classes: list[str]) -> None:
-        self.images = images  # named `images` for EpisodicTasks' fast path
-        self.labels = labels
-        self.classes = classes
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def __getitem__(self, index: int) -> Tensor:
-        return self.images[index]
-
-    def __repr__(self) -> str:
-        return f"LabelledTokens({len(self)} texts of ≤ {self.images.shape[-1]} tokens, {len(self.classes)} classes)"
 
 
 def tokens_for(texts: list[str], encoder: str | None, max_length: int) -> Tensor:
@@ -119,9 +100,9 @@ def _texts(source: str, split: str, root: str | None, train_sources: str | None,
 
 @lru_cache(maxsize=8)
 def _tokens(source: str, split: str, root: str | None, train_sources: str | None, columns: tuple[str, ...],
-            encoder: str, max_length: int, stamp: tuple[int, ...] | None = None) -> LabelledTokens:
+            encoder: str, max_length: int, stamp: tuple[int, ...] | None = None) -> LabelledExamples:
     data = _texts(source, split, root, train_sources, columns, stamp)
-    return LabelledTokens(tokens_for(list(data.texts), encoder, max_length), data.labels, list(data.classes))
+    return LabelledExamples(tokens_for(list(data.texts), encoder, max_length), data.labels, list(data.classes))
 
 
 @lru_cache(maxsize=8)
@@ -141,7 +122,7 @@ def _features(source: str, split: str, root: str | None, train_sources: str | No
         save_cache(path, {"features": feats}, {"encoder": str(encoder)})
     else:
         feats = cached[0]["features"]
-    return LabelledFeatures(feats, tokens.labels)
+    return LabelledExamples(feats, tokens.labels)
 
 
 def _train_sources(cfg: dict[str, Any]) -> str | None:
@@ -158,7 +139,7 @@ def _data(source: str | None) -> Callable[[dict[str, Any], str], Any]:
         stamp = file_stamp(name.removeprefix(PREFIX)) if name.startswith(PREFIX) else None
         if on_features(cfg):
             feats = _features(*args, cfg["encoder"], cfg["max_length"], stamp)
-            return LabelledFeatures(feats.images * cfg["feature_scale"], feats.labels)
+            return LabelledExamples(feats.images * cfg["feature_scale"], feats.labels)
         return _tokens(*args, cfg["encoder"], cfg["max_length"], stamp)
 
     return data
@@ -201,7 +182,7 @@ def _check_length(cfg: dict[str, Any]) -> None:
 
 TEXT_OPTIONS = (
     *COMMON_OPTIONS[:4],
-    Option("data", str, None, "data root (default: $METALOOP_DATA, then ../shared/data)", nullable=True,
+    Option("data", str, None, "data root (default: $METALOOP_DATA, then ~/.cache/metaloop/data)", nullable=True,
            stage="place"),
     Option("encoder", str, "minilm", "'minilm' (packaged all-MiniLM-L6-v2) or a local Hugging Face model folder"),
     Option("max_length", int, 64, "tokens per text (longer texts are truncated)", positive=True),
@@ -218,28 +199,6 @@ TEXT_OPTIONS = (
            "all its classes are for testing and meta-training uses train_sources"),
 )
 
-#: Presets: the gradient-based family adapts head + LoRA: 3 inner steps at lr 0.1 in meta-training (each
-#: one back-propagates through the encoder), 10 at test time.
-_GRADIENT = {"inner_lr": 0.1, "inner_steps": 3, "test_inner_steps": 10, "adapt": "head.*,*lora_*"}
-_ALGO_DEFAULTS: dict[str, dict[str, Any]] = {
-    "maml": _GRADIENT,
-    "fomaml": _GRADIENT,
-    "anil": {"inner_lr": 0.1, "inner_steps": 5, "test_inner_steps": 10},
-    "metasgd": {**_GRADIENT, "inner_steps": 1, "test_inner_steps": 1, "eval_steps": [0, 1]},
-    "reptile": {"inner_optimizer": "sgd", "inner_lr": 0.1, "inner_steps": 5, "test_inner_steps": 10,
-                "outer_lr": 0.1, "anneal": True, "adapt": "head.*,*lora_*"},
-    "protonet": {"eval_steps": [0], "meta_batch_size": 1},
-    # The learned logit scale starts as in the image presets: from 1, Adam at outer lr 5e-4 barely moves it
-    # in a 4-minute budget and the logits stay flat (HuffPost 5w1s, SVM head: 46.5 from 1, 52.0 from 10).
-    "metaoptnet-svm": {"eval_steps": [0], "logit_scale": LOGIT_SCALE_PRESET},  # C = 0.1: HuffPost 5w1s C = 1: 41.7
-    "metaoptnet-ridge": {"eval_steps": [0], "ridge_lambda": 1.0, "logit_scale": LOGIT_SCALE_PRESET},
-    # LEO on the unit-norm embeddings × 4 (each of 384 dimensions then about 0.2): HuffPost 5w1s 42.5 where
-    # × 1 gave 40.0; × 8 and × √384 overflowed the latent inner loop at its step of 1.0 in the first step.
-    "leo": {"inner_lr": 1.0, "inner_steps": 5, "test_inner_steps": 5, "outer_lr": 1e-4, "meta_batch_size": 12,
-            "eval_steps": [0, 5], "feature_scale": 4.0},
-}
-
-
 def encode_texts(cfg: dict[str, Any], texts: list[str], base_dir: Path, options: list[str] | None = None) -> Tensor:
     """Raw texts as the run's model input: packed tokens, or frozen-encoder features for LEO."""
     from metaloop.models.text import load_tokenizer, tokenize
@@ -254,22 +213,16 @@ def encode_texts(cfg: dict[str, Any], texts: list[str], base_dir: Path, options:
         return model(tokens) * cfg["feature_scale"]
 
 
-def _text_benchmark(name: str, source: str | None, description: str, *, ways: int, shots: int,
-                    train_sources: str | None = None, max_length: int = 64, eval_queries: int = 15,
+def _text_benchmark(name: str, source: str | None, description: str, *, preset: str | None = None,
                     check_splits: Callable[[dict[str, Any]], None] | None = None) -> Benchmark:
+    """A text benchmark; its presets are ``presets/text.yaml``'s entry ``preset`` (default: ``name``)."""
     return classification_benchmark(
         name=name,
         description=description,
         make_model=make_text_model,
         **_sources(_data(source)),
         options=TEXT_OPTIONS,
-        defaults={
-            "ways": ways, "shots": shots, "queries": 5, "eval_queries": eval_queries, "meta_batch_size": 4,
-            "iterations": 2000, "outer_lr": 5e-4, "eval_steps": [0, 1, 5, 10], "eval_episodes": 600,
-            "checkpoint_every": 100, "log_every": 20, "path": "loop", "train_sources": train_sources,
-            "max_length": max_length,
-        },
-        algo_defaults=_ALGO_DEFAULTS,
+        **presets("text", preset or name),
         feature_dim=_feature_dim,
         input_column="text",
         encode_inputs=encode_texts,
@@ -279,18 +232,16 @@ def _text_benchmark(name: str, source: str | None, description: str, *, ways: in
 
 def _named() -> list[Benchmark]:
     out = []
-    for src, what, mix, length in [
-        ("clinc150", "CLINC150 intents, held-out domains", None, 64),
-        ("hwu64", "HWU64 intents, held-out scenarios", None, 64),
-        ("huffpost", "HuffPost headlines, Bao et al. 2020 class split", None, 64),
-        ("fewrel", "FewRel 1.0 val relations (entities marked), meta-trained on the intent+news mix",
-         DEFAULT_MIX, 128),
+    for src, what in [
+        ("clinc150", "CLINC150 intents, held-out domains"),
+        ("hwu64", "HWU64 intents, held-out scenarios"),
+        ("huffpost", "HuffPost headlines, Bao et al. 2020 class split"),
+        ("fewrel", "FewRel 1.0 val relations (entities marked), meta-trained on the intent+news mix"),
     ]:
         for shots in (1, 5):
-            out.append(_text_benchmark(f"{src}-5w{shots}s", src, f"{what}, 5-way {shots}-shot", ways=5, shots=shots,
-                                       train_sources=mix, max_length=length))
+            out.append(_text_benchmark(f"{src}-5w{shots}s", src, f"{what}, 5-way {shots}-shot"))
     out.append(_text_benchmark("clinc150-allw10s", "clinc150", "CLINC150, all 45 intents of the held-out domains, "
-                               "10-shot", ways=45, shots=10, eval_queries=5))
+                               "10-shot"))
     return out
 
 
@@ -372,5 +323,5 @@ def user_text_benchmark(name: str) -> Benchmark:
     path = name.removeprefix(PREFIX).strip()
     if not path:
         raise MetaloopError("benchmark 'text:': give a CSV or JSONL file after 'text:'")
-    return _text_benchmark(name, None, "your own texts: text:FILE.csv|.jsonl (text,label[,split])", ways=5,
-                           shots=5, check_splits=_check_user_splits)
+    return _text_benchmark(name, None, "your own texts: text:FILE.csv|.jsonl (text,label[,split])", preset=PREFIX,
+                           check_splits=_check_user_splits)

@@ -23,9 +23,8 @@ from typing import Any
 
 from torch import nn
 
-from metaloop.benchmarks.base import Benchmark
+from metaloop.benchmarks.base import Benchmark, presets
 from metaloop.benchmarks.fewshot_images import (
-    _LEO,
     COMMON_OPTIONS,
     headless,
     on_features,
@@ -165,17 +164,7 @@ def user_image_benchmark(name: str) -> Benchmark:
             Option("label_column", str, "label", "CSV: the column of labels"),
             Option("split_column", str, "split", "CSV: the column of splits (train, test)"),
         ),
-        defaults={
-            "ways": 5, "shots": 1, "queries": 15, "inner_lr": 0.01, "inner_steps": 5, "test_inner_steps": 10,
-            "meta_batch_size": 4, "iterations": 10000, "eval_steps": [0, 1, 5, 10], "eval_episodes": 600,
-            "checkpoint_every": 500, "log_every": 50,
-        },
-        algo_defaults={
-            "protonet": {"eval_steps": [0], "meta_batch_size": 1},
-            "metaoptnet-svm": {"eval_steps": [0], "meta_batch_size": 4},
-            "metaoptnet-ridge": {"eval_steps": [0], "meta_batch_size": 4},
-            "leo": _LEO,
-        },
+        **presets("images", "images:"),
         feature_dim=_feature_dim,
         size_options=("filters", "backbone", "image_size"),
         check_splits=_check_splits,

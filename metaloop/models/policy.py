@@ -41,9 +41,14 @@ class GaussianMLP(nn.Module):
         return self.net(obs)
 
 
+def mean_action(policy: nn.Module, params: Mapping[str, Tensor], obs: Tensor) -> Tensor:
+    """``μ_θ(s)`` under ``params``: ``[..., act_dim]``."""
+    return functional_call(policy, dict(params), (obs,))
+
+
 def log_prob(policy: nn.Module, params: Mapping[str, Tensor], obs: Tensor, actions: Tensor) -> Tensor:
     """``log π(a | s)`` under ``params`` (summed over action dimensions): ``[...]``."""
-    mean = functional_call(policy, dict(params), (obs,))
+    mean = mean_action(policy, params, obs)
     log_std = params["log_std"]
     z = (actions - mean) / torch.exp(log_std)
     return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
@@ -52,4 +57,4 @@ def log_prob(policy: nn.Module, params: Mapping[str, Tensor], obs: Tensor, actio
 def act(policy: nn.Module, params: Mapping[str, Tensor], obs: Tensor, noise: Tensor) -> Tensor:
     """The action ``μ(s) + σ · noise`` for standard normal ``noise`` of the action's shape (drawn by the caller, so
     that a task's samples come from its own generator)."""
-    return functional_call(policy, dict(params), (obs,)) + torch.exp(params["log_std"]) * noise
+    return mean_action(policy, params, obs) + torch.exp(params["log_std"]) * noise

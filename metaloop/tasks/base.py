@@ -1,4 +1,7 @@
-"""Batches of tasks as tensors: ``[tasks, examples, ...]`` for support and query."""
+"""Batches of tasks as tensors: ``[tasks, examples, ...]`` for support and query; the seed of each task.
+
+Every task stream draws task ``i`` of a split from a generator seeded by :func:`task_seed` ``(seed, split, i)``,
+never from a global RNG: a resumed run and any number of processes see the same tasks."""
 
 from __future__ import annotations
 
@@ -8,6 +11,15 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+
+#: The splits a task seed tells apart.
+SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+
+
+def task_seed(seed: int, split: str, index: int) -> int:
+    """A 63-bit seed for one task, distinct across seeds, splits and indices."""
+    return ((seed * 1_000_003 + SPLIT_IDS[split]) * 0x9E3779B97F4A7C15 + index) % (2**63 - 1)
 
 
 def map_tensors(fn: Callable[[Tensor], Tensor], value: Any) -> Any:

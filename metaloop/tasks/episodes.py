@@ -35,9 +35,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from metaloop.errors import MetaloopError
-from metaloop.tasks.base import TaskBatch
-from metaloop.tasks.images import to_float
-from metaloop.tasks.sinusoid import task_seed
+from metaloop.tasks.base import TaskBatch, task_seed
+from metaloop.tasks.labelled import to_float
 
 SPLITS = ("train", "val", "test")
 

@@ -27,9 +27,9 @@ from PIL import Image, UnidentifiedImageError
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from metaloop.errors import MetaloopError
+from metaloop.tasks.labelled import LabelledExamples, to_float  # noqa: F401 (to_float: its former home)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 RESAMPLE = Image.Resampling.LANCZOS
@@ -102,43 +102,18 @@ def load_images(
     return out
 
 
-def to_float(x: Tensor) -> Tensor:
-    """``uint8`` images as ``float32`` in ``[0, 1]``; other tensors unchanged."""
-    return x.to(torch.float32).div_(255.0) if x.dtype == torch.uint8 else x
+class LabelledImages(LabelledExamples):
+    """Images with integer class labels (:class:`~metaloop.tasks.labelled.LabelledExamples` whose examples are
+    ``uint8 [n, channels, height, width]``). ``dataset[i]`` is image ``i`` as ``float32 [channels, height, width]``
+    in ``[0, 1]``."""
 
+    noun = "images"
 
-class LabelledImages(Dataset):
-    """Images with integer class labels, in the form :class:`~metaloop.tasks.episodes.EpisodicTasks` reads fastest.
-
-    Attributes:
-        images: ``uint8 [n, channels, height, width]`` (the sampler's fast path indexes it directly).
-        labels: ``int64 [n]``, class ids ``0 … len(classes) − 1``.
-        classes: the name of each class id.
-
-    ``dataset[i]`` is image ``i`` as ``float32 [channels, height, width]`` in ``[0, 1]``.
-    """
-
-    def __init__(self, images: Tensor, labels: Tensor, classes: Sequence[str]):
-        if images.ndim != 4 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
-            raise MetaloopError(
-                f"images must be [n, channels, height, width] and labels [n], got {tuple(images.shape)} "
-                f"and {tuple(labels.shape)}"
-            )
-        self.images, self.labels, self.classes = images, labels.to(torch.int64), list(classes)
-
-    def __len__(self) -> int:
-        return int(self.labels.shape[0])
-
-    def __getitem__(self, index: int) -> Tensor:
-        return to_float(self.images[index])
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-    def __repr__(self) -> str:
-        shape = "×".join(str(s) for s in self.images.shape[1:])
-        return f"{type(self).__name__}({len(self)} images of {shape}, {self.num_classes} classes)"
+    def __init__(self, images: Tensor, labels: Tensor, classes: Sequence[str]) -> None:
+        if images.ndim != 4:
+            raise MetaloopError(f"images must be [n, channels, height, width] and labels [n], got "
+                                f"{tuple(images.shape)} and {tuple(labels.shape)}")
+        super().__init__(images, labels, classes)
 
 
 def digest(*parts: Any, length: int = 16) -> str:

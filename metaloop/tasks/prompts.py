@@ -35,8 +35,7 @@ import torch
 from torch import Tensor
 
 from metaloop.errors import MetaloopError
-from metaloop.tasks.base import TaskBatch
-from metaloop.tasks.sinusoid import task_seed
+from metaloop.tasks.base import TaskBatch, task_seed
 from metaloop.tasks.text import TEXT_SOURCES
 
 PAD = -1

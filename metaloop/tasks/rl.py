@@ -21,8 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from metaloop.tasks.base import TaskBatch
-from metaloop.tasks.sinusoid import task_seed
+from metaloop.tasks.base import TaskBatch, task_seed
 
 GOAL_RANGE = 0.5
 MAX_SPEED = 0.1
@@ -133,3 +132,21 @@ def linear_baseline(obs: Tensor, targets: Tensor, mask: Tensor | None = None, re
             break
         reg *= 10
     return (feats @ weights).reshape(targets.shape).to(dtype)
+
+
+def standardized_advantages(batch: Rollouts, discount: float) -> Tensor:
+    """Returns to go less the linear baseline, standardized over each task's steps (those that happened; 0 after
+    an episode's end): ``[T, R, H]``, the advantages of rllab's VPG (``center_adv``) that MAML-RL's inner step
+    takes."""
+    targets = returns_to_go(batch.rewards, discount)
+    adv = targets - linear_baseline(batch.obs, targets, batch.mask)
+    mask = batch.mask.flatten(1)
+    count = mask.sum(1).clamp(min=1)
+    mean = (adv.flatten(1) * mask).sum(1) / count
+    std = ((((adv.flatten(1) - mean[:, None]) * mask) ** 2).sum(1) / (count - 1).clamp(min=1)).sqrt()
+    return (adv - mean[:, None, None]) / (std[:, None, None] + 1e-8) * batch.mask
+
+
+def task_generators(batch: TaskBatch) -> list[torch.Generator]:
+    """Each task's own generator of rollout noise, seeded by the task (``info["rollout_seed"]``)."""
+    return [torch.Generator().manual_seed(int(seed)) for seed in batch.info["rollout_seed"]]

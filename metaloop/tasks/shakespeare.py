@@ -33,8 +33,7 @@ from torch.utils.data import Dataset
 
 from metaloop.data import data_root
 from metaloop.errors import MetaloopError
-from metaloop.tasks.base import TaskBatch
-from metaloop.tasks.sinusoid import task_seed
+from metaloop.tasks.base import TaskBatch, task_seed
 
 FILE = Path("tinyshakespeare") / "input.txt"
 SPLIT_FILE = Path(__file__).resolve().parent / "splits" / "shakespeare.json"

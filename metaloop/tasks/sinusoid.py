@@ -13,17 +13,11 @@ import math
 import torch
 from torch.utils.data import Dataset
 
-from metaloop.tasks.base import TaskBatch
+from metaloop.tasks.base import SPLIT_IDS, TaskBatch, task_seed  # noqa: F401 (task_seed: its former home)
 
 AMPLITUDE = (0.1, 5.0)
 PHASE = (0.0, math.pi)
 INPUT = (-5.0, 5.0)
-_SPLITS = {"train": 0, "val": 1, "test": 2}
-
-
-def task_seed(seed: int, split: str, index: int) -> int:
-    """A 63-bit seed for one task, distinct across seeds, splits and indices."""
-    return ((seed * 1_000_003 + _SPLITS[split]) * 0x9E3779B97F4A7C15 + index) % (2**63 - 1)
 
 
 class SinusoidTasks(Dataset):
@@ -41,8 +35,8 @@ class SinusoidTasks(Dataset):
     """
 
     def __init__(self, shots: int, queries: int, *, seed: int = 0, split: str = "train", length: int = 2**31 - 1):
-        if split not in _SPLITS:
-            raise ValueError(f"split must be one of {sorted(_SPLITS)}, got {split!r}")
+        if split not in SPLIT_IDS:
+            raise ValueError(f"split must be one of {sorted(SPLIT_IDS)}, got {split!r}")
         self.shots, self.queries, self.seed, self.split, self.length = shots, queries, seed, split, length
 
     def __len__(self) -> int:

@@ -58,8 +58,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from metaloop.tasks.base import TaskBatch
-from metaloop.tasks.sinusoid import task_seed
+from metaloop.tasks.base import TaskBatch, task_seed
 
 ALPHABET = "abcdefgh"
 SEP = ">"

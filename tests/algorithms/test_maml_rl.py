@@ -1,16 +1,20 @@
 """MAML-RL: the vectorized meta-gradient against a task-by-task autograd reference, the estimators' semantics,
-the seeding that makes a task's samples its own, and a short meta-training that raises the adapted return."""
+the seeding that makes a task's samples its own, a short meta-training that raises the adapted return, and the
+trpo outer step (its Fisher products against an explicit Hessian through the inner step, the bound, training)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from metaloop.algorithms.maml_rl import FOMAMLRL, MAMLRL, PretrainRL, task_generators
+from metaloop.algorithms.maml_rl import ANILRL, FOMAMLRL, MAMLRL, PretrainRL
 from metaloop.core.dice import dice_objective, magic_box
+from metaloop.core.trpo import gaussian_kl
 from metaloop.errors import MetaloopError
-from metaloop.models.policy import GaussianMLP, log_prob
-from metaloop.tasks.rl import Nav2DTasks, linear_baseline, nav2d_rollouts, returns_to_go
+from metaloop.models.policy import GaussianMLP, log_prob, mean_action
+from metaloop.tasks.rl import (
+    Nav2DTasks, linear_baseline, nav2d_rollouts, returns_to_go, standardized_advantages, task_generators,
+)
 
 SMALL = {"rollouts": 6, "horizon": 12, "discount": 0.95}
 
@@ -164,3 +168,151 @@ def test_the_pretrained_baseline_follows_the_policy_gradient_without_an_inner_st
                                        baseline=linear_baseline(found.obs[i], targets, found.mask[i])) / 2
     for (name, p), g in zip(theta.items(), torch.autograd.grad(total, list(theta.values()))):
         assert torch.allclose(-p.grad, g, atol=1e-10), name
+
+
+# ---------------------------------------------------------------------------------------------- the trpo outer step
+def test_trpo_fisher_vector_products_are_the_hessian_of_the_kl_through_the_inner_step():
+    """The KL(old ‖ new) of the adapted policies as a function of θ, differentiated twice through the inner step:
+    its Hessian at θ_old by double backward (what trpo_step's Fisher products compute) equals the Hessian that
+    torch.autograd.functional.hessian computes from a task-by-task autograd reference."""
+    model = learner(hidden=(3,), rollouts=3, horizon=4).double()
+    batch = Nav2DTasks(seed=5).batch(0, 2).to("cpu", torch.float64)
+    tasks, gens = batch.support_x[:, 0], task_generators(batch)
+    pre = [model.sample(model.per_task(2), tasks, gens)]
+    phi = model.adapted(pre, create_graph=True)
+    post = model.sample(phi, tasks, gens)
+    with torch.no_grad():
+        old = (torch.func.vmap(lambda p, o, a: log_prob(model.model, p, o, a))(phi, post.obs, post.actions),
+               torch.func.vmap(lambda p, o: mean_action(model.model, p, o))(phi, post.obs))
+    adv = standardized_advantages(post, model.discount)
+    params = list(model.parameters())
+    _, kl = model.trust_region_terms(phi, post, adv, old)
+    grad = torch.cat([g.reshape(-1) for g in torch.autograd.grad(kl, params, create_graph=True)])
+    n = grad.numel()
+    columns = [torch.cat([h.reshape(-1) for h in torch.autograd.grad(grad[i], params, retain_graph=True)])
+               for i in range(n)]
+    fisher = torch.stack(columns)
+    names = [name for name, _ in model.named_parameters()]
+    shapes = [p.shape for p in params]
+    start = torch.nn.utils.parameters_to_vector(params).detach()
+
+    def kl_of(vector):
+        chunks = torch.split(vector, [s.numel() for s in shapes])
+        theta = {name.removeprefix("model."): c.view(s) for name, c, s in zip(names, chunks, shapes)}
+        total = 0
+        for i in range(2):
+            o, a, m = pre[0].obs[i], pre[0].actions[i], pre[0].mask[i]
+            targets = returns_to_go(pre[0].rewards[i], model.discount)
+            adv_i = (targets - linear_baseline(o, targets, m))[m.bool()]
+            adv_i = torch.zeros_like(targets).masked_scatter(m.bool(), (adv_i - adv_i.mean()) / (adv_i.std() + 1e-8))
+            inner = (log_prob(model.model, theta, o, a) * adv_i)[m.bool()].mean()
+            grads = torch.autograd.grad(inner, list(theta.values()), create_graph=True)
+            adapted = {k: v + model.inner_lr * g for (k, v), g in zip(theta.items(), grads)}
+            mean = mean_action(model.model, adapted, post.obs[i])
+            kl_i = gaussian_kl(old[1][i], phi["log_std"][i].detach(), mean, adapted["log_std"])
+            total = total + (kl_i * post.mask[i]).sum() / post.mask[i].sum() / 2
+        return total
+
+    reference = torch.autograd.functional.hessian(kl_of, start)
+    torch.testing.assert_close(fisher, reference, rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize(("fisher", "part"), [("exact", None), ("adapted", None), ("adapted", 2)])
+def test_a_trpo_step_improves_the_surrogate_within_the_kl_bound(fisher, part):
+    model = learner(outer_step="trpo", max_kl=0.005, trpo_fisher=fisher, fisher_rollouts=part).double()
+    batch = Nav2DTasks(seed=7).batch(0, 4).to("cpu", torch.float64)
+    before = torch.nn.utils.parameters_to_vector(model.parameters()).detach().clone()
+    batches = recorded(model)
+    model.meta_step(batch, model.make_optimizer(1e-2))
+    pre, post = batches[0], batches[1]
+    after = torch.nn.utils.parameters_to_vector(model.parameters()).detach()
+    assert not torch.equal(before, after)  # a step was taken
+    adv = standardized_advantages(post, model.discount)
+    torch.nn.utils.vector_to_parameters(before, model.parameters())
+    with torch.no_grad():
+        phi_old = model.adapted([pre], create_graph=False)
+        old = (torch.func.vmap(lambda p, o, a: log_prob(model.model, p, o, a))(phi_old, post.obs, post.actions),
+               torch.func.vmap(lambda p, o: mean_action(model.model, p, o))(phi_old, post.obs))
+        s_old, _ = model.trust_region_terms(phi_old, post, adv, old)
+    torch.nn.utils.vector_to_parameters(after, model.parameters())
+    with torch.no_grad():
+        s_new, kl = model.trust_region_terms(model.adapted([pre], create_graph=False), post, adv, old)
+    assert float(s_new) > float(s_old) and 0 < float(kl) <= 0.005
+
+
+def test_trpo_meta_training_raises_the_adapted_return():
+    torch.manual_seed(0)
+    model = learner(hidden=(32, 32), rollouts=10, horizon=20, outer_step="trpo", max_kl=0.01)
+    tasks, test = Nav2DTasks(seed=0), Nav2DTasks(seed=0, split="test").batch(0, 10)
+    before = model.evaluate_batch(test, [1]).mean()
+    for it in range(25):
+        model.meta_step(tasks.batch(it * 10, 10), None)
+    after = model.evaluate_batch(test, [1]).mean()
+    assert after > before + 1.0, (before, after)
+
+
+def test_trpo_settings_that_cannot_work_are_refused():
+    with pytest.raises(MetaloopError, match="option 'outer_step'"):
+        learner(outer_step="sgd")
+    with pytest.raises(MetaloopError, match="option 'estimator': the trpo outer step"):
+        learner(outer_step="trpo", estimator="exact")
+    with pytest.raises(MetaloopError, match="option 'max_kl'"):
+        learner(outer_step="trpo", max_kl=0)
+    assert learner(outer_step="trpo").single_process_only == "option 'outer_step': trpo"
+    assert learner().single_process_only is None
+
+
+def test_anil_adapts_only_the_policys_last_layer():
+    model = learner(ANILRL).double()
+    assert model.adapted_names == ["net.4.weight", "net.4.bias"]
+    batch = Nav2DTasks(seed=4).batch(0, 2).to("cpu", torch.float64)
+    tasks, gens = batch.support_x[:, 0], task_generators(batch)
+    phi = model.per_task(2)
+    adapted = model.step(phi, model.sample(phi, tasks, gens), create_graph=False)
+    changed = {n for n in phi if not torch.equal(adapted[n], phi[n])}
+    assert changed == {"net.4.weight", "net.4.bias"}
+    same = learner(MAMLRL, adapt="head").double()
+    model.meta_gradient(batch)
+    same.meta_gradient(batch)
+    for a, b in zip(model.parameters(), same.parameters()):
+        assert torch.equal(a.grad, b.grad)
+    assert any(p.grad.abs().sum() > 0 for n, p in model.model.named_parameters() if n.startswith("net.0"))
+
+
+def test_the_adapted_fisher_is_the_mean_of_each_adapted_policys_own():
+    """trpo_fisher="adapted": the Hessian in θ of the mean KL with ∂θ'/∂θ = I, i.e. the mean over tasks of the
+    Hessian of KL(old ‖ π_ψ) in ψ at ψ = θ'_i (explicit, task by task)."""
+    model = learner(hidden=(3,), rollouts=3, horizon=4, outer_step="trpo", trpo_fisher="adapted").double()
+    batch = Nav2DTasks(seed=6).batch(0, 2).to("cpu", torch.float64)
+    tasks, gens = batch.support_x[:, 0], task_generators(batch)
+    pre = [model.sample(model.per_task(2), tasks, gens)]
+    phi = model.adapted(pre, create_graph=True)
+    post = model.sample(phi, tasks, gens)
+    with torch.no_grad():
+        old = (torch.func.vmap(lambda p, o, a: log_prob(model.model, p, o, a))(phi, post.obs, post.actions),
+               torch.func.vmap(lambda p, o: mean_action(model.model, p, o))(phi, post.obs))
+    adv = standardized_advantages(post, model.discount)
+    own = model.params()
+    shifted = {n: v.detach() + (own[n] - own[n].detach()) for n, v in phi.items()}
+    kl = model.trust_region_terms(shifted, post, adv, old)[1]
+    params = list(model.parameters())
+    grad = torch.cat([g.reshape(-1) for g in torch.autograd.grad(kl, params, create_graph=True)])
+    fisher = torch.stack([torch.cat([h.reshape(-1) for h in torch.autograd.grad(grad[i], params, retain_graph=True)])
+                          for i in range(grad.numel())])
+    names, shapes = [n.removeprefix("model.") for n, _ in model.named_parameters()], [p.shape for p in params]
+    reference = 0
+    for i in range(2):
+        def kl_i(vector, i=i):
+            chunks = torch.split(vector, [s.numel() for s in shapes])
+            psi = {n: c.view(s) for n, c, s in zip(names, chunks, shapes)}
+            value = gaussian_kl(old[1][i], phi["log_std"][i].detach(), mean_action(model.model, psi, post.obs[i]),
+                                psi["log_std"])
+            return (value * post.mask[i]).sum() / post.mask[i].sum() / 2
+
+        at = torch.cat([phi[n][i].detach().reshape(-1) for n in names])
+        reference = reference + torch.autograd.functional.hessian(kl_i, at)
+    torch.testing.assert_close(fisher, reference, rtol=1e-8, atol=1e-10)
+    with pytest.raises(MetaloopError, match="option 'trpo_fisher'"):
+        learner(outer_step="trpo", trpo_fisher="diagonal")
+    with pytest.raises(MetaloopError, match=r"option 'fisher_rollouts': must be between 1 and rollouts \(6\)"):
+        learner(outer_step="trpo", fisher_rollouts=7)

@@ -4,10 +4,12 @@ and one-line errors for what a reinforcement-learning benchmark cannot take."""
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
 from metaloop.cli import main
+from metaloop.tasks import cheetah
 
 TINY = ["--set", "policy_hidden=[8]", "--set", "rollouts=4", "--set", "horizon=8", "--set", "meta_batch_size=2",
         "--set", "log_every=1", "--set", "checkpoint_every=1", "--set", "eval_episodes=3"]
@@ -69,11 +71,35 @@ def test_compare_maml_and_fomaml(tmp_path, capsys):
     (["--algo", "maml", "--set", "discount=1.5"], "option 'discount' is at most 1"),
     (["--algo", "maml", "--set", "estimator=dice"], "option 'estimator' must be one of maml, exact"),
     (["--algo", "maml", "--set", "horizon_steps=3"], "horizon_steps"),
+    (["--algo", "maml", "--set", "outer_step=trpo", "--set", "estimator=exact"], "the trpo outer step takes"),
+    (["--algo", "pretrain", "--set", "outer_step=trpo"], "option 'outer_step': algorithm 'pretrain'"),
+    (["--algo", "maml", "--set", "max_kl=0"], "option 'max_kl' must be positive"),
+    (["--algo", "maml", "--set", "outer_step=newton"], "option 'outer_step' must be one of adam, trpo"),
+    (["--algo", "promp", "--set", "clip_eps=0"], "option 'clip_eps' must be positive"),
+    (["--algo", "maml", "--set", "ppo_steps=3"], "option 'ppo_steps': algorithm 'maml' on a reinforcement-learning"),
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, args, needle):
     code, _, err = run(capsys, "train", "--benchmark", "rl-nav2d", "--out", tmp_path / "run", *args)
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "run").exists()
+
+
+def test_promp_trains_and_evaluates(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = run(capsys, "train", "--algo", "promp", "--benchmark", "rl-nav2d", "--out", out, "--quiet", *TINY,
+                       "--set", "iterations=2", "--set", "ppo_steps=2")
+    assert code == 0, err
+    code, stdout, err = run(capsys, "eval", out, "--json", "--no-plots")
+    assert code == 0 and json.loads(stdout)["metric"] == "return", err
+
+
+def test_train_and_resume_with_the_trpo_outer_step(tmp_path, capsys):
+    out = tmp_path / "run"
+    for iterations in (1, 2):
+        code, _, err = run(capsys, "train", "--algo", "maml", "--benchmark", "rl-nav2d", "--out", out, "--quiet",
+                           "--resume", *TINY, "--set", "outer_step=trpo", "--set", f"iterations={iterations}")
+        assert code == 0, err
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
 
 
 def test_estimator_is_refused_on_a_supervised_benchmark(tmp_path, capsys):
@@ -95,3 +121,29 @@ def test_adapt_refuses_a_reinforcement_learning_run(tmp_path, capsys):
 def test_list_names_the_rl_algorithms_and_benchmark(capsys):
     code, out, _ = run(capsys, "list")
     assert code == 0 and "rl-nav2d" in out and "maml (rl-*)" in out
+
+
+@pytest.mark.parametrize("benchmark", ["rl-cheetah-dir", "rl-cheetah-vel"])
+def test_halfcheetah_trains_and_evaluates_from_the_cli(tmp_path, capsys, benchmark):
+    pytest.importorskip("mujoco")
+    out = tmp_path / "run"
+    tiny = ["--set", "policy_hidden=[8]", "--set", "rollouts=2", "--set", "horizon=6", "--set", "meta_batch_size=2",
+            "--set", "eval_episodes=2", "--set", "iterations=2"]
+    code, _, err = run(capsys, "train", "--algo", "maml", "--benchmark", benchmark, "--out", out, "--quiet", *tiny)
+    assert code == 0, err
+    code, stdout, err = run(capsys, "eval", out, "--json", "--no-plots")
+    assert code == 0, err
+    assert sorted(json.loads(stdout)["steps"], key=int) == ["0", "1", "2", "3"]
+
+
+def test_halfcheetah_without_the_rl_extra_is_one_line(tmp_path, capsys, monkeypatch):
+    cheetah.mujoco_modules.cache_clear()
+    monkeypatch.setitem(sys.modules, "mujoco", None)
+    try:
+        code, _, err = run(capsys, "train", "--algo", "maml", "--benchmark", "rl-cheetah-dir", "--out",
+                           tmp_path / "run", "--quiet")
+    finally:
+        monkeypatch.undo()
+        cheetah.mujoco_modules.cache_clear()
+    assert code == 2 and "pip install -e '.[rl]'" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "run").exists()

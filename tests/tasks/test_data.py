@@ -6,32 +6,29 @@ from pathlib import Path
 
 import pytest
 
-from metaloop import data
 from metaloop.data import cache_dir, data_root
 from metaloop.errors import MetaloopError
 
 
 @pytest.fixture
 def no_defaults(tmp_path, monkeypatch):
-    """No METALOOP_DATA, a working directory without ../shared/data, and a package far from any data."""
+    """No METALOOP_DATA, a cache without a data folder, and ../shared/data present (it is not a default)."""
     monkeypatch.delenv("METALOOP_DATA", raising=False)
+    monkeypatch.setenv("METALOOP_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "shared" / "data").mkdir(parents=True)
     (tmp_path / "cwd").mkdir()
     monkeypatch.chdir(tmp_path / "cwd")
-    monkeypatch.setattr(data, "__file__", str(tmp_path / "a" / "repo" / "metaloop" / "data.py"))
     return tmp_path
 
 
-def test_order_argument_env_cwd_repository(no_defaults, monkeypatch):
+def test_order_argument_env_user_cache(no_defaults, monkeypatch):
     tmp = no_defaults
     with pytest.raises(MetaloopError) as e:
         data_root()
-    assert str(tmp / "shared" / "data") in str(e.value)  # ../shared/data from the working directory
-    assert str(tmp / "a" / "shared" / "data") in str(e.value)  # beside the repository
-    assert "METALOOP_DATA" in str(e.value)
-    (tmp / "a" / "shared" / "data").mkdir(parents=True)
-    assert data_root() == tmp / "a" / "shared" / "data"
-    (tmp / "shared" / "data").mkdir(parents=True)
-    assert data_root() == tmp / "shared" / "data"
+    assert str(tmp / "cache" / "data") in str(e.value) and "METALOOP_DATA" in str(e.value)
+    assert "metaloop data download NAME" in str(e.value)  # the command that gets the data
+    (tmp / "cache" / "data").mkdir(parents=True)
+    assert data_root() == tmp / "cache" / "data"  # where `metaloop data download` writes
     (tmp / "env").mkdir()
     monkeypatch.setenv("METALOOP_DATA", str(tmp / "env"))
     assert data_root() == tmp / "env"
@@ -41,7 +38,7 @@ def test_order_argument_env_cwd_repository(no_defaults, monkeypatch):
 
 
 def test_explicit_settings_that_do_not_exist_are_errors(no_defaults, monkeypatch):
-    (no_defaults / "shared" / "data").mkdir(parents=True)  # a default exists, but is not used silently
+    (no_defaults / "cache" / "data").mkdir(parents=True)  # the default exists, but is not used silently
     with pytest.raises(MetaloopError, match=r"data root .*missing \(the path argument\) is not a folder"):
         data_root(no_defaults / "missing")
     monkeypatch.setenv("METALOOP_DATA", str(no_defaults / "typo"))
@@ -49,11 +46,12 @@ def test_explicit_settings_that_do_not_exist_are_errors(no_defaults, monkeypatch
         data_root()
 
 
-def test_repository_default_finds_shared_data():
-    expected = Path(data.__file__).resolve().parents[2] / "shared" / "data"
+def test_the_tests_read_the_shared_data_through_metaloop_data():
+    """tests/conftest.py sets METALOOP_DATA to ../shared/data where it exists (the package has no such default)."""
+    expected = Path(__file__).resolve().parents[3] / "shared" / "data"
     if not expected.is_dir():
         pytest.skip(f"{expected} is absent")
-    assert data_root().is_dir()
+    assert data_root() == expected
 
 
 def test_cache_dir(monkeypatch, tmp_path):

@@ -464,3 +464,16 @@ class CrammerSingerDual(torch.autograd.Function):
         u, _ = _Restricted(K.detach().double(), free).apply(grad_alpha.double())
         grad_K = -(u @ alpha.T)
         return grad_K.to(K.dtype), None, None, None, None
+
+
+def svm_weights(X: Tensor, Y: Tensor, C: float, *, tol: float = 1e-9, max_iter: int = 100) -> tuple[Tensor, Tensor]:
+    """``(W, α)`` of the Crammer–Singer SVM without bias, ``W = Xᵀα`` (``Y``: ``n × n`` one-hot bound).
+
+    The QP is solved over the classes that have support examples; the columns of the others are zero.
+    Differentiable in ``X`` (see :class:`CrammerSingerDual`).
+    Loop path only: selecting the present classes is data-dependent.
+    """
+    present = torch.nonzero(Y.sum(0) > 0).squeeze(-1)
+    alpha_present = CrammerSingerDual.apply(X @ X.T, Y[:, present], C, tol, max_iter)
+    alpha = torch.zeros_like(Y).index_copy(1, present, alpha_present)
+    return X.T @ alpha, alpha

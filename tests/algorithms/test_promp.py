@@ -1,0 +1,65 @@
+"""ProMP (metaloop/algorithms/promp.py): the LVC inner objective has the policy gradient at θo and the low-variance
+curvature (∇²π/π)·A as its Hessian; ProMP's meta-training raises the adapted return; its settings are checked."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from metaloop.algorithms.maml_rl import MAMLRL
+from metaloop.algorithms.promp import ProMP
+from metaloop.errors import MetaloopError
+from metaloop.models.policy import GaussianMLP, log_prob
+from metaloop.tasks.rl import Nav2DTasks, nav2d_rollouts, standardized_advantages, task_generators
+
+SMALL = {"rollouts": 4, "horizon": 6, "discount": 0.95}
+
+
+def make(cls, **kwargs):
+    torch.manual_seed(0)
+    return cls(GaussianMLP(2, 2, [3]), environment=nav2d_rollouts, **{**SMALL, **kwargs}).double()
+
+
+def test_lvc_has_the_policy_gradient_and_the_low_variance_curvature():
+    promp, maml = make(ProMP), make(MAMLRL)
+    batch = Nav2DTasks(seed=1).batch(0, 1).to("cpu", torch.float64)
+    found = promp.sample(promp.per_task(1), batch.support_x[:, 0], task_generators(batch))
+    obs, actions, mask = found.obs[0], found.actions[0], found.mask[0]
+    adv = standardized_advantages(found, promp.discount)[0]
+    names = [n for n, _ in promp.model.named_parameters()]
+    shapes = [p.shape for p in promp.model.parameters()]
+    theta = torch.cat([p.detach().reshape(-1) for p in promp.model.parameters()])
+
+    def unflat(v):
+        return {n: c.view(s) for n, c, s in zip(names, torch.split(v, [s.numel() for s in shapes]), shapes)}
+
+    lvc = lambda v: promp.surrogate(unflat(v), obs, actions, adv, mask)  # noqa: E731
+    pg = lambda v: maml.surrogate(unflat(v), obs, actions, adv, mask)  # noqa: E731
+    g_lvc = torch.autograd.functional.jacobian(lvc, theta)
+    torch.testing.assert_close(g_lvc, torch.autograd.functional.jacobian(pg, theta), rtol=1e-12, atol=1e-12)
+    scores = torch.autograd.functional.jacobian(lambda v: log_prob(promp.model, unflat(v), obs, actions), theta)
+    weights = adv * mask / mask.sum()
+    outer = torch.einsum("rh,rhi,rhj->ij", weights, scores, scores)
+    torch.testing.assert_close(torch.autograd.functional.hessian(lvc, theta),
+                               torch.autograd.functional.hessian(pg, theta) + outer, rtol=1e-9, atol=1e-12)
+
+
+def test_promp_meta_training_raises_the_adapted_return():
+    torch.manual_seed(0)
+    model = ProMP(GaussianMLP(2, 2, [32, 32]), environment=nav2d_rollouts, rollouts=10, horizon=20, discount=0.95,
+                  ppo_steps=3)
+    optimizer = model.make_optimizer(3e-3)  # three Adam steps per meta-step: 1e-2 overshoots here
+    tasks, test = Nav2DTasks(seed=0), Nav2DTasks(seed=0, split="test").batch(0, 10)
+    before = model.evaluate_batch(test, [1]).mean()
+    for it in range(20):
+        model.meta_step(tasks.batch(it * 10, 10), optimizer)
+    after = model.evaluate_batch(test, [1]).mean()
+    assert after > before + 1.0, (before, after)
+
+
+def test_bad_settings_and_one_process():
+    with pytest.raises(MetaloopError, match="option 'clip_eps'"):
+        make(ProMP, clip_eps=1.5)
+    with pytest.raises(MetaloopError, match="option 'ppo_steps'"):
+        make(ProMP, ppo_steps=0)
+    assert "promp" in make(ProMP).single_process_only
