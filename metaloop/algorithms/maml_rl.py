@@ -153,17 +153,16 @@ class MAMLRL(MetaLearner):
         objective (ProMP's); ``None``: ``batch`` was sampled by ``phi`` itself."""
         lr = self.step_sizes()
         names = self.adapted_names
-        if sampled is None:
-            sampled = torch.zeros_like(batch.mask)
 
-        def one(p: ParamDict, obs: Tensor, actions: Tensor, adv: Tensor, mask: Tensor, old: Tensor) -> ParamDict:
-            grads = gradients(lambda q: -self.surrogate(q, obs, actions, adv, mask, old), p, names,
+        def one(p: ParamDict, obs: Tensor, actions: Tensor, adv: Tensor, mask: Tensor, *old: Tensor) -> ParamDict:
+            grads = gradients(lambda q: -self.surrogate(q, obs, actions, adv, mask, *old), p, names,
                               create_graph=create_graph)
             return {**p, **{n: p[n] - (lr[n] if isinstance(lr, dict) else lr) * grads[n] for n in names}}
 
+        extra = () if sampled is None else (sampled,)
         with vectorized():
             return torch.func.vmap(one)(phi, batch.obs, batch.actions, standardized_advantages(batch, self.discount),
-                                        batch.mask, sampled)
+                                        batch.mask, *extra)
 
     def per_task(self, count: int) -> ParamDict:
         """The meta-parameters with a task dimension of ``count`` (views: the gradient reaches the parameters)."""

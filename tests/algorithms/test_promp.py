@@ -63,3 +63,14 @@ def test_bad_settings_and_one_process():
     with pytest.raises(MetaloopError, match="option 'ppo_steps'"):
         make(ProMP, ppo_steps=0)
     assert "promp" in make(ProMP).single_process_only
+
+
+def test_the_inner_step_at_the_sampling_policy_is_maml_rls():
+    """At θo (no sampling policy given) ProMP's LVC step is the policy-gradient step: the same adapted parameters."""
+    promp, maml = make(ProMP), make(MAMLRL)
+    batch = Nav2DTasks(seed=3).batch(0, 2).to("cpu", torch.float64)
+    phi = promp.per_task(2)
+    found = promp.sample(phi, batch.support_x[:, 0], task_generators(batch))
+    for (name, a), b in zip(promp.step(phi, found, create_graph=False).items(),
+                            maml.step(maml.per_task(2), found, create_graph=False).values()):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
