@@ -109,6 +109,7 @@ def resolve_config(
         ("--set", set_layer),
     ]
     rl = bench.environment is not None
+    check_unread(bench, file_preset, f"{source}, benchmark preset")
     for source, layer in ((source, file_layer), ("--set", set_layer)):
         check_reads(algo, layer, source, environment=rl)  # the user's own layers, not the presets
         check_unread(bench, layer, source)

@@ -54,6 +54,13 @@ def test_an_edited_copy_changes_the_run(tmp_path):
     assert resolve_config("maml", "omniglot-5w1s", config_file=path, overrides=["inner_lr=0.3"])["inner_lr"] == 0.3
 
 
+def test_an_option_the_benchmark_does_not_read_is_refused_in_a_presets_file(tmp_path):
+    path = tmp_path / "rl.yaml"
+    path.write_text(yaml.safe_dump({"benchmarks": {"rl-nav2d": {"preset": {"shots": 5}}}}))
+    with pytest.raises(MetaloopError, match="option 'shots': benchmark 'rl-nav2d' does not read it"):
+        resolve_config("maml", "rl-nav2d", config_file=path)
+
+
 @pytest.mark.parametrize(("doc", "needle"), [
     ({"benchmarks": {"sinusoid": {"preset": {}}}}, "no presets for benchmark 'omniglot-5w1s' (it has: sinusoid)"),
     ({"benchmarks": {"omniglot-5w1s": {"preset": {}}}, "extra": 1}, "not 'extra'"),
