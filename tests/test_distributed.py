@@ -50,6 +50,7 @@ def _worker(rank: int, size: int, init: str, out: str, case: tuple) -> None:
         loss = learner.local_meta_gradient(batch.slice(start, stop) if stop > start else None)
         if rank == 0:
             torch.save({"loss": loss, **{n: p.grad for n, p in learner.named_parameters() if p.grad is not None}}, out)
+        dist.barrier()  # both done communicating before either tears gloo down (a teardown race aborted one, rarely)
     finally:
         dist.destroy_process_group()
 
