@@ -3,6 +3,7 @@
     python benchmarks/llm.py                                   # every method, presets, 60 minutes each
     python benchmarks/llm.py --budget 10m --methods icl metaicl-channel
     python benchmarks/llm.py --budget 3 --episodes 6 --runs /tmp/llm-smoke --results /tmp/results.md  # smoke
+    python benchmarks/llm.py --budget 10m --methods finetune maml fomaml reptile --block llm-maml
 
 Methods, all on the same model, test tasks and demonstrations (the `llm-tasks` benchmark: meta-training on
 CLINC150's training domains, HWU64's training scenarios and HuffPost's training classes; testing on the held-out
@@ -214,7 +215,7 @@ def write(results: dict[str, dict], args: argparse.Namespace, tokens: float, bat
         if method in GRADIENT and 8 in r["evals"]:
             lines.append(f"| {method} | " + " | ".join(cell(r["evals"][8], str(s)) for s in STEPS) + " |")
     lines += ["", ANCHORS]
-    replace_block(args.results, "llm", "\n".join(lines))
+    replace_block(args.results, args.block, "\n".join(lines))
 
 
 def main() -> None:
@@ -222,6 +223,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--iterations", type=int, default=100_000, help="meta-step cap (the budget decides)")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--block", default="llm", help="the block of --results to write (a subset of the methods "
+                        "can go to a block of its own, e.g. llm-maml, and leave the full table as it is)")
     args = parser.parse_args()
     value, unit = args.budget.rstrip("smh") or "0", args.budget[-1] if args.budget[-1] in "smh" else "it"
     if unit == "it":
