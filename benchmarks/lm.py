@@ -190,7 +190,7 @@ def protocol(bench: str, args: argparse.Namespace) -> str:
                 f"answers (teacher-forced arg-max = greedy decoding). {common}.")
     return (f"{model}. Tasks: one TinyShakespeare speaker each, K = {cfg['shots']} support lines, "
             f"{cfg['eval_queries']} query lines; test speakers never seen in meta-training "
-            f"(`metaloop/tasks/splits/shakespeare.json`). Metric: cross-entropy per byte of the query lines (nats, "
+            f"(`metaloop/data/splits/shakespeare.json`). Metric: cross-entropy per byte of the query lines (nats, "
             f"lower is better). {common}.")
 
 
