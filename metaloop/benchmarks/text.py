@@ -17,7 +17,7 @@ Token ids are computed once per (encoder, max_length, texts) and cached in ``cac
 
 Baseline (reported next to every meta-trained result): the frozen encoder with cosine nearest-centroid
 classification and no meta-training — ``protonet`` with ``distance=cosine``, ``train_encoder=frozen``
-and no training step (``benchmarks/text.py`` evaluates it directly).
+and no training step (``scripts/text.py`` evaluates it directly).
 """
 
 from __future__ import annotations
