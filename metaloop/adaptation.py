@@ -37,7 +37,7 @@ from metaloop.benchmarks.fewshot_images import headless, warn_queries_in_support
 from metaloop.checkpoint import atomic_write_text
 from metaloop.errors import MetaloopError, MetaloopWarning
 from metaloop.evaluation import load_learner
-from metaloop.tables import read_table
+from metaloop.data.tables import read_table
 
 FORMATS = (".csv", ".jsonl")
 

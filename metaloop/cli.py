@@ -210,7 +210,7 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
 
 
 def _cmd_data(args: argparse.Namespace) -> int:
-    from metaloop.datasets import DATASETS, download, download_root, status
+    from metaloop.data.download import DATASETS, download, download_root, status
 
     if args.action == "download":
         if not args.name:
@@ -227,7 +227,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
     print(f"data root: {root if root is not None else 'none found (set METALOOP_DATA, or `metaloop data download NAME`)'}")
     for name, dataset in DATASETS.items():
         state = status(name, root) if root is not None else "missing"
-        how = "" if not dataset.how else " (not downloadable: see `metaloop/datasets.py`)"
+        how = "" if not dataset.how else " (not downloadable: see `metaloop/data/download.py`)"
         print(f"dataset    {name:<20} {state:<11} {dataset.size / 1e6:6.1f} MB  {dataset.license}{how}")
     return 0
 

@@ -1,6 +1,6 @@
 """Shared test set-up: long runs are marked ``slow`` and skipped unless METALOOP_SLOW=1; the data root is
 ``../shared/data`` beside the repository where it exists and METALOOP_DATA is not set (the package itself has no
-such default)."""
+such default). The ``cli`` fixture runs the command line in-process."""
 
 import os
 from pathlib import Path
@@ -8,9 +8,26 @@ from pathlib import Path
 import pytest
 import torch
 
+from metaloop.cli import main
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 if SHARED_DATA.is_dir():
     os.environ.setdefault("METALOOP_DATA", str(SHARED_DATA))
+
+
+@pytest.fixture
+def cli(capsys):
+    """``cli(*argv) -> (exit code, stdout, stderr)``: metaloop's command line run in-process (argparse's errors
+    exit through SystemExit: its code is returned)."""
+    def run(*argv):
+        try:
+            code = main([str(a) for a in argv])
+        except SystemExit as exc:
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
 
 
 def pytest_collection_modifyitems(config, items):

@@ -16,7 +16,6 @@ from PIL import Image
 
 import metaloop
 from metaloop.adaptation import Adapter, adapt_files
-from metaloop.cli import main
 from metaloop.data import data_root
 from metaloop.errors import MetaloopError, MetaloopWarning
 
@@ -64,15 +63,6 @@ def omniglot_run(tmp_path_factory):
     return metaloop.train("maml", "omniglot-5w1s", tmp_path_factory.mktemp("omniglot") / "run",
                           overrides={"filters": 4, "iterations": 1, "meta_batch_size": 1, "queries": 1,
                                      "eval_episodes": 1, "log_every": 1, "checkpoint_every": 1}, progress=False)
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    try:
-        code = main(["adapt", *(str(a) for a in argv)])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_line_error(result, needle) -> None:
@@ -237,10 +227,10 @@ def test_predict_memory_does_not_grow_with_queries(proto_run, text_cache):
 # ----------------------------------------------------------------------------------------- the command
 
 
-def test_adapt_command_writes_csv_and_jsonl(proto_run, tmp_path, capsys):
+def test_adapt_command_writes_csv_and_jsonl(proto_run, tmp_path, cli):
     support = write_csv(tmp_path / "support.csv", SUPPORT)
     query = write_csv(tmp_path / "query.csv", [[q] for q in QUERIES], fields=("text",))
-    code, out, err = cli(capsys, proto_run, "--support", support, "--query", query, "--out", tmp_path / "p.csv")
+    code, out, err = cli("adapt", proto_run, "--support", support, "--query", query, "--out", tmp_path / "p.csv")
     assert code == 0, err
     assert out == f"3 predictions written to {tmp_path / 'p.csv'}\n"
     with open(tmp_path / "p.csv", newline="", encoding="utf-8") as f:
@@ -249,7 +239,7 @@ def test_adapt_command_writes_csv_and_jsonl(proto_run, tmp_path, capsys):
     assert all(1 / 3 < float(r["score"]) <= 1 for r in rows)
 
     query_jsonl = write_jsonl(tmp_path / "query.jsonl", [{"text": q, "id": i} for i, q in enumerate(QUERIES)])
-    code, out, err = cli(capsys, proto_run, "--support", support, "--query", query_jsonl, "--out",
+    code, out, err = cli("adapt", proto_run, "--support", support, "--query", query_jsonl, "--out",
                          tmp_path / "p.jsonl")
     assert code == 0, err
     lines = (tmp_path / "p.jsonl").read_text(encoding="utf-8").splitlines()
@@ -258,82 +248,82 @@ def test_adapt_command_writes_csv_and_jsonl(proto_run, tmp_path, capsys):
     assert [r["text"] for r in records] == QUERIES and all(set(r) == {"text", "prediction", "score"} for r in records)
     assert [r["score"] for r in records] == [float(r["score"]) for r in rows]
 
-    code, out, err = cli(capsys, proto_run, "--support", support, "--query", query)  # no --out: CSV on stdout
+    code, out, err = cli("adapt", proto_run, "--support", support, "--query", query)  # no --out: CSV on stdout
     assert code == 0, err
     printed = list(csv.DictReader(out.splitlines()))
     assert printed == rows
 
 
-def test_adapt_command_other_columns(proto_run, tmp_path, capsys):
+def test_adapt_command_other_columns(proto_run, tmp_path, cli):
     support = write_jsonl(tmp_path / "s.jsonl", [{"sentence": t, "intent": lab} for t, lab in SUPPORT])
     query = write_jsonl(tmp_path / "q.jsonl", [{"sentence": q} for q in QUERIES])
-    code, out, err = cli(capsys, proto_run, "--support", support, "--query", query, "--input-column", "sentence",
+    code, out, err = cli("adapt", proto_run, "--support", support, "--query", query, "--input-column", "sentence",
                          "--label-column", "intent")
     assert code == 0, err
     assert out.splitlines()[0] == "sentence,prediction,score"
     assert [r["prediction"] for r in csv.DictReader(out.splitlines())] == EXPECTED
 
 
-def test_adapt_command_errors(proto_run, maml_run, tmp_path, capsys):
+def test_adapt_command_errors(proto_run, maml_run, tmp_path, cli):
     support = write_csv(tmp_path / "support.csv", SUPPORT)
     query = write_csv(tmp_path / "query.csv", [[q] for q in QUERIES], fields=("text",))
     run = proto_run
 
-    assert_one_line_error(cli(capsys, run, "--support", support, "--query", query, "--min-shots", 3),
+    assert_one_line_error(cli("adapt", run, "--support", support, "--query", query, "--min-shots", 3),
                           "label 'banking' has 2 example(s); this run needs at least 3 per label")
     holes = write_csv(tmp_path / "holes.csv", [SUPPORT[0], ("", "travel"), *SUPPORT[2:]])
-    assert_one_line_error(cli(capsys, run, "--support", holes, "--query", query),
+    assert_one_line_error(cli("adapt", run, "--support", holes, "--query", query),
                           f"{holes}:3: empty text in column 'text'")
     empty_query = write_jsonl(tmp_path / "q.jsonl", [{"text": "play music"}, {"text": "  "}])
-    assert_one_line_error(cli(capsys, run, "--support", support, "--query", empty_query),
+    assert_one_line_error(cli("adapt", run, "--support", support, "--query", empty_query),
                           f"{empty_query}:2: empty text in field 'text'")
-    assert_one_line_error(cli(capsys, run, "--support", support, "--query", query, "--input-column", "sentence"),
+    assert_one_line_error(cli("adapt", run, "--support", support, "--query", query, "--input-column", "sentence"),
                           f"{support}: no column 'sentence' (the run's text inputs; columns: text, label)")
-    assert_one_line_error(cli(capsys, run, "--support", support, "--query", query, "--label-column", "intent"),
+    assert_one_line_error(cli("adapt", run, "--support", support, "--query", query, "--label-column", "intent"),
                           f"{support}: no column 'intent'")
-    assert_one_line_error(cli(capsys, run, "--support", support, "--query", tmp_path / "nope.csv"),
+    assert_one_line_error(cli("adapt", run, "--support", support, "--query", tmp_path / "nope.csv"),
                           f"file {tmp_path / 'nope.csv'} does not exist")
-    assert_one_line_error(cli(capsys, run, "--support", support, "--query", query, "--out", tmp_path / "p.txt"),
+    assert_one_line_error(cli("adapt", run, "--support", support, "--query", query, "--out", tmp_path / "p.txt"),
                           "expected a .csv or .jsonl file")
     assert not (tmp_path / "p.txt").exists()
-    assert_one_line_error(cli(capsys, tmp_path, "--support", support, "--query", query),
+    assert_one_line_error(cli("adapt", tmp_path, "--support", support, "--query", query),
                           f"{tmp_path}: not a run directory (no config.yaml)")
     six = write_csv(tmp_path / "six.csv", [(f"play song {i}", f"label{i}") for i in range(6)])
-    assert_one_line_error(cli(capsys, maml_run, "--support", six, "--query", query),
+    assert_one_line_error(cli("adapt", maml_run, "--support", six, "--query", query),
                           "its classifier head has 5 outputs, but")
-    assert_one_line_error(cli(capsys, run, "--support", support, "--query", query, "--steps", 0),
+    assert_one_line_error(cli("adapt", run, "--support", support, "--query", query, "--steps", 0),
                           "--steps")  # argparse: a positive integer
     latin = tmp_path / "latin.csv"
     latin.write_bytes("text,label\ncaf\xe9 au lait,drinks\n".encode("latin-1"))
-    assert_one_line_error(cli(capsys, run, "--support", latin, "--query", query), f"{latin}: not UTF-8 text")
+    assert_one_line_error(cli("adapt", run, "--support", latin, "--query", query), f"{latin}: not UTF-8 text")
     extra = tmp_path / "extra.csv"  # a row with more fields than the header (an unquoted comma)
     extra.write_text("text,label\nbook a flight,travel\nplay, music,music\n", encoding="utf-8")
-    assert_one_line_error(cli(capsys, run, "--support", extra, "--query", query),
+    assert_one_line_error(cli("adapt", run, "--support", extra, "--query", query),
                           f"{extra}:3: more fields than the header has columns (quote a text")
 
 
-def test_adapt_command_reads_a_spreadsheet_bom(proto_run, tmp_path, capsys):
+def test_adapt_command_reads_a_spreadsheet_bom(proto_run, tmp_path, cli):
     support = tmp_path / "support.csv"
     support.write_text("\ufefftext,label\n" + "".join(f"{t},{label}\n" for t, label in SUPPORT), encoding="utf-8")
     query = tmp_path / "query.csv"
     query.write_text("\ufefftext\n" + "".join(f"{q}\n" for q in QUERIES), encoding="utf-8")
-    code, out, err = cli(capsys, proto_run, "--support", support, "--query", query)
+    code, out, err = cli("adapt", proto_run, "--support", support, "--query", query)
     assert code == 0, err
     assert [r["prediction"] for r in csv.DictReader(out.splitlines())] == EXPECTED
 
 
-def test_adapt_command_rejects_a_regression_run(tmp_path, capsys):
+def test_adapt_command_rejects_a_regression_run(tmp_path, cli):
     run = metaloop.train("maml", "sinusoid", tmp_path / "sin", overrides={"iterations": 1, "hidden": [4],
                                                                            "eval_episodes": 1}, progress=False)
     support = write_csv(tmp_path / "support.csv", SUPPORT)
-    assert_one_line_error(cli(capsys, run, "--support", support, "--query", support),
+    assert_one_line_error(cli("adapt", run, "--support", support, "--query", support),
                           "adapt needs a classifier; benchmark 'sinusoid' is not a classification benchmark")
 
 
 # ---------------------------------------------------------------------------------------------- images
 
 
-def test_adapt_image_run(omniglot_run, tmp_path, capsys):
+def test_adapt_image_run(omniglot_run, tmp_path, cli):
     rng = np.random.default_rng(0)
     (tmp_path / "img").mkdir()
     rows = []
@@ -345,7 +335,7 @@ def test_adapt_image_run(omniglot_run, tmp_path, capsys):
             rows.append((f"img/{label}{k}.png", label))
     support = write_csv(tmp_path / "support.csv", rows, fields=("path", "label"))
     query = write_csv(tmp_path / "query.csv", [[p] for p, _ in rows[::2]], fields=("path",))
-    code, out, err = cli(capsys, omniglot_run, "--support", support, "--query", query, "--out", tmp_path / "p.csv")
+    code, out, err = cli("adapt", omniglot_run, "--support", support, "--query", query, "--out", tmp_path / "p.csv")
     assert code == 0, err
     with open(tmp_path / "p.csv", newline="", encoding="utf-8") as f:
         predictions = list(csv.DictReader(f))
@@ -359,23 +349,23 @@ def test_adapt_image_run(omniglot_run, tmp_path, capsys):
     assert float(x.mean()) < 0.5  # inverted: strokes bright on a dark ground, as the training images
 
     text_support = write_csv(tmp_path / "text.csv", SUPPORT)
-    assert_one_line_error(cli(capsys, omniglot_run, "--support", text_support, "--query", query),
+    assert_one_line_error(cli("adapt", omniglot_run, "--support", text_support, "--query", query),
                           "no column 'path' (the run's path inputs; columns: text, label)")
     missing = write_csv(tmp_path / "missing.csv", [*rows, ("img/none.png", "line")], fields=("path", "label"))
-    assert_one_line_error(cli(capsys, omniglot_run, "--support", missing, "--query", query),
+    assert_one_line_error(cli("adapt", omniglot_run, "--support", missing, "--query", query),
                           "none.png does not exist")
 
 
 # ------------------------------------------------------------------------------- queries that are support examples
 
 
-def test_adapt_warns_when_queries_are_support_texts(proto_run, tmp_path, capsys):
+def test_adapt_warns_when_queries_are_support_texts(proto_run, tmp_path, cli):
     """A query that is also a support text (case and spacing aside) is answered by the support label: the
     command warns on one line, counting them, and still predicts."""
     support = write_csv(tmp_path / "support.csv", SUPPORT)
     query = write_csv(tmp_path / "query.csv", [["Book a flight  to rome"], ["play music"], ["fly me to london"]],
                       fields=("text",))
-    code, out, err = cli(capsys, proto_run, "--support", support, "--query", query)
+    code, out, err = cli("adapt", proto_run, "--support", support, "--query", query)
     assert code == 0, err
     assert err == (f"metaloop: warning: {query}: 2 of the 3 queries are also in the support file {support} "
                    "(compared ignoring case and spacing): their predictions are not a test of the model\n")
@@ -383,11 +373,11 @@ def test_adapt_warns_when_queries_are_support_texts(proto_run, tmp_path, capsys)
     with pytest.warns(MetaloopWarning, match=r"2 of the 3 queries are also in the support file"):
         adapt_files(proto_run, support, query)
     distinct = write_csv(tmp_path / "distinct.csv", [[q] for q in QUERIES], fields=("text",))
-    code, out, err = cli(capsys, proto_run, "--support", support, "--query", distinct)
+    code, out, err = cli("adapt", proto_run, "--support", support, "--query", distinct)
     assert code == 0 and err == ""
 
 
-def test_adapt_warns_when_query_images_are_support_images(omniglot_run, tmp_path, capsys):
+def test_adapt_warns_when_query_images_are_support_images(omniglot_run, tmp_path, cli):
     """Image queries are compared by file content: the same file by another path, or a copy, counts."""
     rng = np.random.default_rng(1)
     (tmp_path / "img").mkdir()
@@ -401,13 +391,13 @@ def test_adapt_warns_when_query_images_are_support_images(omniglot_run, tmp_path
     Image.fromarray(rng.integers(0, 255, (30, 30), dtype=np.uint8)).save(tmp_path / "q" / "new.png")
     support = write_csv(tmp_path / "support.csv", rows, fields=("path", "label"))
     query = write_csv(tmp_path / "q" / "query.csv", [["../img/a0.png"], ["copy.png"], ["new.png"]], fields=("path",))
-    code, _, err = cli(capsys, omniglot_run, "--support", support, "--query", query)
+    code, _, err = cli("adapt", omniglot_run, "--support", support, "--query", query)
     assert code == 0, err
     assert err == (f"metaloop: warning: {query}: 2 of the 3 queries are also in the support file {support} "
                    "(identical files): their predictions are not a test of the model\n")
 
 
-def test_adapt_out_never_replaces_an_input_or_a_run_file(proto_run, tmp_path, capsys):
+def test_adapt_out_never_replaces_an_input_or_a_run_file(proto_run, tmp_path, cli):
     """--out may not be the support or query file, nor a file inside a run directory, and replaces an
     existing file only with --force; what was refused is unchanged."""
     import shutil
@@ -418,22 +408,22 @@ def test_adapt_out_never_replaces_an_input_or_a_run_file(proto_run, tmp_path, ca
     query = write_csv(tmp_path / "query.csv", [[q] for q in QUERIES], fields=("text",))
     kept = {p: p.read_bytes() for p in [support, query, run / "metrics.jsonl", run / "config.yaml"]}
     args = [run, "--support", support, "--query", query, "--out"]
-    assert_one_line_error(cli(capsys, *args, support), "that is the support file")
-    assert_one_line_error(cli(capsys, *args, tmp_path / "." / "query.csv", "--force"), "that is the query file")
-    assert_one_line_error(cli(capsys, *args, run / "metrics.jsonl", "--force"), "inside the run directory")
-    assert_one_line_error(cli(capsys, *args, run / "plots" / "p.csv"), "inside the run directory")
+    assert_one_line_error(cli("adapt", *args, support), "that is the support file")
+    assert_one_line_error(cli("adapt", *args, tmp_path / "." / "query.csv", "--force"), "that is the query file")
+    assert_one_line_error(cli("adapt", *args, run / "metrics.jsonl", "--force"), "inside the run directory")
+    assert_one_line_error(cli("adapt", *args, run / "plots" / "p.csv"), "inside the run directory")
     assert all(p.read_bytes() == data for p, data in kept.items())
     out = tmp_path / "p.csv"
-    assert cli(capsys, *args, out)[0] == 0
+    assert cli("adapt", *args, out)[0] == 0
     first = out.read_bytes()
     out.write_text("mine\n")
-    assert_one_line_error(cli(capsys, *args, out), "the file exists; --force replaces it")
+    assert_one_line_error(cli("adapt", *args, out), "the file exists; --force replaces it")
     assert out.read_text() == "mine\n"
-    assert cli(capsys, *args, out, "--force")[0] == 0 and out.read_bytes() == first
+    assert cli("adapt", *args, out, "--force")[0] == 0 and out.read_bytes() == first
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_adapt_a_gpu_run_on_the_cpu(proto_run, tmp_path, capsys):
+def test_adapt_a_gpu_run_on_the_cpu(proto_run, tmp_path, cli):
     """A run trained with device=cuda adapts on a CPU-only machine with --device cpu (and says so when not)."""
     import shutil
 
@@ -445,14 +435,14 @@ def test_adapt_a_gpu_run_on_the_cpu(proto_run, tmp_path, capsys):
     (run / "config.yaml").write_text(yaml.safe_dump({**cfg, "device": "cuda"}, sort_keys=False))
     support = write_csv(tmp_path / "support.csv", SUPPORT)
     query = write_csv(tmp_path / "query.csv", [[q] for q in QUERIES], fields=("text",))
-    assert_one_line_error(cli(capsys, run, "--support", support, "--query", query), "--device cpu")
-    code, out, err = cli(capsys, run, "--support", support, "--query", query, "--device", "cpu")
+    assert_one_line_error(cli("adapt", run, "--support", support, "--query", query), "--device cpu")
+    code, out, err = cli("adapt", run, "--support", support, "--query", query, "--device", "cpu")
     assert code == 0, err
     assert [r["prediction"] for r in csv.DictReader(out.splitlines())] == EXPECTED
 
 
-def test_labels_that_differ_only_by_case_or_spacing_warn(proto_run, tmp_path, capsys):
+def test_labels_that_differ_only_by_case_or_spacing_warn(proto_run, tmp_path, cli):
     support = write_csv(tmp_path / "s.csv", [*SUPPORT, ("book it", "Travel"), ("fly it", "Travel")])
     query = write_csv(tmp_path / "q.csv", [[q] for q in QUERIES], fields=("text",))
-    code, _, err = cli(capsys, proto_run, "--support", support, "--query", query)
+    code, _, err = cli("adapt", proto_run, "--support", support, "--query", query)
     assert code == 0 and "metaloop: warning: " in err and "'Travel' / 'travel'" in err, err

@@ -26,16 +26,6 @@ def set_args(items) -> list[str]:
     return [arg for item in items for arg in ("--set", item)]
 
 
-def cli(capsys, *argv: str) -> tuple[int, str, str]:
-    """Run ``main(argv)`` in-process; return (exit code, stdout, stderr)."""
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:  # argparse errors exit through SystemExit
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def snapshot(root: Path) -> dict[str, tuple[bytes, int]]:
     """Bytes and mtime of every file under ``root`` (empty when ``root`` does not exist)."""
     if not root.exists():
@@ -88,20 +78,20 @@ def test_train_writes_the_run_directory(trained: Path):
     assert (trained / "plots" / "training_curve.png").read_bytes().startswith(PNG)
 
 
-def test_train_prints_where_the_run_is(tmp_path: Path, capsys):
+def test_train_prints_where_the_run_is(tmp_path: Path, cli):
     """train exits 0 and names the run directory on stdout."""
     out = tmp_path / "r"
-    code, stdout, _ = cli(capsys, "train", "--algo", "fomaml", "--benchmark", "sinusoid", "--out", out,
+    code, stdout, _ = cli("train", "--algo", "fomaml", "--benchmark", "sinusoid", "--out", out,
                           "--quiet", *set_args(["iterations=2", "hidden=[8]", "meta_batch_size=2"]))
     assert code == 0 and str(out) in stdout
 
 
-def test_every_set_option_reaches_config_yaml(tmp_path: Path, capsys):
+def test_every_set_option_reaches_config_yaml(tmp_path: Path, cli):
     """--set of iterations, meta_batch_size, inner_lr, inner_steps, shots, seed, device reach config.yaml."""
     out = tmp_path / "r"
     sets = ["iterations=3", "meta_batch_size=2", "inner_lr=0.02", "inner_steps=2", "shots=3", "seed=7",
             "device=cpu", "hidden=[8]", "log_every=1"]
-    code, _, err = cli(capsys, "train", "--algo", "maml", "--benchmark", "sinusoid", "--out", out, "--quiet",
+    code, _, err = cli("train", "--algo", "maml", "--benchmark", "sinusoid", "--out", out, "--quiet",
                        *set_args(sets))
     assert code == 0, err
     cfg = yaml.safe_load((out / "config.yaml").read_text())
@@ -110,13 +100,13 @@ def test_every_set_option_reaches_config_yaml(tmp_path: Path, capsys):
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 3
 
 
-def test_config_file_is_read_and_set_overrides_it(tmp_path: Path, capsys):
+def test_config_file_is_read_and_set_overrides_it(tmp_path: Path, cli):
     """A YAML --config gives algo, benchmark and options; --set overrides the file."""
     cfg_file = tmp_path / "exp.yaml"
     cfg_file.write_text("algo: fomaml\nbenchmark: sinusoid\ninner_lr: 0.05\nshots: 4\nhidden: [8]\n"
                         "iterations: 2\nmeta_batch_size: 2\n")
     out = tmp_path / "r"
-    code, _, err = cli(capsys, "train", "--config", cfg_file, "--out", out, "--quiet", "--set", "shots=6")
+    code, _, err = cli("train", "--config", cfg_file, "--out", out, "--quiet", "--set", "shots=6")
     assert code == 0, err
     cfg = yaml.safe_load((out / "config.yaml").read_text())
     assert cfg["algo"] == "fomaml" and cfg["inner_lr"] == 0.05 and cfg["iterations"] == 2
@@ -124,10 +114,10 @@ def test_config_file_is_read_and_set_overrides_it(tmp_path: Path, capsys):
 
 
 # ------------------------------------------------------------------------------------------------ eval, list
-def test_eval_json_prints_one_object(run: Path, capsys):
+def test_eval_json_prints_one_object(run: Path, cli):
     """eval --json prints exactly one JSON object with the requested steps, and writes it, named by the
     settings that differ from the run's own (here the steps), and plots."""
-    code, out, err = cli(capsys, "eval", run, "--json", "--episodes", "20", "--steps", "0,1")
+    code, out, err = cli("eval", run, "--json", "--episodes", "20", "--steps", "0,1")
     assert code == 0, err
     assert out.count("\n") == 1
     result = json.loads(out)
@@ -139,15 +129,15 @@ def test_eval_json_prints_one_object(run: Path, capsys):
     assert result["file"] == "eval-steps=0,1.json" and not (run / "eval.json").exists()
     assert json.loads((run / result["file"]).read_text()) == result
     assert not (run / "plots" / "adaptation_curve.png").exists()  # plots show the run's own settings only
-    code, out, err = cli(capsys, "eval", run, "--json")
+    code, out, err = cli("eval", run, "--json")
     assert code == 0 and json.loads(out)["file"] == "eval.json", err
     for name in ("adaptation_curve.png", "predictions.png"):
         assert (run / "plots" / name).read_bytes().startswith(PNG)
 
 
-def test_eval_prints_a_table(run: Path, capsys):
+def test_eval_prints_a_table(run: Path, cli):
     """Plain eval prints a Markdown table with a row for the run and the run's eval_steps as columns."""
-    code, out, err = cli(capsys, "eval", run, "--episodes", "20")
+    code, out, err = cli("eval", run, "--episodes", "20")
     assert code == 0, err
     lines = out.splitlines()
     head = next(line for line in lines if line.startswith("| method |"))
@@ -156,30 +146,30 @@ def test_eval_prints_a_table(run: Path, capsys):
     assert (run / "eval.json").exists() and (run / "plots" / "adaptation_curve.png").exists()
 
 
-def test_eval_keeps_each_result_under_its_settings(run: Path, capsys):
+def test_eval_keeps_each_result_under_its_settings(run: Path, cli):
     """A quick check at other settings never replaces the run's own result: eval.json holds the evaluation
     at the run's settings, and others get a file named by what differs."""
-    code, out, err = cli(capsys, "eval", run, "--json", "--no-plots")
+    code, out, err = cli("eval", run, "--json", "--no-plots")
     assert code == 0, err
     full = json.loads(out)
     assert full["file"] == "eval.json" and full["episodes"] == 20
-    code, out, err = cli(capsys, "eval", run, "--json", "--no-plots", "--episodes", "5")
+    code, out, err = cli("eval", run, "--json", "--no-plots", "--episodes", "5")
     assert code == 0, err
     quick = json.loads(out)
     assert quick["file"] == "eval-episodes=5.json" and quick["episodes"] == 5
     assert json.loads((run / "eval.json").read_text()) == full
-    code, out, err = cli(capsys, "eval", run, "--json", "--no-plots", "--set", "test_inner_lr=0.005",
+    code, out, err = cli("eval", run, "--json", "--no-plots", "--set", "test_inner_lr=0.005",
                          "--set", "eval_queries=7", "--set", "device=cpu")
     assert code == 0, err
     assert json.loads(out)["file"] == "eval-eval_queries=7_test_inner_lr=0.005.json"  # device: no change
-    code, out, err = cli(capsys, "eval", run, "--no-plots")
+    code, out, err = cli("eval", run, "--no-plots")
     assert code == 0 and f"result in {run / 'eval.json'}" in out
 
 
-def test_list_options_names_every_benchmarks_options(capsys):
+def test_list_options_names_every_benchmarks_options(cli):
     """`list --options` includes the options of the user's own data (images:PATH, text:FILE), says which
     benchmarks take each, and gives the upper bounds."""
-    code, out, _ = cli(capsys, "list", "--options")
+    code, out, _ = cli("list", "--options")
     assert code == 0
     lines = {line.split()[1]: line for line in out.splitlines() if line.startswith("option ")}
     for name in ("image_size", "channels", "path_column", "text_column", "split_column", "train_sources"):
@@ -188,9 +178,9 @@ def test_list_options_names_every_benchmarks_options(capsys):
     assert "at most 100,000,000" in lines["iterations"]
 
 
-def test_list_names_algorithms_and_benchmarks(capsys):
+def test_list_names_algorithms_and_benchmarks(cli):
     """list prints one line per algorithm and one per benchmark."""
-    code, out, _ = cli(capsys, "list")
+    code, out, _ = cli("list")
     assert code == 0
     from metaloop.algorithms import ALGORITHMS, RL_ALGORITHMS
     from metaloop.benchmarks import BENCHMARKS
@@ -249,19 +239,19 @@ BAD_OPTIONS = [
 
 
 @pytest.mark.parametrize(("case", "needle"), BAD_OPTIONS)
-def test_bad_train_input_leaves_the_run_untouched(run: Path, tmp_path: Path, capsys, case, needle):
+def test_bad_train_input_leaves_the_run_untouched(run: Path, tmp_path: Path, cli, case, needle):
     """Bad train input (with --resume into a run) exits 2 with one stderr line and changes no file."""
     before = snapshot(run)
-    code, _, err = cli(capsys, *train_argv(run, tmp_path, **case))
+    code, _, err = cli(*train_argv(run, tmp_path, **case))
     assert_one_line_error(code, err, needle)
     assert snapshot(run) == before
 
 
 @pytest.mark.parametrize(("case", "needle"), BAD_OPTIONS)
-def test_bad_train_input_creates_no_run_directory(tmp_path: Path, capsys, case, needle):
+def test_bad_train_input_creates_no_run_directory(tmp_path: Path, cli, case, needle):
     """Bad train input into a fresh --out exits 2 with one stderr line and creates nothing."""
     out = tmp_path / "fresh"
-    code, _, err = cli(capsys, *train_argv(out, tmp_path, resume=False, **case))
+    code, _, err = cli(*train_argv(out, tmp_path, resume=False, **case))
     assert_one_line_error(code, err, needle)
     assert not out.exists()
 
@@ -272,10 +262,10 @@ def test_bad_train_input_creates_no_run_directory(tmp_path: Path, capsys, case, 
     pytest.param(dict(sets=["iterations=5"]), "below the checkpoint",
                  id="resume-iterations-below-checkpoint"),
 ])
-def test_bad_train_into_an_existing_run(run: Path, tmp_path: Path, capsys, case, needle):
+def test_bad_train_into_an_existing_run(run: Path, tmp_path: Path, cli, case, needle):
     """Training over a run without --resume, or resuming with other options, exits 2 and changes no file."""
     before = snapshot(run)
-    code, _, err = cli(capsys, *train_argv(run, tmp_path, **case))
+    code, _, err = cli(*train_argv(run, tmp_path, **case))
     assert_one_line_error(code, err, needle)
     assert snapshot(run) == before
 
@@ -312,11 +302,11 @@ def _garbage_pointer(run: Path) -> Path:
     pytest.param(_flip_tensor_bytes, [], "sha256", id="corrupt-tensors"),
     pytest.param(_garbage_pointer, [], "checkpoint.json", id="garbage-pointer"),
 ])
-def test_bad_eval_input(run: Path, capsys, prepare, args, needle):
+def test_bad_eval_input(run: Path, cli, prepare, args, needle):
     """Bad eval input exits 2 with one stderr line naming the problem, and writes nothing."""
     target = prepare(run) if prepare is not None else run
     before = snapshot(run)
-    code, out, err = cli(capsys, "eval", target, "--json", *args)
+    code, out, err = cli("eval", target, "--json", *args)
     assert_one_line_error(code, err, needle)
     assert out == ""
     assert snapshot(run) == before and not (run / "missing").exists()
@@ -367,23 +357,23 @@ def _file(tmp_path: Path, name: str, data: bytes) -> Path:
     pytest.param(lambda t: ["--config", _file(t, "twice.yaml", b"shots: 5\nshots: 6\n")],
                  "key 'shots' appears twice (lines 1 and 2)", id="yaml-duplicate-key"),
 ])
-def test_new_user_train_defects_are_one_line_errors(tmp_path: Path, capsys, argv, needle):
+def test_new_user_train_defects_are_one_line_errors(tmp_path: Path, cli, argv, needle):
     """Each used to end in a traceback, or to be accepted silently."""
     out = tmp_path / "run"
-    code, _, err = cli(capsys, "train", "--algo", "maml", "--benchmark", "sinusoid", "--out", out, "--quiet",
+    code, _, err = cli("train", "--algo", "maml", "--benchmark", "sinusoid", "--out", out, "--quiet",
                        *set_args(TINY), *argv(tmp_path))
     assert_one_line_error(code, err, needle)
     assert not out.exists()
 
 
-def test_out_that_is_a_file_or_under_one(tmp_path: Path, capsys):
+def test_out_that_is_a_file_or_under_one(tmp_path: Path, cli):
     """train and compare refuse an --out that is a file or lies under one (each was a traceback)."""
     afile = tmp_path / "notes.txt"
     afile.write_text("mine")
     for out, needle in [(afile, "exists and is not a directory"), (afile / "run", "is a file, not a folder")]:
-        code, _, err = cli(capsys, "train", "--algo", "maml", "--benchmark", "sinusoid", "--out", out, "--quiet")
+        code, _, err = cli("train", "--algo", "maml", "--benchmark", "sinusoid", "--out", out, "--quiet")
         assert_one_line_error(code, err, needle)
-    code, _, err = cli(capsys, "compare", "--benchmark", "sinusoid", "--algos", "maml", "--out", afile / "c")
+    code, _, err = cli("compare", "--benchmark", "sinusoid", "--algos", "maml", "--out", afile / "c")
     assert_one_line_error(code, err, "is a file, not a folder")
     assert afile.read_text() == "mine"
 
@@ -399,10 +389,10 @@ def test_cache_that_is_a_file(tmp_path: Path, capsys, monkeypatch):
         cache_dir()
 
 
-def test_compare_checks_every_option_before_training(tmp_path: Path, capsys):
+def test_compare_checks_every_option_before_training(tmp_path: Path, cli):
     """A bad --set reaches the user as one line from compare itself, before any child process trains."""
     out = tmp_path / "c"
-    code, _, err = cli(capsys, "compare", "--benchmark", "sinusoid", "--algos", "maml,fomaml", "--out", out,
+    code, _, err = cli("compare", "--benchmark", "sinusoid", "--algos", "maml,fomaml", "--out", out,
                        "--set", "iterations=abc")
     assert_one_line_error(code, err, "option 'iterations' must be int")
     assert not out.exists()
@@ -410,18 +400,18 @@ def test_compare_checks_every_option_before_training(tmp_path: Path, capsys):
 
 @pytest.mark.parametrize(("steps", "needle"), [("1,,2", "expected comma-separated integers"),
                                                ("5,5", "5 is given twice")])
-def test_eval_steps_must_be_distinct_integers(run: Path, capsys, steps, needle):
-    code, _, err = cli(capsys, "eval", run, "--steps", steps)
+def test_eval_steps_must_be_distinct_integers(run: Path, cli, steps, needle):
+    code, _, err = cli("eval", run, "--steps", steps)
     assert_one_line_error(code, err, needle)
 
 
-def test_eval_result_path_that_is_a_folder(run: Path, capsys):
+def test_eval_result_path_that_is_a_folder(run: Path, cli):
     (run / "eval.json").mkdir()
-    code, _, err = cli(capsys, "eval", run, "--no-plots")
+    code, _, err = cli("eval", run, "--no-plots")
     assert_one_line_error(code, err, "is a folder")
 
 
-def test_resume_removes_the_temp_files_of_a_killed_write(run: Path, capsys):
+def test_resume_removes_the_temp_files_of_a_killed_write(run: Path, cli):
     """A kill during a checkpoint write leaves `.checkpoint-*.tmp` files; the next train in the folder (it holds
     the lock) removes them, and nothing else."""
     leftovers = [run / ".checkpoint-30.safetensors.abc123.tmp", run / ".checkpoint.json.x9.tmp"]
@@ -429,6 +419,6 @@ def test_resume_removes_the_temp_files_of_a_killed_write(run: Path, capsys):
         path.write_bytes(b"partial")
     mine = run / ".notes.tmp"
     mine.write_text("keep")
-    code, _, err = cli(capsys, *train_argv(run, run.parent, sets=["iterations=30"]))
+    code, _, err = cli(*train_argv(run, run.parent, sets=["iterations=30"]))
     assert code == 0, err
     assert not any(p.exists() for p in leftovers) and mine.read_text() == "keep"

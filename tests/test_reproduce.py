@@ -1,4 +1,4 @@
-"""benchmarks/reproduce.py reruns a block's recorded command into a fresh folder and compares its numbers with
+"""scripts/reproduce.py reruns a block's recorded command into a fresh folder and compares its numbers with
 the page's within their confidence intervals (a stand-in script serves as the benchmark)."""
 
 import subprocess
@@ -9,7 +9,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "benchmarks" / "reproduce.py"), *args], cwd=REPO,
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "reproduce.py"), *args], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -37,5 +37,16 @@ def test_a_number_outside_the_intervals_fails(tmp_path):
 def test_unknown_block_and_shell_commands(tmp_path):
     assert "no block 'nope'" in run("nope", "--page", str(page(tmp_path, "1.0"))).stderr
     shell = tmp_path / "gpu.md"
-    shell.write_text("<!-- BEGIN g -->\nCommand: `bash benchmarks/omniglot_gpu.sh 2.5m`.\n<!-- END g -->\n")
+    shell.write_text("<!-- BEGIN g -->\nCommand: `bash scripts/omniglot_gpu.sh 2.5m`.\n<!-- END g -->\n")
     assert "not a Python benchmark script" in run("g", "--page", str(shell)).stderr
+
+
+def test_commands_recorded_before_the_scripts_folder_was_renamed_run_from_scripts():
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import reproduce
+    finally:
+        sys.path.remove(str(REPO / "scripts"))
+    assert reproduce.command_of("Command: `python benchmarks/llm.py --budget 3`.") == [
+        sys.executable, "scripts/llm.py", "--budget", "3"]
+    assert reproduce.command_of("Command: `python scripts/rl.py`.") == [sys.executable, "scripts/rl.py"]

@@ -11,14 +11,12 @@ them, as in the paper's code (rllab's VPG, ``center_adv``), for which its step s
 
 and the outer objective is the return of the adapted policy's rollouts, whose gradient (through ``θ'``, second
 order unless ``first_order``) the outer step follows. ``outer_step``: ``"adam"`` (Adam on the DiCE objective, at
-``outer_lr``), or ``"trpo"``, the paper's (:mod:`metaloop.core.trpo`): maximize the importance-weighted
-surrogate of the adapted policies, ``mean_t ρ_t A_t`` with ``ρ_t = π_θ'(a_t|s_t) / π_θ'_old(a_t|s_t)``, subject to
-the mean KL between the old and new adapted policies being at most ``max_kl``; the Fisher-vector products
-differentiate that KL through the inner step (``trpo_fisher="exact"``, the paper's; ``"adapted"`` takes the adapted
-policies' own Fisher, ∂θ'/∂θ as the identity: cheaper; ``fisher_rollouts`` takes only the first k rollouts of
-each task into the products, as rllab's subsampling does; the line search still checks the true KL on all of
-them), conjugate gradient gives the direction, a backtracking line search (halving, at most 15 times) the step,
-which is taken only if the surrogate improves within the bound.
+``outer_lr``), or ``"trpo"``, the paper's (:func:`metaloop.core.trpo.trust_region_update`): maximize the
+importance-weighted surrogate ``mean_t ρ_t A_t`` of the adapted policies, ``ρ_t = π_θ'(a_t|s_t) / π_θ'_old(a_t|s_t)``,
+subject to their mean KL(old ‖ new) being at most ``max_kl``. Its Fisher products differentiate that KL through
+the inner step (``trpo_fisher="exact"``, the paper's) or take the adapted policies' own Fisher, ``∂θ'/∂θ = I``
+(``"adapted"``, cheaper); ``fisher_rollouts`` keeps only the first k rollouts of each task in the products (rllab's
+subsampling; the line search checks the KL on all of them).
 
 ``estimator`` (:mod:`metaloop.core.dice`): ``"maml"`` differentiates the post-adaptation return through ``θ'`` only,
 as the paper does (low variance, biased: the pre-adaptation samples' dependence on ``θ`` is left out);
@@ -38,8 +36,6 @@ phase steps every task's rollouts at once, and the inner step of every task is o
 ``vmap`` (the policy is an MLP: no norm layers, whose second-order gradients under ``vmap`` are wrong).
 """
 
-
-
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
@@ -53,7 +49,7 @@ from metaloop.core.context import vectorized
 from metaloop.core.dice import dice_objective, meta_objective, reinforce_surrogate
 from metaloop.core.inner import ParamDict, gradients
 from metaloop.core.params import select_names
-from metaloop.core.trpo import conjugate_gradient, gaussian_kl, trust_region_step
+from metaloop.core.trpo import gaussian_kl, trust_region_update
 from metaloop.errors import MetaloopError
 from metaloop.models.policy import act, log_prob, mean_action
 from metaloop.tasks.base import TaskBatch
@@ -164,6 +160,25 @@ class MAMLRL(MetaLearner):
             return torch.func.vmap(one)(phi, batch.obs, batch.actions, standardized_advantages(batch, self.discount),
                                         batch.mask, *extra)
 
+    def log_probs(self, phi: ParamDict, batch: Rollouts) -> Tensor:
+        """Each task's policy's log-probabilities of the actions of its rollouts: ``[T, R, H]``."""
+        return torch.func.vmap(lambda p, o, a: log_prob(self.model, p, o, a))(phi, batch.obs, batch.actions)
+
+    def mean_actions(self, phi: ParamDict, obs: Tensor) -> Tensor:
+        """Each task's policy's mean action at the observations ``obs [T, R, H, d]``."""
+        return torch.func.vmap(lambda p, o: mean_action(self.model, p, o))(phi, obs)
+
+    def sampled_adaptation(self, tasks: Tensor, generators: Sequence[torch.Generator], *, create_graph: bool
+                           ) -> tuple[list[ParamDict], list[Rollouts], ParamDict, Rollouts]:
+        """The ``train_steps`` inner steps from the meta-parameters, each on fresh rollouts of the policy before it:
+        the policies before each step and their rollouts, the adapted policies and their rollouts."""
+        phi, policies, pre = self.per_task(len(tasks)), [], []
+        for _ in range(self.train_steps):
+            policies.append(phi)
+            pre.append(self.sample(phi, tasks, generators))
+            phi = self.step(phi, pre[-1], create_graph=create_graph)
+        return policies, pre, phi, self.sample(phi, tasks, generators)
+
     def per_task(self, count: int) -> ParamDict:
         """The meta-parameters with a task dimension of ``count`` (views: the gradient reaches the parameters)."""
         return {n: p.expand(count, *p.shape) for n, p in self.params().items()}
@@ -171,12 +186,7 @@ class MAMLRL(MetaLearner):
     # ------------------------------------------------------------------ meta-training
     def meta_objective(self, tasks: Tensor, generators: Sequence[torch.Generator]) -> tuple[Tensor, Tensor]:
         """The mean meta-objective of the tasks (to maximize) and each task's post-adaptation mean return."""
-        phi, pre = self.per_task(len(tasks)), []
-        for _ in range(self.train_steps):
-            batch = self.sample(phi, tasks, generators)
-            pre.append((phi, batch))
-            phi = self.step(phi, batch, create_graph=not self.first_order)
-        post = self.sample(phi, tasks, generators)
+        policies, pre, phi, post = self.sampled_adaptation(tasks, generators, create_graph=not self.first_order)
         targets = returns_to_go(post.rewards, self.discount)
         baseline = linear_baseline(post.obs, targets, post.mask)
 
@@ -187,8 +197,7 @@ class MAMLRL(MetaLearner):
 
         values = torch.func.vmap(objective)(phi, post.obs, post.actions, post.rewards, baseline, post.mask)
         if self.estimator == "exact":  # the score of every pre-adaptation sample, per task
-            logps = [torch.func.vmap(lambda p, o, a, m: (log_prob(self.model, p, o, a) * m).sum())(
-                p, b.obs, b.actions, b.mask) for p, b in pre]
+            logps = [(self.log_probs(p, b) * b.mask).sum((1, 2)) for p, b in zip(policies, pre)]
             values = torch.func.vmap(meta_objective)(torch.stack(logps, 1), values)
         return values.mean(), post.returns.mean(-1)
 
@@ -237,21 +246,12 @@ class MAMLRL(MetaLearner):
     def trpo_step(self, batch: TaskBatch | None) -> float:
         """One TRPO outer step on the tasks of ``batch`` (see the module docstring); returns −(the mean return of
         the adapted policies' rollouts)."""
-        tasks, generators = batch.support_x[:, 0], task_generators(batch)
-        params = [p for _, p in self.named_parameters()]
-        phi, pre = self.per_task(len(tasks)), []
-        for _ in range(self.train_steps):
-            rollouts = self.sample(phi, tasks, generators)
-            pre.append(rollouts)
-            phi = self.step(phi, rollouts, create_graph=not self.first_order)
-        post = self.sample(phi, tasks, generators)
+        _, pre, phi, post = self.sampled_adaptation(batch.support_x[:, 0], task_generators(batch),
+                                                    create_graph=not self.first_order)
         advantages = standardized_advantages(post, self.discount)
         with torch.no_grad():
-            old = (torch.func.vmap(lambda p, o, a: log_prob(self.model, p, o, a))(phi, post.obs, post.actions),
-                   torch.func.vmap(lambda p, o: mean_action(self.model, p, o))(phi, post.obs))
+            old = self.log_probs(phi, post), self.mean_actions(phi, post.obs)
         surrogate, kl = self.trust_region_terms(phi, post, advantages, old)
-        g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(surrogate, params, retain_graph=True,
-                                                                   allow_unused=True, materialize_grads=True)])
         if self.trpo_fisher == "adapted" or self.fisher_rollouts < self.rollouts:
             k = self.fisher_rollouts  # the Fisher on the first k rollouts of each task
             own = self.params()
@@ -259,26 +259,8 @@ class MAMLRL(MetaLearner):
                 n: v.detach() + (own[n] - own[n].detach()) for n, v in phi.items()}
             part = Rollouts(post.obs[:, :k], post.actions[:, :k], post.rewards[:, :k], post.mask[:, :k])
             kl = self.trust_region_terms(fisher_phi, part, advantages[:, :k], (old[0][:, :k], old[1][:, :k]))[1]
-        kl_grad = torch.cat([x.reshape(-1) for x in torch.autograd.grad(kl, params, create_graph=True,
-                                                                         allow_unused=True, materialize_grads=True)])
-
-        def fisher(v: Tensor) -> Tensor:
-            hv = torch.autograd.grad(kl_grad @ v, params, retain_graph=True, allow_unused=True, materialize_grads=True)
-            return torch.cat([x.reshape(-1) for x in hv]).detach() + 1e-5 * v
-
-        direction = conjugate_gradient(fisher, g.detach(), iters=10)
-        step = trust_region_step(direction, fisher(direction), self.max_kl)
-        start = torch.nn.utils.parameters_to_vector(params).detach()
-        before = surrogate.item()
-        for k in range(15):
-            torch.nn.utils.vector_to_parameters(start + 0.5 ** k * step, params)
-            with torch.no_grad():
-                new_surrogate, new_kl = self.trust_region_terms(self.adapted(pre, create_graph=False), post,
-                                                                advantages, old)
-            if float(new_surrogate) > before and float(new_kl) <= self.max_kl:
-                break
-        else:
-            torch.nn.utils.vector_to_parameters(start, params)
+        trust_region_update([p for _, p in self.named_parameters()], surrogate, kl, lambda: self.trust_region_terms(
+            self.adapted(pre, create_graph=False), post, advantages, old), self.max_kl)
         return -float(post.returns.mean())
 
     # ------------------------------------------------------------------ evaluation

@@ -29,7 +29,7 @@ from metaloop.core.inner import ParamDict
 from metaloop.core.ppo import clipped_surrogate
 from metaloop.core.trpo import gaussian_kl
 from metaloop.errors import MetaloopError
-from metaloop.models.policy import log_prob, mean_action
+from metaloop.models.policy import log_prob
 from metaloop.tasks.base import TaskBatch
 from metaloop.tasks.rl import standardized_advantages, task_generators
 
@@ -59,33 +59,23 @@ class ProMP(MAMLRL):
         return reinforce_surrogate(ratio, advantages, mask=mask) * mask.shape[0] / mask.sum().clamp(min=1)
 
     def meta_step(self, batch: TaskBatch | None, optimizer: torch.optim.Optimizer) -> float:
-        tasks, generators = batch.support_x[:, 0], task_generators(batch)
-        logps = torch.func.vmap(lambda p, o, a: log_prob(self.model, p, o, a))
-        means = torch.func.vmap(lambda p, o: mean_action(self.model, p, o))
-        with torch.no_grad():
-            start = {n: v.detach() for n, v in self.per_task(len(tasks)).items()}
-        pre, phi, sampled = [], start, []
-        for _ in range(self.train_steps):  # the rollouts of θo and of its adapted policies
-            rollouts = self.sample(phi, tasks, generators)
-            with torch.no_grad():
-                sampled.append(logps(phi, rollouts.obs, rollouts.actions))
-            pre.append((rollouts, {n: v.detach() for n, v in phi.items()}))
-            phi = {n: v.detach() for n, v in self.step(phi, rollouts, create_graph=False).items()}
-        post = self.sample(phi, tasks, generators)
+        tasks = batch.support_x[:, 0]
+        with torch.no_grad():  # the rollouts of θo and of its adapted policies, and what the outer steps compare to
+            policies, pre, phi, post = self.sampled_adaptation(tasks, task_generators(batch), create_graph=False)
+            sampled = [self.log_probs(p, r) for p, r in zip(policies, pre)]
+            post_old = self.log_probs(phi, post)
+            first, first_log_std = pre[0], policies[0]["log_std"].clone()  # θo, not a view of θ
+            pre_means = self.mean_actions(policies[0], first.obs)
         advantages = standardized_advantages(post, self.discount)
-        with torch.no_grad():
-            post_old = logps(phi, post.obs, post.actions)
-            first, first_phi = pre[0]
-            pre_means = means(first_phi, first.obs)
         for _ in range(self.ppo_steps):
             optimizer.zero_grad(set_to_none=True)
             adapted = self.per_task(len(tasks))
-            for (rollouts, _), old in zip(pre, sampled):
+            for rollouts, old in zip(pre, sampled):
                 adapted = self.step(adapted, rollouts, create_graph=True, sampled=old)
-            ratio = torch.exp(logps(adapted, post.obs, post.actions) - post_old)
+            ratio = torch.exp(self.log_probs(adapted, post) - post_old)
             objective = clipped_surrogate(ratio, advantages, post.mask, self.clip_eps)
             now = self.per_task(len(tasks))
-            kl = gaussian_kl(pre_means, first_phi["log_std"][:, None, None, :], means(now, first.obs),
+            kl = gaussian_kl(pre_means, first_log_std[:, None, None, :], self.mean_actions(now, first.obs),
                              now["log_std"][:, None, None, :])
             penalty = (kl * first.mask).sum() / first.mask.sum().clamp(min=1)
             (-(objective - KL_PENALTY * penalty)).backward()

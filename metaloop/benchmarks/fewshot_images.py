@@ -30,7 +30,7 @@ from metaloop.config import MAX_EXAMPLES, WHY_EXAMPLES, Option
 from metaloop.errors import MetaloopError, MetaloopWarning
 from metaloop.models.conv import Conv4
 from metaloop.models.resnet12 import ResNet12
-from metaloop.tables import label_order
+from metaloop.data.tables import label_order
 from metaloop.tasks.base import TaskBatch
 from metaloop.tasks.episodes import EpisodicTasks
 

@@ -37,7 +37,7 @@ positive, so a run with zero meta-steps is not a thing)::
     result = evaluate_scratch("lm-strings", episodes=600, steps=[0, 1, 5, 10])
 
 It builds the ``pretrain`` learner (multi-task baseline, fine-tuned by SGD at ``inner_lr``) at its
-initialization of ``seed`` and evaluates it like any run. ``python benchmarks/lm.py`` reports it as
+initialization of ``seed`` and evaluates it like any run. ``python scripts/lm.py`` reports it as
 ``scratch``.
 
 **Budget.** Each algorithm's preset number of meta-steps fits in about 12 minutes on one CPU thread

@@ -2,7 +2,7 @@
 
 Named benchmarks ``{clinc150,hwu64,huffpost,fewrel}-5w{1,5}s`` and ``clinc150-allw10s`` (all 45 test
 intents, 10 shots), and the user's own file as ``text:FILE.csv|FILE.jsonl``. Classes of the test split
-are never seen in meta-training (see :mod:`metaloop.tasks.text` for each split). FewRel has only its
+are never seen in meta-training (see :mod:`metaloop.data.texts` for each split). FewRel has only its
 validation file, which is for testing: its benchmarks meta-train on the mix of the intent and news
 sources (``train_sources``), as does ``text:FILE`` without a ``split`` column.
 
@@ -17,7 +17,7 @@ Token ids are computed once per (encoder, max_length, texts) and cached in ``cac
 
 Baseline (reported next to every meta-trained result): the frozen encoder with cosine nearest-centroid
 classification and no meta-training — ``protonet`` with ``distance=cosine``, ``train_encoder=frozen``
-and no training step (``benchmarks/text.py`` evaluates it directly).
+and no training step (``scripts/text.py`` evaluates it directly).
 """
 
 from __future__ import annotations
@@ -35,14 +35,16 @@ from torch import Tensor, nn
 from metaloop.benchmarks.base import Benchmark, presets
 from metaloop.benchmarks.fewshot_images import (
     COMMON_OPTIONS,
-    headless,
-    on_features,
     _check_ways,
     _sources,
     classification_benchmark,
+    headless,
+    on_features,
+    warn_repeated_inputs,
 )
 from metaloop.config import Option
-from metaloop.data import cache_dir, file_stamp
+from metaloop.data import TEXT_SOURCES, cache_dir, file_stamp, mixed, table_texts
+from metaloop.data.tables import read_table
 from metaloop.errors import MetaloopError
 from metaloop.tasks.images import digest, load_cache, save_cache
 from metaloop.tasks.labelled import LabelledExamples
@@ -68,16 +70,12 @@ def tokens_for(texts: list[str], encoder: str | None, max_length: int) -> Tensor
 
 
 def _source_split(name: str, split: str, root: str | None) -> Any:
-    from metaloop.tasks.text import TEXT_SOURCES
-
     if name not in TEXT_SOURCES:
         raise MetaloopError(f"option 'train_sources': unknown source {name!r} (known: {', '.join(TEXT_SOURCES)})")
     return TEXT_SOURCES[name](split, root)
 
 
 def _mix(names: str, split: str, root: str | None) -> Any:
-    from metaloop.tasks.text import mixed
-
     parts = [n.strip() for n in names.split(",") if n.strip()]
     if not parts:
         raise MetaloopError("option 'train_sources': no source given")
@@ -255,16 +253,12 @@ def _user_table(path: str) -> Any:
 
 @lru_cache(maxsize=8)
 def _user_table_cached(path: str, stamp: tuple[int, ...] | None) -> Any:
-    from metaloop.tables import read_table
-
     return read_table(path, what="text file")
 
 
 def _user_split(path: str, split: str, columns: tuple[str, ...]) -> Any:
     """The rows of ``split`` (by the split column), or the whole file as the test split without one. Loading the
     test split warns when a text appears more than once in one of its classes."""
-    from metaloop.benchmarks.fewshot_images import warn_repeated_inputs
-
     data = _user_rows(path, split, columns)
     if split == "test":
         view = _text_view(data, _user_where(path, split, columns))
@@ -274,8 +268,6 @@ def _user_split(path: str, split: str, columns: tuple[str, ...]) -> Any:
 
 def _user_rows(path: str, split: str, columns: tuple[str, ...]) -> Any:
     """:func:`_user_split` without the check."""
-    from metaloop.tasks.text import table_texts
-
     text_col, label_col, split_col = columns
     table = _user_table(path)
     if not table.has(split_col):  # every class is a test class

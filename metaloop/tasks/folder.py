@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from metaloop.errors import MetaloopError
-from metaloop.tables import label_order, read_table
+from metaloop.data.tables import label_order, read_table
 from metaloop.tasks.images import (
     IMAGE_EXTENSIONS,
     LabelledImages,

@@ -2,7 +2,7 @@
 
 One container serves images (``uint8 [n, channels, height, width]``), feature vectors (``float32 [n, d]``) and
 packed tokens (``int64 [n, 2, L]``): :class:`~metaloop.tasks.episodes.EpisodicTasks` draws an episode from it with
-one indexing operation. Texts before tokenization are :class:`~metaloop.tasks.text.LabelledTexts`.
+one indexing operation. Texts before tokenization are :class:`~metaloop.data.texts.LabelledTexts`.
 """
 
 from __future__ import annotations

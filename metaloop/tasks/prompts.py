@@ -4,7 +4,7 @@ A :class:`PromptTask` is a set of (input, answer) pairs with a fixed answer set,
 classification tasks, Min et al. 2022). The split is of tasks, not of examples: meta-training tasks and test
 tasks share no class (MetaICL's setting).
 
-* The built-in collection (:func:`source_task`) turns each text source of :mod:`metaloop.tasks.text` into one
+* The built-in collection (:func:`source_task`) turns each text source of :mod:`metaloop.data` into one
   task per split, the class names (``book_flight`` → ``book flight``) as its answers: CLINC150 (training
   domains / held-out domains), HWU64 (scenarios), HuffPost (Bao et al.'s classes); FewRel's relations are a
   test task only. Their class splits are disjoint, so every test task is new.
@@ -36,7 +36,7 @@ from torch import Tensor
 
 from metaloop.errors import MetaloopError
 from metaloop.tasks.base import TaskBatch, task_seed
-from metaloop.tasks.text import TEXT_SOURCES
+from metaloop.data import TEXT_SOURCES
 
 PAD = -1
 SPLITS = ("train", "test")
@@ -64,7 +64,7 @@ def answer_name(label: str) -> str:
 
 
 def source_task(source: str, split: str, root: Any = None) -> PromptTask:
-    """One split of a text source of :mod:`metaloop.tasks.text` as a task (see the module docstring)."""
+    """One split of a text source of :mod:`metaloop.data` as a task (see the module docstring)."""
     if source not in TEXT_SOURCES:
         raise MetaloopError(f"unknown task source {source!r} (known: {', '.join(TEXT_SOURCES)})")
     data = TEXT_SOURCES[source](split, root)

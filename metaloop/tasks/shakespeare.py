@@ -8,7 +8,7 @@ speakers); lines outside that range are dropped.
 
 **Speaker split.** A speaker is held out for testing when the first 32 bits of the SHA-256 of their
 name, mod 100, fall below :data:`TEST_PERCENT` (20): 37 test speakers, 86 training speakers. The
-lists are frozen in ``metaloop/tasks/splits/shakespeare.json`` (the tasks read them from there;
+lists are frozen in ``metaloop/data/splits/shakespeare.json`` (the tasks read them from there;
 :func:`speaker_split` recomputes them and the tests check the two agree), so a test speaker's lines
 are never seen in meta-training. A speaker is a name as the text writes it: one character may speak
 under two names (GLOUCESTER becomes KING RICHARD III), and those two may fall on different sides.
@@ -36,7 +36,7 @@ from metaloop.errors import MetaloopError
 from metaloop.tasks.base import TaskBatch, task_seed
 
 FILE = Path("tinyshakespeare") / "input.txt"
-SPLIT_FILE = Path(__file__).resolve().parent / "splits" / "shakespeare.json"
+SPLIT_FILE = Path(__file__).resolve().parent.parent / "data" / "splits" / "shakespeare.json"
 MIN_CHARS, MAX_CHARS = 10, 63
 MIN_LINES = 32
 TEST_PERCENT = 20

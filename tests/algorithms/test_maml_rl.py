@@ -182,8 +182,7 @@ def test_trpo_fisher_vector_products_are_the_hessian_of_the_kl_through_the_inner
     phi = model.adapted(pre, create_graph=True)
     post = model.sample(phi, tasks, gens)
     with torch.no_grad():
-        old = (torch.func.vmap(lambda p, o, a: log_prob(model.model, p, o, a))(phi, post.obs, post.actions),
-               torch.func.vmap(lambda p, o: mean_action(model.model, p, o))(phi, post.obs))
+        old = model.log_probs(phi, post), model.mean_actions(phi, post.obs)
     adv = standardized_advantages(post, model.discount)
     params = list(model.parameters())
     _, kl = model.trust_region_terms(phi, post, adv, old)
@@ -231,8 +230,7 @@ def test_a_trpo_step_improves_the_surrogate_within_the_kl_bound(fisher, part):
     torch.nn.utils.vector_to_parameters(before, model.parameters())
     with torch.no_grad():
         phi_old = model.adapted([pre], create_graph=False)
-        old = (torch.func.vmap(lambda p, o, a: log_prob(model.model, p, o, a))(phi_old, post.obs, post.actions),
-               torch.func.vmap(lambda p, o: mean_action(model.model, p, o))(phi_old, post.obs))
+        old = model.log_probs(phi_old, post), model.mean_actions(phi_old, post.obs)
         s_old, _ = model.trust_region_terms(phi_old, post, adv, old)
     torch.nn.utils.vector_to_parameters(after, model.parameters())
     with torch.no_grad():
@@ -289,8 +287,7 @@ def test_the_adapted_fisher_is_the_mean_of_each_adapted_policys_own():
     phi = model.adapted(pre, create_graph=True)
     post = model.sample(phi, tasks, gens)
     with torch.no_grad():
-        old = (torch.func.vmap(lambda p, o, a: log_prob(model.model, p, o, a))(phi, post.obs, post.actions),
-               torch.func.vmap(lambda p, o: mean_action(model.model, p, o))(phi, post.obs))
+        old = model.log_probs(phi, post), model.mean_actions(phi, post.obs)
     adv = standardized_advantages(post, model.discount)
     own = model.params()
     shifted = {n: v.detach() + (own[n] - own[n].detach()) for n, v in phi.items()}

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from metaloop.algorithms.maml_rl import MAMLRL
+from metaloop.algorithms import promp as promp_module
 from metaloop.algorithms.promp import ProMP
 from metaloop.errors import MetaloopError
 from metaloop.models.policy import GaussianMLP, log_prob
@@ -74,3 +75,23 @@ def test_the_inner_step_at_the_sampling_policy_is_maml_rls():
     for (name, a), b in zip(promp.step(phi, found, create_graph=False).items(),
                             maml.step(maml.per_task(2), found, create_graph=False).values()):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12, msg=name)
+
+
+def test_the_kl_penalty_keeps_the_pre_update_policy_through_the_outer_steps(monkeypatch):
+    """Every PPO step's KL penalty compares with θo, the policy that sampled the pre-update rollouts, even after
+    the outer steps have moved θ (a view of θ's storage here once made the penalty compare θ with itself)."""
+    model = make(ProMP, ppo_steps=3)
+    optimizer = model.make_optimizer(5e-2)
+    start = model.model.log_std.detach().clone()
+    seen = []
+    real = promp_module.gaussian_kl
+
+    def recording(mean_p, log_std_p, mean_q, log_std_q):
+        seen.append(log_std_p.detach().clone())
+        return real(mean_p, log_std_p, mean_q, log_std_q)
+
+    monkeypatch.setattr(promp_module, "gaussian_kl", recording)
+    model.meta_step(Nav2DTasks(seed=3).batch(0, 2).to("cpu", torch.float64), optimizer)
+    assert len(seen) == 3 and not torch.equal(model.model.log_std.detach(), start)
+    for log_std in seen:
+        torch.testing.assert_close(log_std, start.expand_as(log_std), rtol=0, atol=0)

@@ -11,7 +11,6 @@ import pytest
 from metaloop.benchmarks import resolve_config
 from metaloop.benchmarks.llm import macro_f1
 from metaloop.tuning import evaluate_untrained
-from metaloop.cli import main
 
 WORDS = "book flight rome paris cancel card bank money weather rain alarm music pizza dinner email mom".split()
 SETS = {"ways": 2, "shots": 3, "queries": 2, "eval_queries": 2, "eval_seeds": 2, "iterations": 2,
@@ -32,27 +31,18 @@ def task_file(path, *, test_examples: int = 12):
     return path
 
 
-def run(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def sets(tiny_llama, **extra):
     return [a for k, v in {**SETS, "lm": tiny_llama, **extra}.items() for a in ("--set", f"{k}={v}")]
 
 
 @pytest.mark.parametrize("algo", ["metaicl", "maml", "pretrain"])
-def test_train_and_eval_on_the_users_tasks(algo, tiny_llama, tmp_path, capsys):
+def test_train_and_eval_on_the_users_tasks(algo, tiny_llama, tmp_path, cli):
     """Each method trains on the file's train tasks and is tested on its test task, per demonstration seed."""
     data = task_file(tmp_path / "tasks.jsonl")
-    code, _, err = run(capsys, "train", "--algo", algo, "--benchmark", f"llm-tasks:{data}", "--out", tmp_path / "r",
+    code, _, err = cli("train", "--algo", algo, "--benchmark", f"llm-tasks:{data}", "--out", tmp_path / "r",
                        "--quiet", *sets(tiny_llama))
     assert code == 0, err
-    code, out, err = run(capsys, "eval", tmp_path / "r", "--json", "--no-plots")
+    code, out, err = cli("eval", tmp_path / "r", "--json", "--no-plots")
     assert code == 0, err
     result = json.loads(out)
     assert result["metric"] == "macro-F1 %" and set(result["groups"]) == {"seed 0", "seed 1"}
@@ -74,15 +64,15 @@ def test_untrained_baselines(tiny_llama, tmp_path):
     ("protonet", "llm-tasks", "scores prompts with a language model"),
     ("metaicl", "llm-tasks:nowhere.jsonl", "does not exist"),
 ])
-def test_bad_combinations_are_one_line_errors(algo, benchmark, needle, tmp_path, capsys):
-    code, _, err = run(capsys, "train", "--algo", algo, "--benchmark", benchmark, "--out", tmp_path / "r", "--quiet")
+def test_bad_combinations_are_one_line_errors(algo, benchmark, needle, tmp_path, cli):
+    code, _, err = cli("train", "--algo", algo, "--benchmark", benchmark, "--out", tmp_path / "r", "--quiet")
     assert code == 2 and err.count("\n") == 1 and needle in err, err
     assert not (tmp_path / "r").exists()
 
 
-def test_a_test_task_too_small_is_refused_before_training(tiny_llama, tmp_path, capsys):
+def test_a_test_task_too_small_is_refused_before_training(tiny_llama, tmp_path, cli):
     data = task_file(tmp_path / "tasks.jsonl", test_examples=4)
-    code, _, err = run(capsys, "train", "--algo", "metaicl", "--benchmark", f"llm-tasks:{data}", "--out",
+    code, _, err = cli("train", "--algo", "metaicl", "--benchmark", f"llm-tasks:{data}", "--out",
                        tmp_path / "r", "--quiet", *sets(tiny_llama))
     assert code == 2 and "the test split: " in err and "chores" in err, err
     assert not (tmp_path / "r").exists()
@@ -102,12 +92,12 @@ def test_presets_and_the_metric():
     assert abs(float(macro_f1(scores, y)) - 50.0) < 1e-5
 
 
-def test_a_checkpoint_holds_the_adapters_only(tiny_llama, tmp_path, capsys):
+def test_a_checkpoint_holds_the_adapters_only(tiny_llama, tmp_path, cli):
     """The frozen base weights, the tied output embedding included, are left out (a digest checks them)."""
     from safetensors.torch import load_file
 
     data = task_file(tmp_path / "tasks.jsonl")
-    code, _, err = run(capsys, "train", "--algo", "metaicl", "--benchmark", f"llm-tasks:{data}", "--out",
+    code, _, err = cli("train", "--algo", "metaicl", "--benchmark", f"llm-tasks:{data}", "--out",
                        tmp_path / "r", "--quiet", *sets(tiny_llama))
     assert code == 0, err
     keys = load_file(str(tmp_path / "r" / "checkpoint-2.safetensors")).keys()
@@ -116,11 +106,11 @@ def test_a_checkpoint_holds_the_adapters_only(tiny_llama, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("algo", ["metaicl", "fomaml"])
-def test_adapt_answers_the_users_new_task(algo, tiny_llama, tmp_path, capsys):
+def test_adapt_answers_the_users_new_task(algo, tiny_llama, tmp_path, cli):
     """`metaloop adapt RUN --support examples.jsonl --query queries.jsonl`: the support's outputs are the
     answer options (any number, one example each at least), and each query gets one with its probability."""
     data = task_file(tmp_path / "tasks.jsonl")
-    code, _, err = run(capsys, "train", "--algo", algo, "--benchmark", f"llm-tasks:{data}", "--out", tmp_path / "r",
+    code, _, err = cli("train", "--algo", algo, "--benchmark", f"llm-tasks:{data}", "--out", tmp_path / "r",
                        "--quiet", *sets(tiny_llama))
     assert code == 0, err
     support = tmp_path / "examples.jsonl"
@@ -129,7 +119,7 @@ def test_adapt_answers_the_users_new_task(algo, tiny_llama, tmp_path, capsys):
         ("i want my money back", "negative"), ("just boring", "negative"), ("a gem of a movie", "neutral")]))
     query = tmp_path / "queries.jsonl"
     query.write_text("".join(json.dumps({"input": q}) + "\n" for q in ["what a great film", "so boring"]))
-    code, out, err = run(capsys, "adapt", tmp_path / "r", "--support", support, "--query", query, "--out",
+    code, out, err = cli("adapt", tmp_path / "r", "--support", support, "--query", query, "--out",
                          tmp_path / "answers.jsonl")
     assert code == 0, err
     rows = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
@@ -137,10 +127,10 @@ def test_adapt_answers_the_users_new_task(algo, tiny_llama, tmp_path, capsys):
     assert all(r["prediction"] in {"positive", "negative", "neutral"} and 0 < r["score"] <= 1 for r in rows)
 
 
-def test_adapt_compares_llm_queries_as_texts(tiny_llama, tmp_path, capsys):
+def test_adapt_compares_llm_queries_as_texts(tiny_llama, tmp_path, cli):
     """A query that repeats a support input warns (as a text, however long: not as a file path)."""
     data = task_file(tmp_path / "tasks.jsonl")
-    code, _, err = run(capsys, "train", "--algo", "metaicl", "--benchmark", f"llm-tasks:{data}", "--out",
+    code, _, err = cli("train", "--algo", "metaicl", "--benchmark", f"llm-tasks:{data}", "--out",
                        tmp_path / "r", "--quiet", *sets(tiny_llama))
     assert code == 0, err
     long = "word " * 80
@@ -148,7 +138,7 @@ def test_adapt_compares_llm_queries_as_texts(tiny_llama, tmp_path, capsys):
     support.write_text("".join(json.dumps({"input": i, "output": o}) + "\n" for i, o in [(long, "a"), ("short", "b")]))
     query = tmp_path / "q.jsonl"
     query.write_text(json.dumps({"input": long.upper()}) + "\n")
-    code, out, err = run(capsys, "adapt", tmp_path / "r", "--support", support, "--query", query)
+    code, out, err = cli("adapt", tmp_path / "r", "--support", support, "--query", query)
     assert code == 0, err
     assert "1 of the 1 queries is also in the support file" in err and "ignoring case" in err
 

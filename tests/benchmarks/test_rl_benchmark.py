@@ -8,44 +8,34 @@ import sys
 
 import pytest
 
-from metaloop.cli import main
 from metaloop.tasks import cheetah
 
 TINY = ["--set", "policy_hidden=[8]", "--set", "rollouts=4", "--set", "horizon=8", "--set", "meta_batch_size=2",
         "--set", "log_every=1", "--set", "checkpoint_every=1", "--set", "eval_episodes=3"]
 
 
-def run(capsys, *argv):
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_train_resume_eval(tmp_path, capsys):
+def test_train_resume_eval(tmp_path, cli):
     out = tmp_path / "run"
-    code, _, err = run(capsys, "train", "--algo", "maml", "--benchmark", "rl-nav2d", "--out", out, "--quiet", *TINY,
+    code, _, err = cli("train", "--algo", "maml", "--benchmark", "rl-nav2d", "--out", out, "--quiet", *TINY,
                        "--set", "iterations=2")
     assert code == 0, err
-    code, _, err = run(capsys, "train", "--algo", "maml", "--benchmark", "rl-nav2d", "--out", out, "--quiet",
+    code, _, err = cli("train", "--algo", "maml", "--benchmark", "rl-nav2d", "--out", out, "--quiet",
                        "--resume", *TINY, "--set", "iterations=3")
     assert code == 0, err
     assert [json.loads(line)["iteration"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
-    code, stdout, err = run(capsys, "eval", out, "--json")
+    code, stdout, err = cli("eval", out, "--json")
     assert code == 0, err
     result = json.loads(stdout)
     assert result["metric"] == "return"
     assert sorted(result["steps"], key=int) == ["0", "1", "2", "3"]
     assert all(row["mean"] < 0 for row in result["steps"].values())
     assert (out / "plots" / "trajectories.png").is_file() and (out / "plots" / "adaptation_curve.png").is_file()
-    code, again, _ = run(capsys, "eval", out, "--json", "--no-plots")
+    code, again, _ = cli("eval", out, "--json", "--no-plots")
     assert json.loads(again)["steps"] == result["steps"]  # the test tasks' rollouts are seeded
 
 
-def test_the_progress_bar_shows_the_return(tmp_path, capsys):
-    code, _, err = run(capsys, "train", "--algo", "maml", "--benchmark", "rl-nav2d", "--out", tmp_path / "run", *TINY,
+def test_the_progress_bar_shows_the_return(tmp_path, cli):
+    code, _, err = cli("train", "--algo", "maml", "--benchmark", "rl-nav2d", "--out", tmp_path / "run", *TINY,
                        "--set", "iterations=2")
     assert code == 0, err
     shown = float(err.rsplit("return=", 1)[1].split("]")[0])
@@ -53,8 +43,8 @@ def test_the_progress_bar_shows_the_return(tmp_path, capsys):
     assert "loss=" not in err and shown == pytest.approx(-logged, rel=1e-3)
 
 
-def test_compare_maml_and_fomaml(tmp_path, capsys):
-    code, _, err = run(capsys, "compare", "--algos", "maml,fomaml", "--benchmark", "rl-nav2d", "--out", tmp_path,
+def test_compare_maml_and_fomaml(tmp_path, cli):
+    code, _, err = cli("compare", "--algos", "maml,fomaml", "--benchmark", "rl-nav2d", "--out", tmp_path,
                        "--budget", "2", "--quiet", *TINY, "--set", "estimator=exact")
     assert code == 0, err
     rows = json.loads((tmp_path / "compare.json").read_text())
@@ -78,69 +68,69 @@ def test_compare_maml_and_fomaml(tmp_path, capsys):
     (["--algo", "promp", "--set", "clip_eps=0"], "option 'clip_eps' must be positive"),
     (["--algo", "maml", "--set", "ppo_steps=3"], "option 'ppo_steps': algorithm 'maml' on a reinforcement-learning"),
 ])
-def test_bad_input_is_one_line(tmp_path, capsys, args, needle):
-    code, _, err = run(capsys, "train", "--benchmark", "rl-nav2d", "--out", tmp_path / "run", *args)
+def test_bad_input_is_one_line(tmp_path, cli, args, needle):
+    code, _, err = cli("train", "--benchmark", "rl-nav2d", "--out", tmp_path / "run", *args)
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "run").exists()
 
 
-def test_promp_trains_and_evaluates(tmp_path, capsys):
+def test_promp_trains_and_evaluates(tmp_path, cli):
     out = tmp_path / "run"
-    code, _, err = run(capsys, "train", "--algo", "promp", "--benchmark", "rl-nav2d", "--out", out, "--quiet", *TINY,
+    code, _, err = cli("train", "--algo", "promp", "--benchmark", "rl-nav2d", "--out", out, "--quiet", *TINY,
                        "--set", "iterations=2", "--set", "ppo_steps=2")
     assert code == 0, err
-    code, stdout, err = run(capsys, "eval", out, "--json", "--no-plots")
+    code, stdout, err = cli("eval", out, "--json", "--no-plots")
     assert code == 0 and json.loads(stdout)["metric"] == "return", err
 
 
-def test_train_and_resume_with_the_trpo_outer_step(tmp_path, capsys):
+def test_train_and_resume_with_the_trpo_outer_step(tmp_path, cli):
     out = tmp_path / "run"
     for iterations in (1, 2):
-        code, _, err = run(capsys, "train", "--algo", "maml", "--benchmark", "rl-nav2d", "--out", out, "--quiet",
+        code, _, err = cli("train", "--algo", "maml", "--benchmark", "rl-nav2d", "--out", out, "--quiet",
                            "--resume", *TINY, "--set", "outer_step=trpo", "--set", f"iterations={iterations}")
         assert code == 0, err
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
 
 
-def test_estimator_is_refused_on_a_supervised_benchmark(tmp_path, capsys):
-    code, _, err = run(capsys, "train", "--algo", "maml", "--benchmark", "sinusoid", "--out", tmp_path / "r",
+def test_estimator_is_refused_on_a_supervised_benchmark(tmp_path, cli):
+    code, _, err = cli("train", "--algo", "maml", "--benchmark", "sinusoid", "--out", tmp_path / "r",
                        "--set", "estimator=exact")
     assert code == 2 and "maml on rl-* benchmarks" in err
 
 
-def test_adapt_refuses_a_reinforcement_learning_run(tmp_path, capsys):
+def test_adapt_refuses_a_reinforcement_learning_run(tmp_path, cli):
     out = tmp_path / "run"
-    assert run(capsys, "train", "--algo", "fomaml", "--benchmark", "rl-nav2d", "--out", out, "--quiet", *TINY,
+    assert cli("train", "--algo", "fomaml", "--benchmark", "rl-nav2d", "--out", out, "--quiet", *TINY,
                "--set", "iterations=1")[0] == 0
     support = tmp_path / "s.csv"
     support.write_text("text,label\na,b\n")
-    code, _, err = run(capsys, "adapt", out, "--support", support, "--query", support, "--out", tmp_path / "p.csv")
+    code, _, err = cli("adapt", out, "--support", support, "--query", support, "--out", tmp_path / "p.csv")
     assert code == 2 and "adapts to its test environments in `metaloop eval`" in err
 
 
-def test_list_names_the_rl_algorithms_and_benchmark(capsys):
-    code, out, _ = run(capsys, "list")
+def test_list_names_the_rl_algorithms_and_benchmark(cli):
+    code, out, _ = cli("list")
     assert code == 0 and "rl-nav2d" in out and "maml (rl-*)" in out
 
 
 @pytest.mark.parametrize("benchmark", ["rl-cheetah-dir", "rl-cheetah-vel"])
-def test_halfcheetah_trains_and_evaluates_from_the_cli(tmp_path, capsys, benchmark):
+def test_halfcheetah_trains_and_evaluates_from_the_cli(tmp_path, cli, benchmark):
     pytest.importorskip("mujoco")
     out = tmp_path / "run"
     tiny = ["--set", "policy_hidden=[8]", "--set", "rollouts=2", "--set", "horizon=6", "--set", "meta_batch_size=2",
             "--set", "eval_episodes=2", "--set", "iterations=2"]
-    code, _, err = run(capsys, "train", "--algo", "maml", "--benchmark", benchmark, "--out", out, "--quiet", *tiny)
+    code, _, err = cli("train", "--algo", "maml", "--benchmark", benchmark, "--out", out, "--quiet", *tiny)
     assert code == 0, err
-    code, stdout, err = run(capsys, "eval", out, "--json", "--no-plots")
+    code, stdout, err = cli("eval", out, "--json", "--no-plots")
     assert code == 0, err
     assert sorted(json.loads(stdout)["steps"], key=int) == ["0", "1", "2", "3"]
 
 
-def test_halfcheetah_without_the_rl_extra_is_one_line(tmp_path, capsys, monkeypatch):
+def test_halfcheetah_without_the_rl_extra_is_one_line(tmp_path, cli, monkeypatch):
     cheetah.mujoco_modules.cache_clear()
     monkeypatch.setitem(sys.modules, "mujoco", None)
     try:
-        code, _, err = run(capsys, "train", "--algo", "maml", "--benchmark", "rl-cheetah-dir", "--out",
+        code, _, err = cli("train", "--algo", "maml", "--benchmark", "rl-cheetah-dir", "--out",
                            tmp_path / "run", "--quiet")
     finally:
         monkeypatch.undo()

@@ -16,20 +16,10 @@ import torch
 from metaloop.algorithms import ALGORITHMS, LEO, MAML, ProtoNet
 from metaloop.benchmarks import build_learner, get_benchmark, resolve_config
 from metaloop.benchmarks.text import DEFAULT_MIX, TEXT, tokens_for
-from metaloop.cli import main
 from metaloop.errors import MetaloopError, MetaloopWarning
 
 NAMES = [b.name for b in TEXT]
 GRADIENT = {"maml", "fomaml", "metasgd", "reptile"}
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    try:
-        code = main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def sets(**values) -> list[str]:
@@ -178,13 +168,13 @@ ALGO_SETS = {
 
 @pytest.mark.usefixtures("clinc_data")
 @pytest.mark.parametrize("algo", list(ALGO_SETS))
-def test_train_and_eval_on_clinc150(algo, text_env, tmp_path, capsys):
+def test_train_and_eval_on_clinc150(algo, text_env, tmp_path, cli):
     run = tmp_path / "run"
-    code, out, err = cli(capsys, "train", "--algo", algo, "--benchmark", "clinc150-5w1s", "--out", run, "--quiet",
+    code, out, err = cli("train", "--algo", algo, "--benchmark", "clinc150-5w1s", "--out", run, "--quiet",
                          *sets(encoder=text_env, **RUN_SETS, **ALGO_SETS[algo]))
     assert code == 0, err
     assert (run / "checkpoint-2.safetensors").is_file()
-    code, out, err = cli(capsys, "eval", run, "--json", "--no-plots")
+    code, out, err = cli("eval", run, "--json", "--no-plots")
     assert code == 0, err
     result = json.loads(out)
     assert (result["algo"], result["benchmark"], result["episodes"], result["iteration"]) == (
@@ -196,22 +186,22 @@ def test_train_and_eval_on_clinc150(algo, text_env, tmp_path, capsys):
 
 
 @pytest.mark.usefixtures("clinc_data")
-def test_bad_encoder_folder_is_a_cli_error(tmp_path, capsys, monkeypatch):
+def test_bad_encoder_folder_is_a_cli_error(tmp_path, cli, monkeypatch):
     monkeypatch.setenv("METALOOP_CACHE", str(tmp_path / "cache"))
-    code, _, err = cli(capsys, "train", "--algo", "protonet", "--benchmark", "clinc150-5w1s", "--out",
+    code, _, err = cli("train", "--algo", "protonet", "--benchmark", "clinc150-5w1s", "--out",
                        tmp_path / "run", "--quiet", *sets(encoder=tmp_path, **RUN_SETS))
     assert_one_line_error(code, err, "is not 'minilm' nor a Hugging Face model folder")
 
 
 @pytest.mark.usefixtures("clinc_data")
-def test_option_errors_are_cli_errors(text_env, tmp_path, capsys):
+def test_option_errors_are_cli_errors(text_env, tmp_path, cli):
     """Options the encoder cannot run with fail in one line, not deep inside transformers."""
     for options, needle in [
         ({"path": "vmap"}, "option 'path': the text encoder runs on path=loop only"),
         ({"max_length": 100}, "option 'max_length': 100 tokens, but the encoder has 64 positions"),
         ({"train_encoder": "lora", "lora_rank": 0}, "option 'lora_rank'"),
     ]:
-        code, _, err = cli(capsys, "train", "--algo", "protonet", "--benchmark", "clinc150-5w1s", "--out",
+        code, _, err = cli("train", "--algo", "protonet", "--benchmark", "clinc150-5w1s", "--out",
                            tmp_path / "run", "--quiet", *sets(encoder=text_env, **RUN_SETS, **options))
         assert_one_line_error(code, err, needle)
         assert not (tmp_path / "run" / "checkpoint.json").exists()
@@ -254,7 +244,7 @@ USER_SETS = {"ways": 3, "shots": 1, "queries": 1, "eval_queries": 1, "iterations
              "eval_episodes": 2, "log_every": 1, "checkpoint_every": 2}
 
 
-def test_user_file_with_split_column(text_env, tmp_path, capsys):
+def test_user_file_with_split_column(text_env, tmp_path, cli):
     rows = (write_texts(tmp_path, [f"train{i}" for i in range(4)], 3, "train", seed=1)
             + write_texts(tmp_path, ["alpha", "beta", "gamma"], 2, "test", seed=2))
     data = save_csv(tmp_path / "mine.csv", rows)
@@ -267,29 +257,29 @@ def test_user_file_with_split_column(text_env, tmp_path, capsys):
     assert test.classes == ["alpha", "beta", "gamma"] and test.labels.tolist() == [0, 0, 1, 1, 2, 2]
     assert test.texts == [r["text"] for r in rows[12:]]
     run = tmp_path / "run"
-    code, _, err = cli(capsys, "train", "--algo", "protonet", "--benchmark", f"text:{data}", "--out", run,
+    code, _, err = cli("train", "--algo", "protonet", "--benchmark", f"text:{data}", "--out", run,
                        "--quiet", *sets(encoder=text_env, **USER_SETS))
     assert code == 0, err
-    code, out, err = cli(capsys, "eval", run, "--json", "--no-plots")
+    code, out, err = cli("eval", run, "--json", "--no-plots")
     assert code == 0, err
     assert json.loads(out)["benchmark"] == f"text:{data}"
 
 
-def test_user_file_without_split_column(text_env, tmp_path, capsys, request):
+def test_user_file_without_split_column(text_env, tmp_path, cli, request):
     data = save_csv(tmp_path / "mine.csv", write_texts(tmp_path, ["alpha", "beta", "gamma"], 2))
-    code, _, err = cli(capsys, "train", "--algo", "protonet", "--benchmark", f"text:{data}", "--out",
+    code, _, err = cli("train", "--algo", "protonet", "--benchmark", f"text:{data}", "--out",
                        tmp_path / "run", "--quiet", *sets(encoder=text_env, **USER_SETS))
     assert_one_line_error(code, err, "no 'split' column, so meta-training needs --set train_sources=")
     request.getfixturevalue("clinc_data")
-    code, _, err = cli(capsys, "train", "--algo", "protonet", "--benchmark", f"text:{data}", "--out",
+    code, _, err = cli("train", "--algo", "protonet", "--benchmark", f"text:{data}", "--out",
                        tmp_path / "run2", "--quiet", *sets(encoder=text_env, train_sources="clinc150", **USER_SETS))
     assert code == 0, err
-    code, out, err = cli(capsys, "eval", tmp_path / "run2", "--json", "--no-plots")
+    code, out, err = cli("eval", tmp_path / "run2", "--json", "--no-plots")
     assert code == 0, err
 
 
-def test_user_file_errors(text_env, tmp_path, capsys):
-    code, _, err = cli(capsys, "train", "--algo", "protonet", "--benchmark", f"text:{tmp_path / 'none.csv'}",
+def test_user_file_errors(text_env, tmp_path, cli):
+    code, _, err = cli("train", "--algo", "protonet", "--benchmark", f"text:{tmp_path / 'none.csv'}",
                        "--out", tmp_path / "run", "--quiet")
     assert_one_line_error(code, err, "none.csv does not exist")
     # a split column with a blank cell is an error about that cell, not a file without splits
@@ -384,7 +374,7 @@ def test_named_text_benchmark_does_not_warn(text_env, clinc_data, tmp_path):
                              overrides={"encoder": str(text_env), **USER_SETS, "iterations": 1}) == []
 
 
-def test_user_file_test_split_is_checked_before_training(text_env, tmp_path, capsys, monkeypatch):
+def test_user_file_test_split_is_checked_before_training(text_env, tmp_path, cli, monkeypatch):
     """Test tasks need shots + eval_queries texts per class: a test split that is too small is refused
     before any training (the message names eval_queries), eval may lower eval_queries later, and the run
     keeps the file's absolute path, so that eval and adapt work from any working directory."""
@@ -393,22 +383,22 @@ def test_user_file_test_split_is_checked_before_training(text_env, tmp_path, cap
     save_csv(tmp_path / "topics.csv", rows)
     monkeypatch.chdir(tmp_path)
     small = {**USER_SETS, "eval_queries": 15}
-    code, _, err = cli(capsys, "train", "--algo", "protonet", "--benchmark", "text:topics.csv", "--out", "run",
+    code, _, err = cli("train", "--algo", "protonet", "--benchmark", "text:topics.csv", "--out", "run",
                        "--quiet", *sets(encoder=text_env, **small))
     assert_one_line_error(code, err, "the test split: ")
     assert "eval_queries" in err and not (tmp_path / "run").exists()
-    code, _, err = cli(capsys, "train", "--algo", "protonet", "--benchmark", "text:topics.csv", "--out", "run",
+    code, _, err = cli("train", "--algo", "protonet", "--benchmark", "text:topics.csv", "--out", "run",
                        "--quiet", *sets(encoder=text_env, **USER_SETS))
     assert code == 0, err
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
-    code, out, err = cli(capsys, "eval", tmp_path / "run", "--json", "--no-plots", "--set", "eval_queries=3")
+    code, out, err = cli("eval", tmp_path / "run", "--json", "--no-plots", "--set", "eval_queries=3")
     assert code == 0, err
     assert json.loads(out)["benchmark"] == f"text:{tmp_path / 'topics.csv'}"
     save_csv(elsewhere / "s.csv", [{"text": "book a flight", "label": "travel"}, {"text": "my card", "label": "bank"}])
     save_csv(elsewhere / "q.csv", [{"text": "fly to rome"}])
-    code, out, err = cli(capsys, "adapt", tmp_path / "run", "--support", "s.csv", "--query", "q.csv", "--min-shots", "1")
+    code, out, err = cli("adapt", tmp_path / "run", "--support", "s.csv", "--query", "q.csv", "--min-shots", "1")
     assert code == 0, err
     assert out.splitlines()[0] == "text,prediction,score"
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import metaloop.data as data
+import metaloop.data.smollm2 as data
 import metaloop.models.llm as llm
 from metaloop.errors import MetaloopError
 from metaloop.models.llm import PAD, PromptScorer, Template, add_lora, answer_nll, load_lm, load_lm_tokenizer

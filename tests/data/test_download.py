@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-import metaloop.datasets as datasets
+import metaloop.data.download as datasets
 from metaloop.cli import main
 from metaloop.data import data_root
-from metaloop.datasets import DATASETS, Dataset, Remote, check_file, download, status
+from metaloop.data.download import DATASETS, Dataset, Remote, check_file, download, status
 from metaloop.errors import MetaloopError
 
 

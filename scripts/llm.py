@@ -1,9 +1,9 @@
 """A pretrained LLM (SmolLM2-135M-Instruct + LoRA) on held-out few-shot text classification tasks: llm-tasks.
 
-    python benchmarks/llm.py                                   # every method, presets, 60 minutes each
-    python benchmarks/llm.py --budget 10m --methods icl metaicl-channel
-    python benchmarks/llm.py --budget 3 --episodes 6 --runs /tmp/llm-smoke --results /tmp/results.md  # smoke
-    python benchmarks/llm.py --budget 10m --methods finetune maml fomaml reptile --block llm-maml
+    python scripts/llm.py                                   # every method, presets, 60 minutes each
+    python scripts/llm.py --budget 10m --methods icl metaicl-channel
+    python scripts/llm.py --budget 3 --episodes 6 --runs /tmp/llm-smoke --results /tmp/results.md  # smoke
+    python scripts/llm.py --budget 10m --methods finetune maml fomaml reptile --block llm-maml
 
 Methods, all on the same model, test tasks and demonstrations (the `llm-tasks` benchmark: meta-training on
 CLINC150's training domains, HWU64's training scenarios and HuffPost's training classes; testing on the held-out

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 if SHARED_DATA.is_dir():
     os.environ.setdefault("METALOOP_DATA", str(SHARED_DATA))
-HEADER = "# Results\n\nEvery number on this page is written by a script in `benchmarks/`; none is typed in by hand.\n"
+HEADER = "# Results\n\nEvery number on this page is written by a script in `scripts/`; none is typed in by hand.\n"
 
 
 def benchmark_parser(doc: str | None, *, runs: str, algos: list[str] | None = None, budget: str | None = None,
@@ -44,7 +44,7 @@ def command_line() -> str:
     """The command that is running, as it can be pasted into a shell (arguments quoted where needed); a
     wrapper script that runs benchmark scripts sets ``METALOOP_BENCH_COMMAND`` to its own command line."""
     return os.environ.get("METALOOP_BENCH_COMMAND") or "python " + shlex.join(
-        [f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+        [f"scripts/{Path(sys.argv[0]).name}", *sys.argv[1:]])
 
 
 def extra_settings(sets: list[str]) -> str:

@@ -1,7 +1,7 @@
 """The sinusoid benchmark of Finn et al. 2017, run in full for every gradient-based algorithm.
 
-    python benchmarks/sinusoid.py                      # 70,000 iterations, K = 5 and 10, all algorithms
-    python benchmarks/sinusoid.py --iterations 2000    # a quick smoke run (results page says so)
+    python scripts/sinusoid.py                      # 70,000 iterations, K = 5 and 10, all algorithms
+    python scripts/sinusoid.py --iterations 2000    # a quick smoke run (results page says so)
 
 Each run is `metaloop train … --resume` followed by `metaloop eval … --json` (600 fixed test tasks,
 0/1/5/10 steps), in subprocesses, `--jobs` at a time with one thread each. Finished runs are reused,

@@ -1,8 +1,8 @@
 """Meta-RL, the MAML paper's protocols: writes the `rl` block (rl-nav2d) or the `rl-cheetah-dir` / `rl-cheetah-vel`
 block of docs/results.md.
 
-    python benchmarks/rl.py   # rl-nav2d: maml (Adam, TRPO), fomaml, anil, metasgd, reptile, promp, pretrain
-    python benchmarks/rl.py --benchmark rl-cheetah-dir --budget 30m --algos maml maml-trpo pretrain   # the rl extra
+    python scripts/rl.py   # rl-nav2d: maml (Adam, TRPO), fomaml, anil, metasgd, reptile, promp, pretrain
+    python scripts/rl.py --benchmark rl-cheetah-dir --budget 30m --algos maml maml-trpo pretrain   # the rl extra
 
 Each method meta-trains with the benchmark's preset (rl-nav2d: 500 meta-iterations of 20 tasks × 20 rollouts,
 horizon 100; HalfCheetah: 20 tasks × 10 rollouts, horizon 200; one policy-gradient step at α = 0.1; the outer step
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import ROOT, benchmark_parser, command_line, extra_settings, machine_summary, mean_ci, replace_block  # noqa: E402
 
 #: The TRPO outer step that fits the budget: the adapted policies' own Fisher on 5 rollouts per task (the paper's,
-#: through the inner step, costs about 6× more per meta-step here: benchmarks/rl_speed.py).
+#: through the inner step, costs about 6× more per meta-step here: scripts/rl_speed.py).
 TRPO = ["outer_step=trpo", "trpo_fisher=adapted", "fisher_rollouts=5"]
 #: method → (algorithm, its own --set items).
 METHODS = {"maml": ("maml", []), "maml-trpo": ("maml", TRPO), "fomaml": ("fomaml", []),

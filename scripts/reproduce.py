@@ -1,8 +1,8 @@
 """Rerun a results block from scratch and, with --check, compare its numbers with the page's.
 
-    python benchmarks/reproduce.py sinusoid                 # rerun the block's command into a fresh folder
-    python benchmarks/reproduce.py sinusoid --check         # ... and compare each mean with the page's
-    python benchmarks/reproduce.py lm --page docs/results.md --keep /tmp/lm-rerun
+    python scripts/reproduce.py sinusoid                 # rerun the block's command into a fresh folder
+    python scripts/reproduce.py sinusoid --check         # ... and compare each mean with the page's
+    python scripts/reproduce.py lm --page docs/results.md --keep /tmp/lm-rerun
 
 Every block of docs/results*.md records the command that wrote it (`Command: ...`). This script runs that
 command again with fresh `--runs` and `--results` (a temporary folder, or `--keep DIR`), so nothing is reused
@@ -23,6 +23,8 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The scripts folder's name before it was renamed (the commands of older blocks name it).
+OLD_FOLDER = "benchmarks/"
 CELL = re.compile(r"(-?\d+(?:\.\d+)?) ± (\d+(?:\.\d+)?)")
 
 
@@ -44,6 +46,8 @@ def command_of(block: str) -> list[str]:
     if argv[0] != "python":
         raise SystemExit(f"reproduce: the block was written by `{match.group(1)}`, not a Python benchmark script: "
                          "run that command (on the machine the block names)")
+    if len(argv) > 1 and argv[1].startswith(OLD_FOLDER) and not (ROOT / argv[1]).exists():
+        argv[1] = "scripts/" + argv[1][len(OLD_FOLDER):]  # recorded before the scripts folder was renamed
     return [sys.executable, *argv[1:]]
 
 

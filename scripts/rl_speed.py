@@ -2,7 +2,7 @@
 and outer step, for rl-nav2d and (with the rl extra) rl-cheetah-dir, at their presets. Writes the `rl-speed` block
 of docs/performance.md.
 
-    python benchmarks/rl_speed.py            # about 2 minutes on 2 cores
+    python scripts/rl_speed.py            # about 2 minutes on 2 cores
 
 Environment steps: a batch of the preset's size (tasks × rollouts) for the preset's horizon under a random
 Gaussian policy, counted as batch × horizon steps, median of `--reps` runs. The meta-iteration: `--reps` meta-steps

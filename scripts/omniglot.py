@@ -1,10 +1,10 @@
 """Omniglot 5-way 1-shot and 20-way 1-shot for every algorithm, under one wall-time budget each.
 
-    python benchmarks/omniglot.py                    # 20 minutes of meta-training per algorithm and benchmark
-    python benchmarks/omniglot.py --budget 60m       # more
-    python benchmarks/omniglot.py --algos maml protonet --benchmarks omniglot-5w1s
-    python benchmarks/omniglot.py --budget 5m --set feature_epochs=1   # a shorter run (extra --set to every run)
-    python benchmarks/omniglot.py --budget 30m --algos protonet --benchmarks omniglot-5w1s \
+    python scripts/omniglot.py                    # 20 minutes of meta-training per algorithm and benchmark
+    python scripts/omniglot.py --budget 60m       # more
+    python scripts/omniglot.py --algos maml protonet --benchmarks omniglot-5w1s
+    python scripts/omniglot.py --budget 5m --set feature_epochs=1   # a shorter run (extra --set to every run)
+    python scripts/omniglot.py --budget 30m --algos protonet --benchmarks omniglot-5w1s \
         --runs runs/bench-omniglot-30m --block omniglot-30m     # a longer budget, in a block of its own
 
 Each (benchmark, algorithm) is `metaloop compare`'s run in runs/bench-omniglot/<benchmark>/<algo>:

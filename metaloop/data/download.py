@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from shutil import copyfileobj
 
-from metaloop.data import DATA_ENV, cache_dir
+from metaloop.data.root import DATA_ENV, cache_dir
 from metaloop.errors import MetaloopError
 
 GITHUB = "https://raw.githubusercontent.com"

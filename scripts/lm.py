@@ -1,8 +1,8 @@
 """A small multi-task language model meta-trained from scratch: lm-strings and lm-shakespeare.
 
-    python benchmarks/lm.py                                      # every method on both benchmarks (presets)
-    python benchmarks/lm.py --benchmarks lm-strings --methods maml pretrain scratch
-    python benchmarks/lm.py --iterations 3 --episodes 10 --runs /tmp/lm-smoke --results /tmp/results.md  # smoke
+    python scripts/lm.py                                      # every method on both benchmarks (presets)
+    python scripts/lm.py --benchmarks lm-strings --methods maml pretrain scratch
+    python scripts/lm.py --iterations 3 --episodes 10 --runs /tmp/lm-smoke --results /tmp/results.md  # smoke
 
 Methods: MAML, first-order MAML, Reptile and Meta-SGD adapting all weights of a 0.48 M-parameter
 byte-level GPT-2; MAML adapting only LoRA adapters (rank 8, α = 32, on the attention projections;
@@ -190,7 +190,7 @@ def protocol(bench: str, args: argparse.Namespace) -> str:
                 f"answers (teacher-forced arg-max = greedy decoding). {common}.")
     return (f"{model}. Tasks: one TinyShakespeare speaker each, K = {cfg['shots']} support lines, "
             f"{cfg['eval_queries']} query lines; test speakers never seen in meta-training "
-            f"(`metaloop/tasks/splits/shakespeare.json`). Metric: cross-entropy per byte of the query lines (nats, "
+            f"(`metaloop/data/splits/shakespeare.json`). Metric: cross-entropy per byte of the query lines (nats, "
             f"lower is better). {common}.")
 
 

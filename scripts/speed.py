@@ -1,6 +1,6 @@
 """Time one meta-step of second-order MAML in both execution paths, against a plain PyTorch loop.
 
-    python benchmarks/speed.py          # writes docs/performance.md (about 5 minutes on 2 cores)
+    python scripts/speed.py          # writes docs/performance.md (about 5 minutes on 2 cores)
 
 Two setups (the ones measured for the peer libraries in shared/research/peers-speed.md):
 * sinusoid: 1-40-40-1 MLP, meta-batch 25, 10 support + 10 query points, 1 inner step (lr 0.01);
@@ -140,7 +140,7 @@ def main() -> None:
     lines = [
         "# Performance",
         "",
-        "Written by `benchmarks/speed.py`; no number here is typed in by hand.",
+        "Written by `scripts/speed.py`; no number here is typed in by hand.",
         "",
         f"Command: `{command.strip()}`. {machine_summary()} 2 threads.",
         "",

@@ -1,7 +1,7 @@
 import pytest
 
+from metaloop.data.tables import label_order, read_table
 from metaloop.errors import MetaloopError
-from metaloop.tables import label_order, read_table
 
 
 def write(path, content, encoding="utf-8"):
@@ -80,7 +80,7 @@ def test_label_order():
 def test_binary_duplicated_columns_and_long_fields(tmp_path):
     """A NUL byte (a binary or UTF-16 file) and a column named twice are errors naming file and line; a field
     longer than the csv module's default limit (131,072 characters) is read."""
-    from metaloop.tables import read_table
+    from metaloop.data.tables import read_table
 
     nul = tmp_path / "nul.csv"
     nul.write_bytes(b"text,label\nhello\x00,a\n")

@@ -1,11 +1,11 @@
 """Few-shot text classification: every algorithm and the frozen-encoder baseline on CLINC150, HuffPost and
 FewRel, on all-MiniLM-L6-v2 (+ LoRA), under one wall-time budget per run.
 
-    python benchmarks/text.py                          # 4 minutes of meta-training per algorithm and source
-    python benchmarks/text.py --budget 10m --sources huffpost --algos protonet maml
-    python benchmarks/text.py --settings 5w1s          # only the 5-way 1-shot test episodes (the slow part
+    python scripts/text.py                          # 4 minutes of meta-training per algorithm and source
+    python scripts/text.py --budget 10m --sources huffpost --algos protonet maml
+    python scripts/text.py --settings 5w1s          # only the 5-way 1-shot test episodes (the slow part
                                                        # is testing the gradient-based family: 10 LoRA steps)
-    python benchmarks/text.py --shot-matched protonet  # also meta-train ProtoNet on 5-shot episodes for 5w5s
+    python scripts/text.py --shot-matched protonet  # also meta-train ProtoNet on 5-shot episodes for 5w5s
 
 For each source, each algorithm is meta-trained once on ``SOURCE-5w1s`` (``metaloop compare``, runs in
 runs/bench-text/SOURCE/ALGO, resumable) and evaluated on the same fixed test episodes at 5-way 1-shot and

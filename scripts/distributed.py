@@ -1,6 +1,6 @@
 """Scaling of distributed meta-training (metaloop/distributed.py): throughput, the all-reduce, and on paper.
 
-    python benchmarks/distributed.py           # writes the `distributed` block of docs/performance.md (~5 min)
+    python scripts/distributed.py           # writes the `distributed` block of docs/performance.md (~5 min)
 
 1. Throughput of the Omniglot 5-way 1-shot Conv-4 MAML meta-step (its preset: meta-batch 32, one inner step,
    second order) with 1 process × 2 threads, 1 process × 1 thread and 2 processes × 1 thread (gloo), on random
@@ -186,7 +186,7 @@ def main() -> None:
               "each process needs at least one task, so the number of processes that help is at most the meta-batch "
               "size (32 here), beyond which processes idle."]
     page = args.results
-    if page.exists() and "<!-- BEGIN" not in page.read_text():  # benchmarks/speed.py's page from before blocks
+    if page.exists() and "<!-- BEGIN" not in page.read_text():  # scripts/speed.py's page from before blocks
         old = page.read_text().split("\n")
         body = "\n".join(old[old.index(next(line for line in old if line.startswith("Command:"))):])
         page.write_text(PERF_HEADER + "\n<!-- BEGIN speed -->\n## One meta-step against a plain PyTorch loop\n\n"

@@ -11,21 +11,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from metaloop.data import data_root
-from metaloop.errors import MetaloopError
-from metaloop.tasks.episodes import EpisodicTasks
-from metaloop.tasks.text import (
-    SPLITS,
+from metaloop.data import (
     TEXT_SOURCES,
     LabelledTexts,
     clinc150_split,
+    data_root,
     fewrel_split,
     huffpost_split,
     hwu64_split,
-    mark_entities_in,
     mixed,
     text_file,
 )
+from metaloop.data.fewrel import mark_entities_in
+from metaloop.data.texts import SPLITS
+from metaloop.errors import MetaloopError
+from metaloop.tasks.episodes import EpisodicTasks
 
 NEEDED = [
     "clinc150/data_full.json",

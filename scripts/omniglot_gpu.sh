@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Omniglot's bars with the meta-steps one CUDA GPU gives in a few minutes: writes docs/results-gpu.md.
 #
-#     bash benchmarks/omniglot_gpu.sh [BUDGET]        # default 2.5m of meta-training per run
+#     bash scripts/omniglot_gpu.sh [BUDGET]        # default 2.5m of meta-training per run
 #
-# The CPU table (docs/results.md, `benchmarks/omniglot.py`) shows where each algorithm gets in the same
+# The CPU table (docs/results.md, `scripts/omniglot.py`) shows where each algorithm gets in the same
 # wall time on 2 cores; this one runs the algorithms that have a bar (issue 3: ≥ 97.5 % at 5-way 1-shot,
-# ≥ 93 % at 20-way 1-shot) where the papers ran them, on a GPU. Five `benchmarks/omniglot.py` processes
+# ≥ 93 % at 20-way 1-shot) where the papers ran them, on a GPU. Five `scripts/omniglot.py` processes
 # share the GPU (one small Conv-4 step does not fill it); the gradient-based runs take the vmap path
 # (`--set path=vmap`: one batched inner loop for the whole meta-batch, with BatchNorm written as
 # elementary ops so that second-order gradients are right under vmap). Each process writes its own
@@ -19,7 +19,7 @@ runs=${RUNS:-runs/bench-omniglot-gpu}
 device=${DEVICE:-cuda}
 episodes=${EPISODES:-1000}
 python=${PYTHON:-python}
-export METALOOP_BENCH_COMMAND="bash benchmarks/omniglot_gpu.sh $budget"
+export METALOOP_BENCH_COMMAND="bash scripts/omniglot_gpu.sh $budget"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -28,7 +28,7 @@ $python -c "from metaloop.tasks.omniglot import load_omniglot; load_omniglot()"
 
 run() {  # NAME, then omniglot.py arguments
     local name=$1; shift
-    $python benchmarks/omniglot.py --budget "$budget" --episodes "$episodes" --runs "$runs" \
+    $python scripts/omniglot.py --budget "$budget" --episodes "$episodes" --runs "$runs" \
         --results "$tmp/$name.md" --block "$name" --set device="$device" "$@" > "$tmp/$name.log" 2>&1 \
         || { echo "$name failed:"; tail -20 "$tmp/$name.log"; return 1; }
 }
@@ -50,11 +50,11 @@ import re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, "benchmarks")
+sys.path.insert(0, "scripts")
 from _report import replace_block
 
 tmp, page = Path(sys.argv[1]), Path(sys.argv[2])
-header = ("# Results on a GPU\n\nEvery number on this page is written by `bash benchmarks/omniglot_gpu.sh`; none is "
+header = ("# Results on a GPU\n\nEvery number on this page is written by `bash scripts/omniglot_gpu.sh`; none is "
           "typed in by hand. The main page, [results.md](results.md), has the runs on this project's 2-core CPU.\n")
 for part in sorted(tmp.glob("*.md")):
     text = part.read_text()

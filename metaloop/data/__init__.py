@@ -1,0 +1,37 @@
+"""The data layer: where data is read from and cached, and one file per source of it.
+
+- :mod:`~metaloop.data.root`: the data root (``METALOOP_DATA``, then ``~/.cache/metaloop/data``), the cache folder,
+  and the stamp that makes in-process caches notice an edited user file;
+- :mod:`~metaloop.data.download`: the catalogue of datasets and ``metaloop data download NAME``;
+- :mod:`~metaloop.data.tables`: the user's CSV and JSON-lines files, read and checked one way;
+- :mod:`~metaloop.data.texts`: labelled texts, the user's text files, mixes of sources;
+- the text sources :mod:`~metaloop.data.clinc150`, :mod:`~metaloop.data.hwu64`, :mod:`~metaloop.data.huffpost`,
+  :mod:`~metaloop.data.fewrel` (their class splits in ``splits/``);
+- :mod:`~metaloop.data.smollm2`: the pretrained LLM's weights, offline.
+
+The image sources (Omniglot, mini-ImageNet, user folders) and the text of TinyShakespeare are read by their task
+modules in :mod:`metaloop.tasks`, which decode and cache them as tensors.
+"""
+
+from collections.abc import Callable
+
+from metaloop.data.clinc150 import clinc150_split
+from metaloop.data.fewrel import fewrel_split
+from metaloop.data.huffpost import huffpost_split
+from metaloop.data.hwu64 import hwu64_split
+from metaloop.data.root import CACHE_ENV, DATA_ENV, cache_dir, data_root, file_stamp
+from metaloop.data.smollm2 import SMOLLM2, lm_path
+from metaloop.data.texts import LabelledTexts, mixed, table_texts, text_file
+
+TEXT_SOURCES: dict[str, Callable[..., LabelledTexts]] = {
+    "clinc150": clinc150_split,
+    "hwu64": hwu64_split,
+    "huffpost": huffpost_split,
+    "fewrel": fewrel_split,
+}
+"""The text sources by name, each called as ``loader(split, root=None)``."""
+
+__all__ = [
+    "CACHE_ENV", "DATA_ENV", "SMOLLM2", "TEXT_SOURCES", "LabelledTexts", "cache_dir", "clinc150_split", "data_root",
+    "fewrel_split", "file_stamp", "huffpost_split", "hwu64_split", "lm_path", "mixed", "table_texts", "text_file",
+]
