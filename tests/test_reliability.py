@@ -69,7 +69,7 @@ def _train(out: Path, iterations: int) -> subprocess.Popen:
 def test_kill_9_at_random_moments_then_resume_is_bit_identical(tmp_path):
     """Four SIGKILLs at random times (the checkpoint is written every 7 steps, so some land in a write), each
     followed by --resume: the final checkpoint equals that of an uninterrupted run, and no temp file is left."""
-    iterations = 400
+    iterations = 1200  # long enough that a run outlasts the first kills on a fast, idle machine
     straight = tmp_path / "straight"
     assert _train(straight, iterations).wait(timeout=300) == 0
     killed = tmp_path / "killed"
