@@ -25,6 +25,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from metaloop.data.root import file_digest
 from metaloop.errors import MetaloopError
 
 POINTER = "checkpoint.json"
@@ -60,14 +61,6 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _split_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -135,7 +128,7 @@ def save_checkpoint(
         "iteration": iteration,
         "elapsed_seconds": elapsed,
         "file": name,
-        "sha256": _sha256(target),
+        "sha256": file_digest(target),
         "optimizer": opt_meta,
         "torch": torch.__version__,
         **({"frozen": {"parameters": len(frozen), "sha256": _frozen_digest(learner, frozen)}} if frozen else {}),
@@ -249,7 +242,7 @@ def load_checkpoint(
     path = run_dir / pointer["file"]
     if not path.exists():
         raise MetaloopError(f"missing checkpoint file '{path}' (named in {POINTER})")
-    if _sha256(path) != pointer["sha256"]:
+    if file_digest(path) != pointer["sha256"]:
         raise MetaloopError(f"corrupt checkpoint '{path}': sha256 does not match {POINTER}")
     try:
         with safe_open(str(path), framework="pt") as fh:

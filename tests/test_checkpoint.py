@@ -165,7 +165,7 @@ def test_the_record_is_checked_against_the_tensors_file(tmp_path: Path):
     """The tensors file carries its own iteration and the digest of the run it was trained as: an edited
     iteration (with the file renamed to match) or an edited 'run' in checkpoint.json is refused, and so is a
     config that differs from the run the checkpoint was trained with, naming the option."""
-    from metaloop.checkpoint import _sha256
+    from metaloop.data.root import file_digest
 
     learner, opt, _ = make()
     run = {"algo": "maml", "benchmark": "sinusoid", "hidden": [8]}
@@ -179,7 +179,7 @@ def test_the_record_is_checked_against_the_tensors_file(tmp_path: Path):
     with pytest.raises(MetaloopError, match="'run' is not the one"):
         load_checkpoint(tmp_path, learner, opt)
     (tmp_path / "checkpoint-20.safetensors").rename(tmp_path / "checkpoint-5.safetensors")
-    record.update(iteration=5, file="checkpoint-5.safetensors", sha256=_sha256(tmp_path / "checkpoint-5.safetensors"))
+    record.update(iteration=5, file="checkpoint-5.safetensors", sha256=file_digest(tmp_path / "checkpoint-5.safetensors"))
     (tmp_path / "checkpoint.json").write_text(json.dumps(record))
     with pytest.raises(MetaloopError, match="iteration 5, but checkpoint-5.safetensors holds iteration 20"):
         load_checkpoint(tmp_path, learner, opt)

@@ -16,7 +16,6 @@ the tests' HTTP server on 127.0.0.1).
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import shutil
@@ -27,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from shutil import copyfileobj
 
-from metaloop.data.root import DATA_ENV, cache_dir
+from metaloop.data.root import DATA_ENV, cache_dir, file_digest
 from metaloop.errors import MetaloopError
 
 GITHUB = "https://raw.githubusercontent.com"
@@ -142,14 +141,6 @@ def download_root() -> Path:
     return Path(env).expanduser() if env else cache_dir() / "data"
 
 
-def _digest(path: Path, algorithm: str) -> str:
-    h = hashlib.new(algorithm)
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def check_file(path: Path, remote: Remote) -> str | None:
     """What is wrong with ``path`` as ``remote`` (``None``: it is the right file)."""
     if not path.is_file():
@@ -160,11 +151,11 @@ def check_file(path: Path, remote: Remote) -> str | None:
         if head.startswith((b"<!doctype html", b"<html")):
             return "an HTML page, not the file (an error page of the server?)"
         return f"{path.stat().st_size:,} bytes, expected {remote.size:,}"
-    if remote.also_sha256 is not None and _digest(path, "sha256") == remote.also_sha256:
+    if remote.also_sha256 is not None and file_digest(path, "sha256") == remote.also_sha256:
         return None
-    if remote.sha256 is not None and _digest(path, "sha256") != remote.sha256:
+    if remote.sha256 is not None and file_digest(path, "sha256") != remote.sha256:
         return "its SHA-256 differs from the published one"
-    if remote.md5 is not None and _digest(path, "md5") != remote.md5:
+    if remote.md5 is not None and file_digest(path, "md5") != remote.md5:
         return "its MD5 differs from the published one"
     return None
 

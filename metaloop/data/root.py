@@ -19,6 +19,7 @@ themselves.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -85,3 +86,12 @@ def cache_dir() -> Path:
         where = f"${CACHE_ENV}" if env else "the default cache"
         raise MetaloopError(f"cache folder {path} ({where}) is a file; point ${CACHE_ENV} at a folder")
     return path
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes (read in 1 MiB chunks)."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

