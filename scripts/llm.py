@@ -4,6 +4,8 @@
     python scripts/llm.py --budget 10m --methods icl metaicl-channel
     python scripts/llm.py --budget 3 --episodes 6 --runs /tmp/llm-smoke --results /tmp/results.md  # smoke
     python scripts/llm.py --budget 10m --methods finetune maml fomaml reptile --block llm-maml
+    python scripts/llm.py --budget 10m --methods finetune multitask maml fomaml reptile --test-lr-factors 1 10 100 \
+        --block llm-lr
 
 Methods, all on the same model, test tasks and demonstrations (the `llm-tasks` benchmark: meta-training on
 CLINC150's training domains, HWU64's training scenarios and HuffPost's training classes; testing on the held-out
@@ -15,12 +17,16 @@ domains, scenarios and classes and on FewRel, 5-way):
 - `multitask`: LoRA trained on the meta-training tasks in the 0-shot format (`pretrain`), then 0-shot and
   fine-tuned on the K examples;
 - `metaicl`, `metaicl-channel`: LoRA meta-trained on K-shot prompts (Min et al. 2022), direct and channel;
-- `maml`, `fomaml`, `reptile`: the inner loop adapts LoRA on the K examples (each scored 0-shot).
+- `maml`, `fomaml`, `reptile`, `metasgd`: the inner loop adapts LoRA on the K examples (each scored 0-shot);
+  Meta-SGD meta-learns a step size per LoRA weight with the start, and is reported after its one step.
 
 Each trained method gets the same wall-time budget (`--budget`, default 60 minutes; `metaloop train … --resume`,
 so an interrupted benchmark continues). Every method is tested on the same `--episodes` test episodes (tasks ×
 3 draws of demonstrations) at K = 4 and 8 (`eval_shots`), the gradient-based ones after 0, 1, 5 and 10 inner
-steps. Runs and evaluations go `--jobs` at a time in subprocesses with one thread each. The tables go into the
+steps. With `--test-lr-factors` (say `1 10 100`), each gradient-based method's test-time step size is chosen first,
+as that multiple of its inner_lr with the lowest query loss after its test_inner_steps on `--validation-episodes`
+episodes of the meta-training tasks (`metaloop.tuning.choose_test_lr`; never a test task), and the tests run at
+it; without, at the preset's inner_lr. Runs and evaluations go `--jobs` at a time in subprocesses with one thread each. The tables go into the
 `llm` block of docs/results.md with the command, the machine, each run's meta-steps, minutes and tokens.
 """
 
@@ -54,8 +60,11 @@ METHODS: dict[str, tuple[str, list[str], bool]] = {
     "maml": ("maml", [], True),
     "fomaml": ("fomaml", [], True),
     "reptile": ("reptile", [], True),
+    "metasgd": ("metasgd", [], True),
 }
-GRADIENT = {"finetune", "multitask", "maml", "fomaml", "reptile"}
+GRADIENT = {"finetune", "multitask", "maml", "fomaml", "reptile", "metasgd"}
+#: Gradient-based methods whose step size is their own (Meta-SGD learns one per weight): no choice of it.
+LEARNED_RATES = {"metasgd"}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 ANCHORS = ("Anchors (Min et al. 2022, Table 11: GPT-2 Small, 124 M parameters, 16 shots, HR→LR, macro-F1, mean over "
            "5 seeds / worst seed): Channel MetaICL 46.2 / 43.1, Channel in-context learning 41.5 / 37.4, Channel "
@@ -66,10 +75,10 @@ def last_line(text: str) -> str:
     return (text.strip().splitlines() or ["no message"])[-1]
 
 
-def evaluate_untrained(method: str, shots: int, args: argparse.Namespace) -> dict:
+def evaluate_untrained(method: str, shots: int, args: argparse.Namespace, lr: list[str]) -> dict:
     algo, extra, _ = METHODS[method]
     steps = STEPS if method in GRADIENT else [0]
-    sets = [*extra, *args.sets, f"eval_shots={0 if method == 'zero-shot' else shots}"]
+    sets = [*extra, *args.sets, *lr, f"eval_shots={0 if method == 'zero-shot' else shots}"]
     code = ("import json, sys; from metaloop.tuning import evaluate_untrained; "
             "print(json.dumps(evaluate_untrained(sys.argv[1], sys.argv[2], episodes=int(sys.argv[3]), "
             "steps=json.loads(sys.argv[4]), overrides=sys.argv[5:])))")
@@ -94,13 +103,30 @@ def train(method: str, args: argparse.Namespace) -> dict:
     return {"run": str(out), "iterations": record["iteration"], "seconds": record["elapsed_seconds"]}
 
 
-def evaluate_run(method: str, shots: int, args: argparse.Namespace) -> dict:
+def evaluate_run(method: str, shots: int, args: argparse.Namespace, lr: list[str]) -> dict:
     steps = STEPS if method in GRADIENT else [0]
     cmd = [sys.executable, "-m", "metaloop", "eval", str(args.runs / method), "--json", "--no-plots",
-           "--episodes", str(args.episodes), "--steps", ",".join(map(str, steps)), "--set", f"eval_shots={shots}"]
+           "--episodes", str(args.episodes), "--steps", ",".join(map(str, steps)), "--set", f"eval_shots={shots}",
+           *[a for s in lr for a in ("--set", s)]]
     done = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
     if done.returncode != 0:
         return {"failed": "eval: " + last_line(done.stderr)}
+    return json.loads(done.stdout)
+
+
+def choose_lr(method: str, args: argparse.Namespace) -> dict:
+    """``choose_test_lr``'s answer for a gradient-based method (its run, or the pretrained model for
+    ``finetune``), in a subprocess with one thread: ``{"test_inner_lr", "validation"}`` or ``{"failed"}``."""
+    _, extra, trained = METHODS[method]
+    run = str(args.runs / method) if trained else "-"
+    code = ("import json, sys; from metaloop.tuning import choose_test_lr; "
+            "run = None if sys.argv[2] == '-' else sys.argv[2]; "
+            "print(json.dumps(choose_test_lr(sys.argv[1], run, json.loads(sys.argv[3]), episodes=int(sys.argv[4]), "
+            "overrides=sys.argv[5:])))")
+    done = subprocess.run([sys.executable, "-c", code, BENCHMARK, run, json.dumps(args.test_lr_factors),
+                           str(args.validation_episodes), *extra, *args.sets], env=ENV, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"failed": "test step size: " + last_line(done.stderr)}
     return json.loads(done.stdout)
 
 
@@ -131,14 +157,24 @@ def run_method(method: str, args: argparse.Namespace) -> dict:
         if "failed" in out["train"]:
             print(f"{method}: FAILED: {out['train']['failed']}", flush=True)
             return out
-        key = f"{out['train']['iterations']}"
-        for k in SHOTS:
-            out["evals"][k] = cached(args.runs / "results" / f"{method}-it{key}-k{k}-{tag}.json",
-                                     lambda k=k: evaluate_run(method, k, args))
+        name = f"{method}-it{out['train']['iterations']}"
     else:
-        for k in SHOTS:
-            out["evals"][k] = cached(args.runs / "results" / f"{method}-k{k}-{tag}.json",
-                                     lambda k=k: evaluate_untrained(method, k, args))
+        name = method
+    lr: list[str] = []
+    if method in GRADIENT - LEARNED_RATES and len(args.test_lr_factors) > 1:
+        factors = ",".join(f"{f:g}" for f in args.test_lr_factors)
+        out["chosen"] = cached(args.runs / "results" / f"{name}-lr{factors}-v{args.validation_episodes}"
+                               f"{settings_key(args)}.json", lambda: choose_lr(method, args))
+        if "failed" in out["chosen"]:
+            print(f"{method}: FAILED: {out['chosen']['failed']}", flush=True)
+            out["train"] = out["chosen"]
+            return out
+        lr = [f"test_inner_lr={out['chosen']['test_inner_lr']:g}"]
+    suffix = f"-lr{out['chosen']['test_inner_lr']:g}" if lr and not at_inner_lr(out["chosen"], args) else ""
+    evaluate = evaluate_run if METHODS[method][2] else evaluate_untrained
+    for k in SHOTS:
+        out["evals"][k] = cached(args.runs / "results" / f"{name}-k{k}{suffix}-{tag}.json",
+                                 lambda k=k: evaluate(method, k, args, lr))
     print(f"{method}: done in {time.time() - t0:.0f} s", flush=True)
     return out
 
@@ -159,7 +195,13 @@ def cell(result: dict, step: str = "0") -> str:
 
 
 def reported_step(method: str) -> str:
-    return "5" if method in GRADIENT else "0"
+    return "1" if method in LEARNED_RATES else "5" if method in GRADIENT else "0"
+
+
+def at_inner_lr(chosen: dict, args: argparse.Namespace) -> bool:
+    """Whether the chosen step size is factor 1, the inner_lr itself (its evaluations are those without a choice)."""
+    lrs = list(chosen["validation"])
+    return 1.0 in args.test_lr_factors and float(lrs[args.test_lr_factors.index(1.0)]) == chosen["test_inner_lr"]
 
 
 def tokens_per_task(args: argparse.Namespace) -> dict[str, float]:
@@ -176,7 +218,16 @@ def tokens_per_task(args: argparse.Namespace) -> dict[str, float]:
     return json.loads(done.stdout) if done.returncode == 0 else {"tokens": float("nan"), "meta_batch_size": 4}
 
 
+def chosen_text(args: argparse.Namespace) -> str:
+    if len(args.test_lr_factors) < 2:
+        return ", at the preset's inner_lr (0.001)"
+    factors = ", ".join(f"{f:g}" for f in args.test_lr_factors)
+    return (f", at the step size chosen on {args.validation_episodes} validation episodes of the meta-training tasks "
+            f"among {factors} × inner_lr (column 'test step size': the lowest query loss after 5 steps)")
+
+
 def write(results: dict[str, dict], args: argparse.Namespace, tokens: float, batch: int) -> None:
+    lr_column = len(args.test_lr_factors) > 1
     queries = next((s.split("=", 1)[1] for s in reversed(args.sets) if s.startswith("eval_queries=")), "8")
     lines = [
         "## A pretrained LLM on held-out tasks: llm-tasks (SmolLM2-135M-Instruct, LoRA rank 8 on q/v)",
@@ -188,13 +239,15 @@ def write(results: dict[str, dict], args: argparse.Namespace, tokens: float, bat
         f"meta-training class), {queries} queries each, rank classification. Cells: macro-F1 % mean ± 95% CI over "
         "episodes, "
         "and in parentheses the worst demonstration seed (the least of the three seeds' means). Gradient-based "
-        "methods after 5 inner SGD steps on the K examples (all step counts in the second table). Meta-training: "
+        "methods after 5 inner SGD steps on the K examples (Meta-SGD after its one step of learned rates; all step "
+        "counts in the second table)"
+        f"{chosen_text(args)}. Meta-training: "
         f"the preset of each method on 8-shot 5-way episodes, at most {args.budget} each, one thread; "
         f"a meta-training task's examples hold about {tokens:.0f} tokens ({batch} tasks per meta-step), before "
         "the template.",
         "",
-        "| method | K = 4 | K = 8 | meta-steps | meta-training | tokens (≈) |",
-        "|---|---|---|---|---|---|",
+        "| method | K = 4 | K = 8 | meta-steps | meta-training | tokens (≈) |" + (" test step size |" if lr_column else ""),
+        "|---|---|---|---|---|---|" + ("---|" if lr_column else ""),
     ]
     for method, r in results.items():
         step = reported_step(method)
@@ -205,7 +258,9 @@ def write(results: dict[str, dict], args: argparse.Namespace, tokens: float, bat
         meta = ("–", "none", "–") if not trained else (
             str(trained["iterations"]), f"{trained['seconds'] / 60:.1f} min",
             f"{trained['iterations'] * batch * tokens / 1e6:.2f} M")
-        lines.append(f"| {method} | {cell(r['evals'][4], step)} | {cell(r['evals'][8], step)} | {' | '.join(meta)} |")
+        chosen = (f" {r['chosen']['test_inner_lr']:g} |" if "chosen" in r else " – |") if lr_column else ""
+        lines.append(f"| {method} | {cell(r['evals'][4], step)} | {cell(r['evals'][8], step)} | {' | '.join(meta)} |"
+                     + chosen)
     missing = [m for m in METHODS if m not in results]
     if missing:
         lines += ["", f"Not run in this block (`--methods`): {', '.join(missing)}."]
@@ -223,6 +278,11 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     parser.add_argument("--iterations", type=int, default=100_000, help="meta-step cap (the budget decides)")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--test-lr-factors", type=float, nargs="+", default=[1.0],
+                        help="test step sizes to choose from on validation episodes, as multiples of inner_lr "
+                        "(one: no choice, the preset's)")
+    parser.add_argument("--validation-episodes", type=int, default=12,
+                        help="validation episodes of the meta-training tasks for choosing the step size")
     parser.add_argument("--block", default="llm", help="the block of --results to write (a subset of the methods "
                         "can go to a block of its own, e.g. llm-maml, and leave the full table as it is)")
     args = parser.parse_args()

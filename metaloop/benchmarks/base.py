@@ -43,6 +43,11 @@ def presets(family: str, name: str) -> dict[str, Any]:
                           "algo_defaults": {**doc.get("algorithms", {}), **entry.get("algorithms", {})}})
 
 
+#: Validation tasks are drawn from the meta-training split (tasks, or speakers, that meta-training sees: the
+#: held-out ones stay for testing) with this seed plus ``eval_seed``, apart from the training stream (``seed``).
+VALIDATION_SEED = 10_000
+
+
 @dataclass(frozen=True)
 class Benchmark:
     """A named benchmark. ``defaults`` and ``algo_defaults`` are presets applied before user config.
@@ -66,7 +71,8 @@ class Benchmark:
     #: The name of the benchmark's own plot in :data:`metaloop.plots.BENCHMARK_PLOTS` (a name: the plots are drawn
     #: by the runs layer, above this catalogue), written by ``eval`` beside the adaptation curve.
     plot: str | None = None
-    #: Tasks of the meta-training split for choosing test-time settings (:func:`metaloop.tuning.choose_test_lr`).
+    #: Tasks of the meta-training split for choosing test-time settings (:func:`metaloop.tuning.choose_test_lr`),
+    #: seeded with :data:`VALIDATION_SEED` plus ``eval_seed``, apart from the training stream.
     validation_tasks: Callable[[dict[str, Any]], TaskSource] | None = None
     published: Mapping[str, Any] = field(default_factory=dict)
     classification: bool = True

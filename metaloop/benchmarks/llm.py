@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from metaloop.benchmarks.base import Benchmark, TaskSource, presets
+from metaloop.benchmarks.base import VALIDATION_SEED, Benchmark, TaskSource, presets
 from metaloop.algorithms import algorithm
 from metaloop.config import Option
 from metaloop.data import SMOLLM2, file_stamp, lm_path
@@ -115,9 +115,12 @@ def _pool_cached(benchmark: str, split: str, sources: str, root: str | None,
 
 
 def _tasks(cfg: dict[str, Any], split: str) -> PromptTasks:
-    sources = cfg["train_sources"] if split == "train" else cfg["test_sources"]
+    """The episodes of ``split``: ``train``, ``test``, or ``validation`` (test-format episodes of the meta-training
+    tasks, for choosing test-time settings such as the step size: never a test task)."""
+    pool_split = "test" if split == "test" else "train"
+    sources = cfg["test_sources"] if split == "test" else cfg["train_sources"]
     template = Template(load_lm_tokenizer(str(lm_path(cfg["lm"]))))
-    pool = _pool(cfg["benchmark"], split, sources, cfg["data"])
+    pool = _pool(cfg["benchmark"], pool_split, sources, cfg["data"])
     if split == "train":
         return PromptTasks(pool, template.fields, ways=cfg["ways"], shots=cfg["shots"],
                            queries=cfg["queries"] or cfg["shots"], seed=cfg["seed"], split="train",
@@ -126,6 +129,10 @@ def _tasks(cfg: dict[str, Any], split: str) -> PromptTasks:
     if shots == 0 and algorithm(cfg["algo"]).has_inner_loop:
         raise MetaloopError(f"option 'eval_shots': 0 demonstrations leave {cfg['algo']}'s inner loop nothing to "
                             "adapt on (its 0-shot score is `eval --steps 0` with the usual shots)")
+    if split == "validation":  # the meta-training tasks, in test episodes of their own seed
+        return PromptTasks(pool, template.fields, ways=cfg["ways"], shots=shots, queries=cfg["eval_queries"],
+                           seed=VALIDATION_SEED + cfg["eval_seed"], split="val",
+                           max_input_tokens=cfg["max_input_tokens"])
     return PromptTasks(pool, template.fields, ways=cfg["ways"], shots=shots, queries=cfg["eval_queries"],
                        seed=cfg["eval_seed"], split="test", seeds=cfg["eval_seeds"],
                        max_input_tokens=cfg["max_input_tokens"])
@@ -137,6 +144,10 @@ def _train_tasks(cfg: dict[str, Any]) -> TaskSource:
 
 def _test_tasks(cfg: dict[str, Any]) -> TaskSource:
     return _tasks(cfg, "test")
+
+
+def _validation_tasks(cfg: dict[str, Any]) -> TaskSource:
+    return _tasks(cfg, "validation")
 
 
 OPTIONS = (
@@ -177,6 +188,7 @@ def llm_benchmark(name: str) -> Benchmark:
         metric_fn=macro_f1,
         train_tasks=_train_tasks,
         test_tasks=_test_tasks,
+        validation_tasks=_validation_tasks,
         options=OPTIONS,
         **presets("llm", "llm-tasks"),
         task_groups=("seed", SEED_GROUPS),

@@ -54,7 +54,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metaloop.benchmarks.base import Benchmark, TaskSource, presets
+from metaloop.benchmarks.base import VALIDATION_SEED, Benchmark, TaskSource, presets
 from metaloop.config import Option
 from metaloop.errors import MetaloopError
 from metaloop.tasks.shakespeare import ShakespeareTasks
@@ -117,11 +117,6 @@ MODEL_OPTIONS = (
     Option("lora_alpha", float, None, "lm: LoRA scale numerator (default: lora_rank)", positive=True, nullable=True),
     Option("lora_freeze_base", bool, False, "lm: with LoRA, do not meta-learn the base weights"),
 )
-
-#: Validation tasks are drawn from the meta-training split (tasks, or speakers, that meta-training sees: the
-#: held-out ones stay for testing) with this seed plus ``eval_seed``, apart from the training stream (``seed``).
-VALIDATION_SEED = 10_000
-
 
 def validation_tasks(cfg: dict[str, Any]) -> TaskSource:
     """Tasks of the meta-training split for choosing test-time settings, with ``eval_queries`` query lines."""

@@ -7,10 +7,11 @@ import json
 import random
 
 import pytest
+import torch
 
-from metaloop.benchmarks import resolve_config
+from metaloop.benchmarks import get_benchmark, resolve_config
 from metaloop.benchmarks.llm import macro_f1
-from metaloop.tuning import evaluate_untrained
+from metaloop.tuning import choose_test_lr, evaluate_untrained
 
 WORDS = "book flight rome paris cancel card bank money weather rain alarm music pizza dinner email mom".split()
 SETS = {"ways": 2, "shots": 3, "queries": 2, "eval_queries": 2, "eval_seeds": 2, "iterations": 2,
@@ -151,3 +152,29 @@ def test_zero_shot_is_for_in_context_learning_only(tiny_llama, tmp_path):
         evaluate_untrained(f"llm-tasks:{data}", "maml", overrides={**SETS, "lm": str(tiny_llama), "eval_shots": 0})
     zero = evaluate_untrained(f"llm-tasks:{data}", "metaicl", overrides={**SETS, "lm": str(tiny_llama), "eval_shots": 0})
     assert zero["steps"]["0"]["mean"] is not None
+
+
+def test_validation_episodes_are_of_meta_training_tasks_in_the_test_format(tiny_llama, tmp_path):
+    """choose_test_lr's tasks: the file's train tasks (never its test task), with eval_shots demonstrations and
+    eval_queries queries, apart from the training stream."""
+    data = task_file(tmp_path / "tasks.jsonl")
+    cfg = resolve_config("maml", f"llm-tasks:{data}", overrides={**SETS, "lm": str(tiny_llama), "eval_shots": 4,
+                                                                  "eval_queries": 3})
+    bench = get_benchmark(cfg["benchmark"])
+    tasks = bench.validation_tasks(cfg)
+    names = {enc.task.name for enc in tasks.encoded}
+    batch = tasks.batch(0, 6)
+    assert names == {"trips", "media"}
+    assert batch.support_y.shape == (6, 4) and batch.query_y.shape == (6, 3)
+    train = bench.train_tasks(cfg).batch(0, 6)
+    assert not torch.equal(batch.support_x[:, :3], train.support_x[:, :3])
+
+
+def test_choose_test_lr_on_llm_tasks(tiny_llama, tmp_path):
+    """The fine-tuning baseline's step size is chosen on the validation episodes, lowest query loss wins."""
+    data = task_file(tmp_path / "tasks.jsonl")
+    chosen = choose_test_lr(f"llm-tasks:{data}", None, [1.0, 100.0], episodes=2,
+                            overrides={**SETS, "lm": str(tiny_llama)})
+    losses = {float(k): v for k, v in chosen["validation"].items()}
+    assert set(losses) == {0.001, 0.1} and chosen["test_inner_lr"] == min(losses, key=losses.__getitem__)
+    assert losses[0.1] != losses[0.001]
