@@ -7,7 +7,9 @@ from metaloop.algorithms.anil import ANIL
 from metaloop.algorithms.base import MetaLearner
 from metaloop.algorithms.leo import LEO
 from metaloop.algorithms.maml import FOMAML, MAML
-from metaloop.algorithms.maml_rl import ANILRL, FOMAMLRL, MAMLRL, PretrainRL
+from metaloop.algorithms.anil_rl import ANILRL
+from metaloop.algorithms.maml_rl import FOMAMLRL, MAMLRL
+from metaloop.algorithms.pretrain_rl import PretrainRL
 from metaloop.algorithms.metaicl import MetaICL
 from metaloop.algorithms.metaoptnet import MetaOptNet, MetaOptNetRidge, MetaOptNetSVM
 from metaloop.algorithms.metasgd import MetaSGD

@@ -67,6 +67,14 @@ def renamed(kwargs: dict[str, Any], old: str, new: str, owner: str) -> Any:
     return kwargs.pop(old)
 
 
+def check_positive(**options: float | None) -> None:
+    """Refuse the first of the constructor arguments ``options`` that is set (not ``None``) and not > 0, naming it
+    as the config option of the same name."""
+    for name, value in options.items():
+        if value is not None and not value > 0:
+            raise MetaloopError(f"option '{name}': must be positive, got {value}")
+
+
 class MetaLearner(nn.Module):
     """Base class: holds the user's model (unmodified) and the meta-parameters.
 
@@ -132,8 +140,7 @@ class MetaLearner(nn.Module):
         self.loss_fn = loss_fn
         self.fmodel = FunctionalModel(model, bn_mode)
         self.path = resolve_path(path, model)
-        if chunk_size is not None and chunk_size < 1:
-            raise MetaloopError(f"option 'chunk_size': must be positive, got {chunk_size}")
+        check_positive(chunk_size=chunk_size)
         self.chunk_size = chunk_size
         if self.path == "vmap" and bn_mode == "running" and self.fmodel.has_batch_norm:
             raise MetaloopError("option 'bn_mode': 'running' BatchNorm needs path=loop, not vmap")
@@ -157,9 +164,19 @@ class MetaLearner(nn.Module):
         """Model output for inputs ``x`` given a task state (adapted parameters by default)."""
         return self.fmodel(state, x, training=self.training)
 
+    def loss_inputs(self, x: Any, y: Tensor) -> Any:
+        """What the model is called on for a loss: ``x``, or, when the model has a ``loss_inputs(x, y)`` method,
+        what it returns (the prompt scorer of the LLM benchmarks scores only each example's right answer, which
+        is all the loss needs), or ``None`` for ``x`` through :meth:`predict`."""
+        hook = getattr(self.model, "loss_inputs", None)
+        return None if hook is None else hook(x, y)
+
     def loss(self, state: Any, query: tuple[Any, Tensor]) -> Tensor:
         x, y = query
-        return self.loss_fn(self.predict(state, x), y)
+        inputs = self.loss_inputs(x, y)
+        if inputs is None:
+            return self.loss_fn(self.predict(state, x), y)
+        return self.loss_fn(self.fmodel(state, inputs, training=self.training), y)
 
     def outer_loss(self, params: ParamDict, support: tuple[Any, Tensor], query: tuple[Any, Tensor]) -> Tensor:
         """The per-task meta-objective ``loss(adapt(params, support), query)``."""

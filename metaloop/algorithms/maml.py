@@ -10,12 +10,8 @@ second order: it differentiates through the inner gradient. ``first_order=True``
 (§5.2 of the paper): the inner gradients are constants, so the meta-gradient is
 ``Σ_i ∇_{θ'} L_{T_i}(f_{θ'_i})``.
 
-The fast weights are a new parameter dict at every step; the model is never written to, which is
-what keeps the second-order path intact.
-
-When the inner loop adapts only the model's final linear layer, the body runs once per task and the inner
-steps re-run only the head on its features (``reuse_features``; :mod:`metaloop.core.reuse`): the same
-computation, gradients included.
+The fast weights are a new parameter dict at every step (the model is never written to); when only the final
+linear layer adapts, the body runs once per task (``reuse_features``): docs/algorithms.md, "MAML".
 """
 
 from __future__ import annotations
@@ -25,7 +21,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from metaloop.algorithms.base import LossFn, MetaLearner, renamed
+from metaloop.algorithms.base import LossFn, MetaLearner, check_positive, renamed
 from metaloop.core.inner import LearningRate, ParamDict, gradient_descent_steps
 from metaloop.core.params import select_names
 from metaloop.core.reuse import HeadReuse
@@ -77,16 +73,8 @@ class MAML(MetaLearner):
         old = renamed(kwargs, "clip_norm", "inner_clip", type(self).__name__)
         clip_norm = inner_clip if old is None else old
         super().__init__(model, loss_fn, **kwargs)
-        if not inner_lr > 0:
-            raise MetaloopError(f"option 'inner_lr': must be positive, got {inner_lr}")
-        if inner_steps < 1:
-            raise MetaloopError(f"option 'inner_steps': must be positive, got {inner_steps}")
-        if test_inner_steps is not None and test_inner_steps < 1:
-            raise MetaloopError(f"option 'test_inner_steps': must be positive, got {test_inner_steps}")
-        if test_inner_lr is not None and not test_inner_lr > 0:
-            raise MetaloopError(f"option 'test_inner_lr': must be positive, got {test_inner_lr}")
-        if clip_norm is not None and not clip_norm > 0:
-            raise MetaloopError(f"option 'inner_clip': must be positive, got {clip_norm}")
+        check_positive(inner_lr=inner_lr, inner_steps=inner_steps, test_inner_steps=test_inner_steps,
+                       test_inner_lr=test_inner_lr, inner_clip=clip_norm)
         self.inner_lr = float(inner_lr)
         self.inner_steps = int(inner_steps)
         self.test_inner_steps = int(test_inner_steps or inner_steps)
@@ -125,8 +113,8 @@ class MAML(MetaLearner):
         x, y = data
         training = self.training
         z = self.head_features(params, x)
-
         inputs = self.loss_inputs(x, y)
+        inputs = x if inputs is None else inputs
 
         def loss(p: ParamDict) -> Tensor:
             if z is not None:
@@ -135,39 +123,15 @@ class MAML(MetaLearner):
 
         return loss
 
-    def loss_inputs(self, x: Any, y: Tensor) -> Any:
-        """What the model is called on for a loss: ``x``, or, when the model has a ``loss_inputs(x, y)`` method,
-        what it returns (the prompt scorer of the LLM benchmarks scores only each example's right answer, which
-        is all the loss needs)."""
-        hook = getattr(self.model, "loss_inputs", None)
-        return x if hook is None else hook(x, y)
-
-    def loss(self, state: ParamDict, query: tuple[Any, Tensor]) -> Tensor:
-        x, y = query
-        if getattr(self.model, "loss_inputs", None) is None:
-            return super().loss(state, query)
-        return self.loss_fn(self.fmodel(state, self.loss_inputs(x, y), training=self.training), y)
-
     def adapt_steps(self, params: ParamDict, support: tuple[Any, Tensor], steps: Sequence[int], *,
                     batches: Sequence[tuple[Any, Tensor]] = ()) -> list[ParamDict]:
         """The adapted parameters after each of ``steps`` inner steps on ``support``; with ``batches``, the
         steps cycle through ``support, *batches`` (step 1 on ``support``, step 2 on ``batches[0]``, …)."""
-        wanted = set(steps)
-        found: dict[int, ParamDict] = {}
         losses = [self.data_loss(params, data) for data in (support, *batches)]
-        trajectory = gradient_descent_steps(
-            losses,
-            params,
-            self.adapted_names,
-            lr=self.inner_learning_rate(),
-            steps=max(steps),
-            first_order=self.first_order or not self.training,
-            clip_norm=self.clip_norm,
-            optimizer=self.inner_optimizer,
-        )
-        for t, p in enumerate(trajectory):
-            if t in wanted:
-                found[t] = p
+        trajectory = gradient_descent_steps(losses, params, self.adapted_names, lr=self.inner_learning_rate(),
+                                            steps=max(steps), first_order=self.first_order or not self.training,
+                                            clip_norm=self.clip_norm, optimizer=self.inner_optimizer)
+        found = {t: p for t, p in enumerate(trajectory) if t in set(steps)}
         return [found[s] for s in steps]
 
     def adapt(self, params: ParamDict, support: tuple[Any, Tensor], *, steps: int | None = None) -> ParamDict:

@@ -1,44 +1,17 @@
 """MetaOptNet: a linear classifier fitted in closed form or by a QP on the support embeddings.
 
 Lee, Maji, Ravichandran and Soatto, "Meta-Learning with Differentiable Convex Optimization", CVPR 2019
-(arXiv:1904.03758), and their code (github.com/kjunelee/MetaOptNet, ``models/classification_heads.py``).
-The embedding ``f_φ`` (the user's model) maps the ``n`` support examples to ``X`` (``n × d``) and the
-queries to ``Q``; a base learner fits class weights ``W`` (``d × classes``) on ``(X, Y)``, ``Y`` one-hot;
-the query logits are ``γ · Q W`` and the meta-objective is their cross-entropy, differentiated through
-the base learner into φ and γ (eq. 3-4). There is no inner gradient loop.
+(arXiv:1904.03758), and their code (github.com/kjunelee/MetaOptNet, ``models/classification_heads.py``). With the
+support embeddings ``X = f_φ(x_s)`` (``n × d``), their one-hot labels ``Y`` and the query embeddings ``Q``::
 
-Heads (``head=``):
+    ridge (R2D2):  W = argmin_W ‖X W − Y‖² + λ ‖W‖² = Xᵀ (X Xᵀ + λ I)⁻¹ Y   (d > n; else (Xᵀ X + λ I)⁻¹ Xᵀ Y)
+    svm:           W = Xᵀ α,  α the Crammer–Singer dual (eq. 6; :mod:`metaloop.solvers.crammer_singer`)
+    logits = γ · Q W,  meta-objective  CE(logits, y_q),  differentiated through the base learner into φ and γ
 
-* ``"ridge"`` (``MetaOptNetHead_Ridge``; the R2D2 closed form of Bertinetto et al. 2019)::
-
-      W = argmin_W ‖X W − Y‖² + λ ‖W‖²
-        = Xᵀ (X Xᵀ + λ I)⁻¹ Y     when d > n  (dual / Woodbury form: an n × n solve)
-        = (Xᵀ X + λ I)⁻¹ Xᵀ Y     otherwise   (primal form: a d × d solve)
-
-  No bias (neither head in MetaOptNet's code has one), so it equals scikit-learn's
-  ``Ridge(alpha=λ, fit_intercept=False)``. ``ridge_lambda`` defaults to 50, the code's default. Note:
-  the code solves this as a QP with linear term ``−2Y``, so its logits are ``2 Q W``; the factor is
-  absorbed by the learnable scale (use ``logit_scale=2.0`` to start from exactly their logits).
-* ``"svm"`` (``MetaOptNetHead_SVM_CS``, the head of the paper's final results): the Crammer–Singer
-  multi-class SVM, solved in the dual (eq. 6) with ``W = Xᵀ α``; see
-  :mod:`metaloop.solvers.crammer_singer` for the QP, the solver, the gradients and why ``svm_c`` is
-  the ``C`` of scikit-learn's ``LinearSVC(multi_class="crammer_singer")``. ``svm_c`` defaults to 0.1,
-  the code's default. No bias.
-
-The learnable scale γ (the paper, §3.3: "we found it important to ... learn a scale parameter"; the
-code's ``ClassificationHead``) is an ``nn.Parameter`` initialized to 1.0 as in the code, shared by all
-tasks and meta-learned with φ (``learn_scale=False`` keeps it fixed). The code trains it with SGD at lr 0.1,
-where it grows quickly; under Adam it moves about one learning rate per step, so ``logit_scale`` (the
-``logit_scale`` option) matters: the image and text presets start it at 10
-(``metaloop/benchmarks/presets/*.yaml``; the measurements are in docs/presets.md).
-
-Ways: N is not a constructor argument. Both heads use ``n`` class columns, a static bound, and classes
-with no support example get ``-inf`` logits (:mod:`metaloop.algorithms.labels`), so the same learner
-trains and tests with different ways. The ridge solution decouples over classes (an absent class's
-column is zero) and runs under both execution paths. The SVM couples the classes through its
-constraints, so the QP is solved for the classes present only, found from the labels: a data-dependent
-step, like the solver's stopping test, that ``vmap`` cannot express. The SVM head therefore runs on the
-``loop`` path only: ``path="auto"`` resolves to ``loop`` and ``path="vmap"`` is refused.
+No bias (as in the code); ``svm_c`` (0.1) and ``ridge_lambda`` (50) default to the code's values; the scale γ is
+meta-learned (§3.3) from ``logit_scale``. Classes with no support example get ``-inf`` logits, so one learner trains
+and tests with any ways. The SVM head runs on the ``loop`` path only (``path="auto"`` resolves to it). How each
+choice matches the code and scikit-learn, and why: docs/algorithms.md, "MetaOptNet".
 """
 
 from __future__ import annotations
@@ -49,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from metaloop.algorithms.base import LossFn, MetaLearner, renamed
+from metaloop.algorithms.base import LossFn, MetaLearner, check_positive, renamed
 from metaloop.algorithms.labels import mask_logits, one_hot_bound
 from metaloop.core.inner import ParamDict
 from metaloop.errors import MetaloopError
@@ -120,12 +93,7 @@ class MetaOptNet(MetaLearner):
             if path == "auto":
                 kwargs["path"] = "loop"
         super().__init__(model, loss_fn, **kwargs)
-        if not C_reg > 0:
-            raise MetaloopError(f"option 'svm_c': must be positive, got {C_reg}")
-        if not lambda_reg > 0:
-            raise MetaloopError(f"option 'ridge_lambda': must be positive, got {lambda_reg}")
-        if not tol > 0 or max_iter < 1:
-            raise MetaloopError(f"options 'tol', 'max_iter': must be positive, got {tol}, {max_iter}")
+        check_positive(svm_c=C_reg, ridge_lambda=lambda_reg, tol=tol, max_iter=max_iter)
         self.head = head
         self.C_reg = float(C_reg)
         self.lambda_reg = float(lambda_reg)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from metaloop.algorithms.maml_rl import MAMLRL
+from metaloop.algorithms.policy_learner import PolicyLearner
 from metaloop.core.dice import reinforce_surrogate
 from metaloop.core.inner import ParamDict
 from metaloop.core.ppo import clipped_surrogate
@@ -36,7 +36,7 @@ from metaloop.tasks.rl import standardized_advantages, task_generators
 KL_PENALTY = 5e-4
 
 
-class ProMP(MAMLRL):
+class ProMP(PolicyLearner):
     """Proximal Meta-Policy Search (Rothfuss et al. 2019): see the module docstring."""
 
     reads = ("inner_lr", "inner_steps", "test_inner_lr", "adapt", "clip_eps", "ppo_steps")

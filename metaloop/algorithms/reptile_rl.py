@@ -15,12 +15,12 @@ from typing import Any
 
 from torch import nn
 
-from metaloop.algorithms.maml_rl import MAMLRL
+from metaloop.algorithms.policy_learner import PolicyLearner
 from metaloop.tasks.base import TaskBatch
 from metaloop.tasks.rl import task_generators
 
 
-class ReptileRL(MAMLRL):
+class ReptileRL(PolicyLearner):
     """Reptile (Nichol et al. 2018) on a policy: see the module docstring."""
 
     reads = ("inner_lr", "inner_steps", "test_inner_lr", "adapt")

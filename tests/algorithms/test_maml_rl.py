@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metaloop.algorithms.maml_rl import ANILRL, FOMAMLRL, MAMLRL, PretrainRL
+from metaloop.algorithms.anil_rl import ANILRL
+from metaloop.algorithms.maml_rl import FOMAMLRL, MAMLRL
+from metaloop.algorithms.pretrain_rl import PretrainRL
 from metaloop.core.dice import dice_objective, magic_box
 from metaloop.core.trpo import gaussian_kl
 from metaloop.errors import MetaloopError
