@@ -1,7 +1,8 @@
-"""Batches of tasks as tensors: ``[tasks, examples, ...]`` for support and query; the seed of each task.
+"""Batches of tasks as tensors: ``[tasks, examples, ...]`` for support and query; the seed of each task; the
+skeleton of a task stream.
 
-Every task stream draws task ``i`` of a split from a generator seeded by :func:`task_seed` ``(seed, split, i)``,
-never from a global RNG: a resumed run and any number of processes see the same tasks."""
+Every task stream (:class:`TaskStream`) draws task ``i`` of a split from a generator seeded by :func:`task_seed`
+``(seed, split, i)``, never from a global RNG: a resumed run and any number of processes see the same tasks."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.data import Dataset
+
+from metaloop.errors import MetaloopError
 
 
 #: The splits a task seed tells apart.
@@ -107,3 +111,33 @@ def collate_tasks(tasks: list[TaskBatch]) -> TaskBatch:
     """
     fields = zip(*(t.tensors() for t in tasks), strict=True)
     return TaskBatch(*(stack_tensors(list(f)) for f in fields), info=stack_tensors([t.info for t in tasks]))
+
+
+class TaskStream(Dataset):
+    """The skeleton of every seeded task stream (a ``torch.utils.data.Dataset`` of tasks).
+
+    Task ``index`` of ``split`` is drawn from :meth:`generator` ``(index)``, seeded by ``task_seed(seed, split,
+    index)``; a subclass defines :meth:`batch` ``(start, count)``, tasks ``start … start + count − 1`` stacked as one
+    :class:`TaskBatch`, and ``stream[i]`` is task ``i`` without the task dimension. The stream is unbounded;
+    ``length`` is its length as a dataset. ``splits``: the splits a subclass has (a class attribute).
+    """
+
+    splits: tuple[str, ...] = tuple(SPLIT_IDS)
+
+    def __init__(self, *, seed: int = 0, split: str = "train", length: int = 2**31 - 1) -> None:
+        if split not in self.splits:
+            raise MetaloopError(f"{type(self).__name__}: split must be one of {', '.join(self.splits)}, got {split!r}")
+        self.seed, self.split, self.length = int(seed), split, int(length)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def generator(self, index: int) -> torch.Generator:
+        """The generator of task ``index`` of this stream's seed and split."""
+        return torch.Generator().manual_seed(task_seed(self.seed, self.split, index))
+
+    def batch(self, start: int, count: int) -> TaskBatch:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> TaskBatch:
+        return self.batch(index, 1).slice_task(0)

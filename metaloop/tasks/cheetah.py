@@ -29,8 +29,7 @@ import torch
 from torch import Tensor
 
 from metaloop.errors import MetaloopError
-from metaloop.tasks.base import TaskBatch, task_seed
-from metaloop.tasks.rl import Rollouts, rollout_seed
+from metaloop.tasks.rl import GoalTasks, Rollouts
 
 FRAME_SKIP = 5
 CONTROL_COST = 0.05  # 0.5 · 1e-1, as in the MAML paper's code
@@ -53,29 +52,19 @@ def mujoco_modules() -> tuple[Any, Any, Any]:
     return mujoco, rollout, mujoco.MjModel.from_xml_path(path)
 
 
-class CheetahTasks:
+class CheetahTasks(GoalTasks):
     """HalfCheetah goals as a task stream (``kind`` ``"dir"``: a direction ±1; ``"vel"``: a target velocity in
-    [0, 2]), seeded by ``(seed, split, index)``; the batch holds each goal as ``[tasks, 1, 1]`` support and query
-    inputs, and ``info["goal"]`` and ``info["rollout_seed"]``, as :class:`~metaloop.tasks.rl.Nav2DTasks` does."""
+    [0, 2]), each a goal ``[1]`` of :class:`~metaloop.tasks.rl.GoalTasks`."""
 
     def __init__(self, kind: str, *, seed: int = 0, split: str = "train") -> None:
         if kind not in KINDS:
             raise MetaloopError(f"HalfCheetah task kind {kind!r} is not one of {', '.join(KINDS)}")
-        self.kind, self.seed, self.split = kind, seed, split
+        super().__init__(seed=seed, split=split)
+        self.kind = kind
 
-    def __len__(self) -> int:
-        return 2**31 - 1
-
-    def goal(self, index: int) -> float:
-        g = torch.Generator().manual_seed(task_seed(self.seed, self.split, index))
-        u = float(torch.rand((), generator=g, dtype=torch.float64))
-        return (1.0 if u < 0.5 else -1.0) if self.kind == "dir" else MAX_VELOCITY * u
-
-    def batch(self, start: int, count: int) -> TaskBatch:
-        goals = torch.tensor([[self.goal(i)] for i in range(start, start + count)])
-        seeds = torch.tensor([rollout_seed(self.seed, self.split, i) for i in range(start, start + count)])
-        x, y = goals[:, None, :], torch.zeros(count, 1)
-        return TaskBatch(x, y, x, y, info={"goal": goals, "rollout_seed": seeds})
+    def goal(self, index: int) -> Tensor:
+        u = float(torch.rand((), generator=self.generator(index), dtype=torch.float64))
+        return torch.tensor([(1.0 if u < 0.5 else -1.0) if self.kind == "dir" else MAX_VELOCITY * u])
 
 
 def forward_velocity(before: Any, after: Any, timestep: float) -> Any:

@@ -32,13 +32,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from metaloop.errors import MetaloopError
-from metaloop.tasks.base import TaskBatch, task_seed
+from metaloop.tasks.base import TaskBatch, TaskStream
 from metaloop.tasks.labelled import to_float
-
-SPLITS = ("train", "val", "test")
 
 
 @runtime_checkable
@@ -76,7 +73,7 @@ def _positive(name: str, value: Any, minimum: int) -> int:
     return value
 
 
-class EpisodicTasks(Dataset):
+class EpisodicTasks(TaskStream):
     """An indexable, seeded stream of N-way K-shot episodes (a ``torch.utils.data.Dataset`` of tasks).
 
     Args:
@@ -117,10 +114,8 @@ class EpisodicTasks(Dataset):
         self.ways = _positive("ways", ways, 1)
         self.shots = _positive("shots", shots, 1)
         self.queries = _positive("queries", queries, 0)
-        self.length = _positive("length", length, 1)
-        if split not in SPLITS:
-            raise MetaloopError(f"EpisodicTasks: split must be one of {', '.join(SPLITS)}, got {split!r}")
-        self.seed, self.split, self.dataset, self.transform = int(seed), split, dataset, transform
+        super().__init__(seed=seed, split=split, length=_positive("length", length, 1))
+        self.dataset, self.transform = dataset, transform
 
         labels = _labels_of(dataset)
         size = len(dataset) if isinstance(dataset, Sized) else None
@@ -154,15 +149,12 @@ class EpisodicTasks(Dataset):
                 f"({small.numel()} of {self.class_ids.numel()} classes are too small)"
             )
 
-    def __len__(self) -> int:
-        return self.length
-
     def _draw(self, index: int) -> tuple[Tensor, Tensor]:
         """Episode ``index``: positions of its classes in :attr:`class_ids` ``[ways]`` and the
         dataset indices of its examples ``[ways, shots + queries]`` (support first in each row)."""
         if not 0 <= index < self.length:
             raise IndexError(f"episode {index} out of range for {self.length} episodes")
-        g = torch.Generator().manual_seed(task_seed(self.seed, self.split, index))
+        g = self.generator(index)
         chosen = torch.randperm(self.class_ids.numel(), generator=g)[: self.ways]
         counts = self._counts[chosen]
         width = int(counts.max())
@@ -206,9 +198,6 @@ class EpisodicTasks(Dataset):
             labels.repeat_interleave(q).expand(count, n * q).clone(),
             info={"classes": self.class_ids[classes]},
         )
-
-    def __getitem__(self, index: int) -> TaskBatch:
-        return self.batch(index, 1).slice_task(0)
 
     def indices(self, index: int) -> tuple[Tensor, Tensor]:
         """The dataset indices of episode ``index``: support ``[ways·shots]`` and query ``[ways·queries]``."""

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from metaloop.errors import MetaloopError
-from metaloop.tasks.base import TaskBatch, task_seed
+from metaloop.tasks.base import TaskBatch, TaskStream, task_seed
 from metaloop.data import TEXT_SOURCES
 
 PAD = -1
@@ -137,7 +137,7 @@ class _Encoded:
         self.by_class = [torch.nonzero(labels == c).flatten() for c in range(len(task.options))]
 
 
-class PromptTasks:
+class PromptTasks(TaskStream):
     """An indexable, seeded stream of few-shot prompt episodes over ``tasks`` (see the module docstring).
 
     Args:
@@ -157,8 +157,8 @@ class PromptTasks:
             raise MetaloopError(f"split {split!r} has no tasks")
         if ways < 2:
             raise MetaloopError(f"option 'ways': a task needs at least 2 answer options, got {ways}")
-        self.ways, self.shots, self.queries = ways, shots, queries
-        self.seed, self.split, self.seeds = seed, split, max(1, seeds)
+        super().__init__(seed=seed, split=split)
+        self.ways, self.shots, self.queries, self.seeds = ways, shots, queries, max(1, seeds)
         self.encoded = [_Encoded(t, encode, max_input_tokens) for t in tasks]
         for enc in self.encoded:  # the fewest examples an episode's options can have: its smallest classes
             sizes = sorted(len(c) for c in enc.by_class)[: min(ways, len(enc.by_class))]
@@ -166,13 +166,10 @@ class PromptTasks:
                 raise MetaloopError(f"task {enc.task.name!r}: its {len(sizes)} smallest classes have {sum(sizes)} "
                                     f"examples; an episode needs shots + queries = {shots} + {queries}")
 
-    def __len__(self) -> int:
-        return 2**31 - 1
-
     def _draw(self, index: int) -> tuple[_Encoded, list[int], list[int], list[int]]:
         """Episode ``index``: its task, options (class ids), demonstration and query example ids."""
         group, repeat = divmod(index, self.seeds)
-        g = torch.Generator().manual_seed(task_seed(self.seed, self.split, group))
+        g = self.generator(group)
         enc = self.encoded[int(torch.randint(len(self.encoded), (1,), generator=g))]
         classes = torch.randperm(len(enc.task.options), generator=g)[: self.ways].tolist()
         pool = torch.cat([enc.by_class[c] for c in classes])

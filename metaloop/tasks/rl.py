@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from metaloop.tasks.base import TaskBatch, task_seed
+from metaloop.tasks.base import TaskBatch, TaskStream, task_seed
 
 GOAL_RANGE = 0.5
 MAX_SPEED = 0.1
@@ -33,26 +33,27 @@ def rollout_seed(seed: int, split: str, index: int) -> int:
     return (task_seed(seed, split, index) * 0x2545F4914F6CDD1D + 1) % (2**63 - 1)
 
 
-class Nav2DTasks:
-    """Goals of 2D navigation as a task stream: ``batch(start, count)`` holds each task's goal ``[tasks, 1, 2]`` as
-    its support and query inputs (an RL learner samples its own rollouts), and ``info["goal"]`` and
-    ``info["rollout_seed"]`` (int64)."""
-
-    def __init__(self, *, seed: int = 0, split: str = "train") -> None:
-        self.seed, self.split = seed, split
-
-    def __len__(self) -> int:
-        return 2**31 - 1
+class GoalTasks(TaskStream):
+    """Goals of an RL task family as a task stream: ``batch(start, count)`` holds each task's goal ``[tasks, 1, d]``
+    as its support and query inputs (an RL learner samples its own rollouts), and ``info["goal"]`` ``[tasks, d]``
+    and ``info["rollout_seed"]`` (int64). A subclass draws :meth:`goal` ``(index) -> [d]``."""
 
     def goal(self, index: int) -> Tensor:
-        g = torch.Generator().manual_seed(task_seed(self.seed, self.split, index))
-        return (torch.rand(2, generator=g, dtype=torch.float64) * 2 - 1).float() * GOAL_RANGE
+        raise NotImplementedError
 
     def batch(self, start: int, count: int) -> TaskBatch:
         goals = torch.stack([self.goal(i) for i in range(start, start + count)])
         seeds = torch.tensor([rollout_seed(self.seed, self.split, i) for i in range(start, start + count)])
         x, y = goals[:, None, :], torch.zeros(count, 1)
         return TaskBatch(x, y, x, y, info={"goal": goals, "rollout_seed": seeds})
+
+
+class Nav2DTasks(GoalTasks):
+    """The goals of 2D navigation, uniform in ``[−GOAL_RANGE, GOAL_RANGE]²``."""
+
+    def goal(self, index: int) -> Tensor:
+        g = self.generator(index)
+        return (torch.rand(2, generator=g, dtype=torch.float64) * 2 - 1).float() * GOAL_RANGE
 
 
 #: ``environment(act, tasks, count, horizon)``: ``count`` trajectories of ``horizon`` steps on each of the tasks

@@ -29,11 +29,10 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from metaloop.data import data_root
 from metaloop.errors import MetaloopError
-from metaloop.tasks.base import TaskBatch, task_seed
+from metaloop.tasks.base import TaskBatch, TaskStream
 
 FILE = Path("tinyshakespeare") / "input.txt"
 SPLIT_FILE = Path(__file__).resolve().parent.parent / "data" / "splits" / "shakespeare.json"
@@ -104,7 +103,7 @@ def encode_lines(lines: list[str], length: int = SEQ_LEN) -> tuple[Tensor, Tenso
     return x, y
 
 
-class ShakespeareTasks(Dataset):
+class ShakespeareTasks(TaskStream):
     """An indexable, seeded stream of speaker tasks (a ``torch.utils.data.Dataset`` of tasks).
 
     Args:
@@ -118,14 +117,15 @@ class ShakespeareTasks(Dataset):
     ``info["speaker"]`` is the index of each task's speaker in :attr:`speakers`.
     """
 
+    splits = ("train", "test")
+
     def __init__(self, shots: int, queries: int, *, seed: int = 0, split: str = "train", root: str | None = None,
                  length: int = 2**31 - 1):
-        if split not in ("train", "test"):
-            raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        super().__init__(seed=seed, split=split, length=length)
         if shots + queries > MIN_LINES:
             raise MetaloopError(f"TinyShakespeare: shots + queries = {shots + queries} lines per task, but a "
                                 f"speaker may have only {MIN_LINES}")
-        self.shots, self.queries, self.seed, self.split, self.length = shots, queries, seed, split, length
+        self.shots, self.queries = shots, queries
         lines = load_speakers(None if root is None else str(root))
         self.speakers = frozen_split()[split]
         missing = [n for n in self.speakers if n not in lines]
@@ -133,18 +133,12 @@ class ShakespeareTasks(Dataset):
             raise MetaloopError(f"TinyShakespeare: speakers {missing[:3]} of {SPLIT_FILE.name} are not in the data")
         self.lines = [lines[n] for n in self.speakers]
 
-    def __len__(self) -> int:
-        return self.length
-
     def examples(self, index: int) -> tuple[str, list[str]]:
         """Task ``index``: its speaker and ``shots + queries`` distinct lines of theirs, support first."""
-        g = torch.Generator().manual_seed(task_seed(self.seed, self.split, index))
+        g = self.generator(index)
         s = int(torch.randint(len(self.speakers), (), generator=g))
         pick = torch.randperm(len(self.lines[s]), generator=g)[: self.shots + self.queries]
         return self.speakers[s], [self.lines[s][j] for j in pick.tolist()]
-
-    def __getitem__(self, index: int) -> TaskBatch:
-        return self.batch(index, 1).slice_task(0)
 
     def batch(self, start: int, count: int) -> TaskBatch:
         """Tasks ``start … start + count − 1``: ``x``, ``y`` of shape ``[tasks, n, SEQ_LEN]``."""

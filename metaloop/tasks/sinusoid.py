@@ -11,16 +11,15 @@ from __future__ import annotations
 import math
 
 import torch
-from torch.utils.data import Dataset
 
-from metaloop.tasks.base import SPLIT_IDS, TaskBatch, task_seed  # noqa: F401 (task_seed: its former home)
+from metaloop.tasks.base import TaskBatch, TaskStream, task_seed  # noqa: F401 (task_seed: its former home)
 
 AMPLITUDE = (0.1, 5.0)
 PHASE = (0.0, math.pi)
 INPUT = (-5.0, 5.0)
 
 
-class SinusoidTasks(Dataset):
+class SinusoidTasks(TaskStream):
     """An indexable, seeded stream of sinusoid tasks (a ``torch.utils.data.Dataset`` of tasks).
 
     Args:
@@ -35,17 +34,12 @@ class SinusoidTasks(Dataset):
     """
 
     def __init__(self, shots: int, queries: int, *, seed: int = 0, split: str = "train", length: int = 2**31 - 1):
-        if split not in SPLIT_IDS:
-            raise ValueError(f"split must be one of {sorted(SPLIT_IDS)}, got {split!r}")
-        self.shots, self.queries, self.seed, self.split, self.length = shots, queries, seed, split, length
-
-    def __len__(self) -> int:
-        return self.length
+        super().__init__(seed=seed, split=split, length=length)
+        self.shots, self.queries = shots, queries
 
     def _draw(self, index: int) -> torch.Tensor:
         """Uniform ``[0, 1)`` numbers for ``[amplitude, phase, x_1 … x_n]`` of task ``index``."""
-        g = torch.Generator().manual_seed(task_seed(self.seed, self.split, index))
-        return torch.rand(2 + self.shots + self.queries, generator=g)
+        return torch.rand(2 + self.shots + self.queries, generator=self.generator(index))
 
     def _tasks(self, draws: torch.Tensor) -> TaskBatch:
         def scale(u: torch.Tensor, low_high: tuple[float, float]) -> torch.Tensor:
@@ -56,9 +50,6 @@ class SinusoidTasks(Dataset):
         y = amplitude[:, None, None] * torch.sin(x - phase[:, None, None])
         k = self.shots
         return TaskBatch(x[:, :k], y[:, :k], x[:, k:], y[:, k:], info={"amplitude": amplitude, "phase": phase})
-
-    def __getitem__(self, index: int) -> TaskBatch:
-        return self._tasks(self._draw(index)[None]).slice_task(0)
 
     def batch(self, start: int, count: int) -> TaskBatch:
         """Tasks ``start … start + count − 1`` as one batch (the same tasks as ``dataset[i]``)."""

@@ -56,9 +56,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
-from metaloop.tasks.base import TaskBatch, task_seed
+from metaloop.tasks.base import TaskBatch, TaskStream
 
 ALPHABET = "abcdefgh"
 SEP = ">"
@@ -255,7 +254,7 @@ def encode(pairs: Sequence[tuple[str, str]], length: int = SEQ_LEN) -> tuple[Ten
     return x, y
 
 
-class StringTasks(Dataset):
+class StringTasks(TaskStream):
     """An indexable, seeded stream of string-function tasks (a ``torch.utils.data.Dataset`` of tasks).
 
     Args:
@@ -268,29 +267,21 @@ class StringTasks(Dataset):
     ``info["family"]`` is the index in :data:`FAMILIES` of each task's family.
     """
 
+    splits = SPLITS
+
     def __init__(self, shots: int, queries: int, *, seed: int = 0, split: str = "train", length: int = 2**31 - 1):
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
-        self.shots, self.queries, self.seed, self.split, self.length = shots, queries, seed, split, length
-
-    def __len__(self) -> int:
-        return self.length
-
-    def _generator(self, index: int) -> torch.Generator:
-        return torch.Generator().manual_seed(task_seed(self.seed, self.split, index))
+        super().__init__(seed=seed, split=split, length=length)
+        self.shots, self.queries = shots, queries
 
     def task(self, index: int) -> StringTask:
         """The function of task ``index``."""
-        return sample_task(self._generator(index), self.split)
+        return sample_task(self.generator(index), self.split)
 
     def examples(self, index: int) -> tuple[StringTask, list[tuple[str, str]]]:
         """Task ``index`` and its ``shots + queries`` ``(input, output)`` pairs, support first."""
-        g = self._generator(index)
+        g = self.generator(index)
         task = sample_task(g, self.split)
         return task, [(s, apply(task, s)) for s in sample_inputs(task, self.shots + self.queries, g)]
-
-    def __getitem__(self, index: int) -> TaskBatch:
-        return self.batch(index, 1).slice_task(0)
 
     def batch(self, start: int, count: int) -> TaskBatch:
         """Tasks ``start … start + count − 1`` as one batch: ``x``, ``y`` of shape ``[tasks, n, SEQ_LEN]``."""
