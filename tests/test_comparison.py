@@ -195,7 +195,12 @@ def test_ctrl_c_on_compare_stops_its_trainer_with_a_checkpoint(tmp_path):
     time.sleep(1.0)
     assert lock.exists(), "the trainer did not start"
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=90)
+    try:
+        _, err = proc.communicate(timeout=90)
+    except subprocess.TimeoutExpired:  # stop compare, so that its trainer stops too (it watches its parent)
+        proc.kill()
+        _, err = proc.communicate()
+        pytest.fail(f"compare did not stop within 90 s of a SIGINT: {err.strip()[-500:]}")
     assert proc.returncode == 130, err
     assert not lock.exists()
     pointer = json.loads((out / "maml" / "checkpoint.json").read_text())
