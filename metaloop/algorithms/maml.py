@@ -113,8 +113,7 @@ class MAML(MetaLearner):
         x, y = data
         training = self.training
         z = self.head_features(params, x)
-        inputs = self.loss_inputs(x, y)
-        inputs = x if inputs is None else inputs
+        inputs = x if (hooked := self.loss_inputs(x, y)) is None else hooked
 
         def loss(p: ParamDict) -> Tensor:
             if z is not None:
@@ -131,7 +130,8 @@ class MAML(MetaLearner):
         trajectory = gradient_descent_steps(losses, params, self.adapted_names, lr=self.inner_learning_rate(),
                                             steps=max(steps), first_order=self.first_order or not self.training,
                                             clip_norm=self.clip_norm, optimizer=self.inner_optimizer)
-        found = {t: p for t, p in enumerate(trajectory) if t in set(steps)}
+        wanted = set(steps)
+        found = {t: p for t, p in enumerate(trajectory) if t in wanted}
         return [found[s] for s in steps]
 
     def adapt(self, params: ParamDict, support: tuple[Any, Tensor], *, steps: int | None = None) -> ParamDict:
