@@ -189,11 +189,12 @@ def test_ctrl_c_on_compare_stops_its_trainer_with_a_checkpoint(tmp_path):
                              "--set", "checkpoint_every=100000", *[a for item in TINY[:3] for a in ("--set", item)]],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lock = out / "maml" / ".lock"
-    deadline = time.time() + 60
-    while time.time() < deadline and not (out / "maml" / "metrics.jsonl").exists():
-        time.sleep(0.2)
-    time.sleep(1.0)
-    assert lock.exists(), "the trainer did not start"
+    metrics = out / "maml" / "metrics.jsonl"
+    deadline = time.time() + 120
+    # a logged iteration: the training loop runs, so the trainer's Ctrl-C handler is installed (event, not a sleep)
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().strip()):
+        time.sleep(0.1)
+    assert lock.exists() and metrics.read_text().strip(), "the trainer did not start within 120 s"
     proc.send_signal(signal.SIGINT)
     try:
         _, err = proc.communicate(timeout=90)

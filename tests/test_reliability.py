@@ -3,6 +3,7 @@ moments (while a checkpoint is written too) resumes to the bit-identical final c
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -66,25 +67,38 @@ def _train(out: Path, iterations: int) -> subprocess.Popen:
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def _checkpointed(out: Path) -> int:
+    pointer = out / "checkpoint.json"
+    try:
+        return int(json.loads(pointer.read_text())["iteration"])
+    except (OSError, ValueError, KeyError):  # none yet
+        return 0
+
+
 def test_kill_9_at_random_moments_then_resume_is_bit_identical(tmp_path):
-    """Four SIGKILLs at random times (the checkpoint is written every 7 steps, so some land in a write), each
-    followed by --resume: the final checkpoint equals that of an uninterrupted run, and no temp file is left."""
-    iterations = 1200  # long enough that a run outlasts the first kills on a fast, idle machine
+    """Four SIGKILLs at random moments (the checkpoint is written every 7 steps, so some land in a write), each
+    followed by --resume: the final checkpoint equals that of an uninterrupted run, and no temp file is left.
+    Each kill waits for the run to have checkpointed a random number of steps past where it resumed, so the
+    kills land mid-run however fast or loaded the machine is."""
+    iterations = 1200
     straight = tmp_path / "straight"
     assert _train(straight, iterations).wait(timeout=300) == 0
     killed = tmp_path / "killed"
     rng = random.Random(0)
     kills = 0
     while kills < 4:
+        target = _checkpointed(killed) + rng.randint(3, 30) * 7
         proc = _train(killed, iterations)
-        time.sleep(rng.uniform(2.5, 4.0))  # start-up (imports) takes about 2 s
-        if proc.poll() is not None:
-            break  # it finished before the kill
+        deadline = time.time() + 300
+        while proc.poll() is None and _checkpointed(killed) < target and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.05))  # anywhere in the next steps, a checkpoint write among them
+        assert proc.poll() is None, "the run ended before its kill"
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         kills += 1
     assert _train(killed, iterations).wait(timeout=300) == 0
     a = load_file(str(straight / f"checkpoint-{iterations}.safetensors"))
     b = load_file(str(killed / f"checkpoint-{iterations}.safetensors"))
-    assert kills >= 2 and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not [p for p in killed.iterdir() if p.name.endswith(".tmp")]
