@@ -7,7 +7,9 @@ import argparse
 import datetime
 import os
 import platform
+import json
 import shlex
+import subprocess
 import sys
 from pathlib import Path
 
@@ -18,6 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 if SHARED_DATA.is_dir():
     os.environ.setdefault("METALOOP_DATA", str(SHARED_DATA))
+#: A benchmark's subprocesses: one thread each (they run ``--jobs`` at a time), and never a model hub.
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 HEADER = "# Results\n\nEvery number on this page is written by a script in `scripts/`; none is typed in by hand.\n"
 
 
@@ -99,3 +103,29 @@ def replace_block(page: Path, name: str, text: str, header: str = HEADER) -> Non
     tmp = page.with_suffix(".tmp")
     tmp.write_text(new)
     tmp.replace(page)
+
+
+def last_line(text: str) -> str:
+    """The last non-empty line of a subprocess's stderr, without the CLI's prefix."""
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1].removeprefix("metaloop: error: ") if lines else "no message"
+
+
+def choose_lr(bench: str, run: Path | str | None, factors: list[float], sets: list[str],
+              episodes: int | None = None) -> dict:
+    """``metaloop.tuning.choose_test_lr``'s answer in a subprocess with one thread (``run`` None: the untrained
+    model): ``{"test_inner_lr", "validation"}``, or ``{"failed": the error line}``."""
+    code = ("import json, sys\n"
+            "from metaloop.errors import MetaloopError\n"
+            "from metaloop.tuning import choose_test_lr\n"
+            "run, episodes = None if sys.argv[2] == '-' else sys.argv[2], json.loads(sys.argv[4])\n"
+            "try:\n"
+            "    print(json.dumps(choose_test_lr(sys.argv[1], run, json.loads(sys.argv[3]), overrides=sys.argv[5:], "
+            "**({} if episodes is None else {'episodes': episodes}))))\n"
+            "except MetaloopError as exc:\n"
+            "    sys.exit(f'metaloop: error: {exc}')\n")
+    done = subprocess.run([sys.executable, "-c", code, bench, str(run or "-"), json.dumps(factors),
+                           json.dumps(episodes), *sets], env=ONE_THREAD, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"failed": "test step size: " + last_line(done.stderr)}
+    return json.loads(done.stdout)

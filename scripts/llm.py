@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import subprocess
 import sys
 import time
@@ -43,7 +42,16 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _report import benchmark_parser, command_line, extra_settings, machine_summary, replace_block  # noqa: E402
+from _report import (  # noqa: E402
+    ONE_THREAD,
+    benchmark_parser,
+    choose_lr,
+    command_line,
+    extra_settings,
+    last_line,
+    machine_summary,
+    replace_block,
+)
 
 BENCHMARK = "llm-tasks"
 SHOTS = [4, 8]
@@ -65,14 +73,9 @@ METHODS: dict[str, tuple[str, list[str], bool]] = {
 GRADIENT = {"finetune", "multitask", "maml", "fomaml", "reptile", "metasgd"}
 #: Gradient-based methods whose step size is their own (Meta-SGD learns one per weight): no choice of it.
 LEARNED_RATES = {"metasgd"}
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 ANCHORS = ("Anchors (Min et al. 2022, Table 11: GPT-2 Small, 124 M parameters, 16 shots, HR→LR, macro-F1, mean over "
            "5 seeds / worst seed): Channel MetaICL 46.2 / 43.1, Channel in-context learning 41.5 / 37.4, Channel "
            "multi-task 0-shot 40.4. No anchor shows meta-training beating multi-task training, then fine-tuning.")
-
-
-def last_line(text: str) -> str:
-    return (text.strip().splitlines() or ["no message"])[-1]
 
 
 def evaluate_untrained(method: str, shots: int, args: argparse.Namespace, lr: list[str]) -> dict:
@@ -83,7 +86,7 @@ def evaluate_untrained(method: str, shots: int, args: argparse.Namespace, lr: li
             "print(json.dumps(evaluate_untrained(sys.argv[1], sys.argv[2], episodes=int(sys.argv[3]), "
             "steps=json.loads(sys.argv[4]), overrides=sys.argv[5:])))")
     done = subprocess.run([sys.executable, "-c", code, BENCHMARK, algo, str(args.episodes), json.dumps(steps), *sets],
-                          env=ENV, capture_output=True, text=True)
+                          env=ONE_THREAD, capture_output=True, text=True)
     if done.returncode != 0:
         return {"failed": last_line(done.stderr)}
     return json.loads(done.stdout)
@@ -96,7 +99,7 @@ def train(method: str, args: argparse.Namespace) -> dict:
     iterations = ["--set", f"iterations={args.iterations}"]
     cmd = [sys.executable, "-m", "metaloop", "train", "--algo", algo, "--benchmark", BENCHMARK, "--out", str(out),
            "--resume", "--quiet", *budget, *iterations, *[a for s in [*extra, *args.sets] for a in ("--set", s)]]
-    done = subprocess.run(cmd, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(cmd, env=ONE_THREAD, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if done.returncode != 0:
         return {"failed": last_line(done.stderr)}
     record = json.loads((out / "checkpoint.json").read_text())
@@ -108,25 +111,9 @@ def evaluate_run(method: str, shots: int, args: argparse.Namespace, lr: list[str
     cmd = [sys.executable, "-m", "metaloop", "eval", str(args.runs / method), "--json", "--no-plots",
            "--episodes", str(args.episodes), "--steps", ",".join(map(str, steps)), "--set", f"eval_shots={shots}",
            *[a for s in lr for a in ("--set", s)]]
-    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True)
+    done = subprocess.run(cmd, env=ONE_THREAD, capture_output=True, text=True)
     if done.returncode != 0:
         return {"failed": "eval: " + last_line(done.stderr)}
-    return json.loads(done.stdout)
-
-
-def choose_lr(method: str, args: argparse.Namespace) -> dict:
-    """``choose_test_lr``'s answer for a gradient-based method (its run, or the pretrained model for
-    ``finetune``), in a subprocess with one thread: ``{"test_inner_lr", "validation"}`` or ``{"failed"}``."""
-    _, extra, trained = METHODS[method]
-    run = str(args.runs / method) if trained else "-"
-    code = ("import json, sys; from metaloop.tuning import choose_test_lr; "
-            "run = None if sys.argv[2] == '-' else sys.argv[2]; "
-            "print(json.dumps(choose_test_lr(sys.argv[1], run, json.loads(sys.argv[3]), episodes=int(sys.argv[4]), "
-            "overrides=sys.argv[5:])))")
-    done = subprocess.run([sys.executable, "-c", code, BENCHMARK, run, json.dumps(args.test_lr_factors),
-                           str(args.validation_episodes), *extra, *args.sets], env=ENV, capture_output=True, text=True)
-    if done.returncode != 0:
-        return {"failed": "test step size: " + last_line(done.stderr)}
     return json.loads(done.stdout)
 
 
@@ -164,7 +151,9 @@ def run_method(method: str, args: argparse.Namespace) -> dict:
     if method in GRADIENT - LEARNED_RATES and len(args.test_lr_factors) > 1:
         factors = ",".join(f"{f:g}" for f in args.test_lr_factors)
         out["chosen"] = cached(args.runs / "results" / f"{name}-lr{factors}-v{args.validation_episodes}"
-                               f"{settings_key(args)}.json", lambda: choose_lr(method, args))
+                               f"{settings_key(args)}.json", lambda: choose_lr(
+                                   BENCHMARK, args.runs / method if METHODS[method][2] else None, args.test_lr_factors,
+                                   [*METHODS[method][1], *args.sets], episodes=args.validation_episodes))
         if "failed" in out["chosen"]:
             print(f"{method}: FAILED: {out['chosen']['failed']}", flush=True)
             out["train"] = out["chosen"]
@@ -214,7 +203,7 @@ def tokens_per_task(args: argparse.Namespace) -> dict[str, float]:
             "a = lambda x, y: int((x.gather(2, (1 + y)[..., None, None].expand(-1, -1, 1, x.shape[-1])) >= 0).sum()); "
             "per = (n(b.support_x) + n(b.query_x) + a(b.support_x, b.support_y) + a(b.query_x, b.query_y)) / 20; "
             "print(json.dumps({'tokens': per, 'meta_batch_size': cfg['meta_batch_size']}))")
-    done = subprocess.run([sys.executable, "-c", code, *args.sets], env=ENV, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-c", code, *args.sets], env=ONE_THREAD, capture_output=True, text=True)
     return json.loads(done.stdout) if done.returncode == 0 else {"tokens": float("nan"), "meta_batch_size": 4}
 
 

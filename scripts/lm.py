@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -32,10 +31,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import (  # noqa: E402
+    ONE_THREAD,
     ROOT,
     benchmark_parser,
+    choose_lr,
     command_line,
     extra_settings,
+    last_line,
     machine_summary,
     mean_ci,
     replace_block,
@@ -53,22 +55,14 @@ METHODS: dict[str, tuple[str, list[str]] | None] = {
     "pretrain": ("pretrain", []),
     "scratch": None,
 }
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def choose_lr(bench: str, algo: str, run: Path | None, args: argparse.Namespace, sets: list[str]) -> dict | str:
-    """``choose_test_lr``'s answer in a subprocess (one thread), or the error line; ``{}`` where there is
-    nothing to choose (one factor, or Meta-SGD's learned step sizes)."""
+def chosen_lr(bench: str, algo: str, run: Path | None, args: argparse.Namespace, sets: list[str]) -> dict:
+    """``choose_lr``'s answer; ``{}`` where there is nothing to choose (one factor, or Meta-SGD's learned
+    step sizes)."""
     if algo == "metasgd" or len(args.test_lr_factors) < 2:
         return {}
-    code = ("import json, sys; from metaloop.tuning import choose_test_lr; "
-            "run = None if sys.argv[2] == '-' else sys.argv[2]; "
-            "print(json.dumps(choose_test_lr(sys.argv[1], run, json.loads(sys.argv[3]), overrides=sys.argv[4:])))")
-    done = subprocess.run([sys.executable, "-c", code, bench, str(run or "-"), json.dumps(args.test_lr_factors),
-                           *sets], env=ENV, capture_output=True, text=True)
-    if done.returncode != 0:
-        return "test step size: " + (done.stderr.strip().splitlines() or ["no message"])[-1]
-    return json.loads(done.stdout)
+    return choose_lr(bench, run, args.test_lr_factors, sets)
 
 
 def run_one(bench: str, method: str, args: argparse.Namespace) -> dict:
@@ -77,17 +71,17 @@ def run_one(bench: str, method: str, args: argparse.Namespace) -> dict:
     exe = [sys.executable, "-m", "metaloop"]
     t0 = time.time()
     if METHODS[method] is None:
-        chosen = choose_lr(bench, "pretrain", None, args, sets)
-        if isinstance(chosen, str):
-            return {"failed": chosen}
+        chosen = chosen_lr(bench, "pretrain", None, args, sets)
+        if "failed" in chosen:
+            return chosen
         lr_sets = [f"test_inner_lr={chosen['test_inner_lr']}"] if chosen else []
         code = ("import json, sys; from metaloop.tuning import evaluate_scratch; "
                 "print(json.dumps(evaluate_scratch(sys.argv[1], episodes=int(sys.argv[2]), steps=[0, 1, 5, 10], "
                 "overrides=sys.argv[3:])))")
-        done = subprocess.run([sys.executable, "-c", code, bench, str(args.episodes), *sets, *lr_sets], env=ENV,
+        done = subprocess.run([sys.executable, "-c", code, bench, str(args.episodes), *sets, *lr_sets], env=ONE_THREAD,
                               capture_output=True, text=True)
         if done.returncode != 0:
-            return {"failed": (done.stderr.strip().splitlines() or ["no message"])[-1]}
+            return {"failed": last_line(done.stderr)}
         result = json.loads(done.stdout)
         result.update(eval_seconds=time.time() - t0, iterations=0, chosen=chosen)
         print(f"{bench} {method}: evaluated in {time.time() - t0:.0f} s", flush=True)
@@ -97,22 +91,22 @@ def run_one(bench: str, method: str, args: argparse.Namespace) -> dict:
     train = exe + ["train", "--algo", algo, "--benchmark", bench, "--out", str(out), "--resume", "--quiet"]
     for item in [*extra, *sets]:
         train += ["--set", item]
-    done = subprocess.run(train, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(train, env=ONE_THREAD, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     if done.returncode != 0:
-        error = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        error = last_line(done.stderr)
         print(f"{bench} {method}: FAILED: {error}", flush=True)
         return {"failed": error}
     t1 = time.time()
-    chosen = choose_lr(bench, algo, out, args, [])
-    if isinstance(chosen, str):
-        return {"failed": chosen}
+    chosen = chosen_lr(bench, algo, out, args, [])
+    if "failed" in chosen:
+        return chosen
     evaluate = exe + ["eval", str(out), "--json", "--no-plots", "--steps", ",".join(map(str, STEPS)),
                       "--episodes", str(args.episodes)]
     if chosen:
         evaluate += ["--set", f"test_inner_lr={chosen['test_inner_lr']}"]
-    done = subprocess.run(evaluate, env=ENV, capture_output=True, text=True)
+    done = subprocess.run(evaluate, env=ONE_THREAD, capture_output=True, text=True)
     if done.returncode != 0:
-        return {"failed": "eval: " + (done.stderr.strip().splitlines() or ["no message"])[-1]}
+        return {"failed": "eval: " + last_line(done.stderr)}
     result = json.loads(done.stdout)
     result.update(eval_seconds=time.time() - t1, chosen=chosen)
     result["iterations"] = result.pop("iteration")
