@@ -178,6 +178,12 @@ def test_a_killed_compare_takes_its_trainer_with_it(tmp_path):
     assert json.loads((out / "maml" / "checkpoint.json").read_text())["iteration"] > 10
 
 
+def _interruptible() -> None:
+    """In the child, before Python starts: SIGINT as at a terminal. A job started in the background (``cmd &``,
+    as CI runners and ``nohup`` do) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_on_compare_stops_its_trainer_with_a_checkpoint(tmp_path):
     """The trainer runs in its own session: a Ctrl-C reaches compare only, which interrupts the trainer once, so
     that it checkpoints where it is (a second interrupt would stop it without one) and releases the folder."""
@@ -187,7 +193,8 @@ def test_ctrl_c_on_compare_stops_its_trainer_with_a_checkpoint(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "metaloop", "compare", "--benchmark", "sinusoid", "--algos", "maml",
                              "--budget", "100000", "--quiet", "--out", str(out),
                              "--set", "checkpoint_every=100000", *[a for item in TINY[:3] for a in ("--set", item)]],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_interruptible)
     lock = out / "maml" / ".lock"
     metrics = out / "maml" / "metrics.jsonl"
     deadline = time.time() + 120
