@@ -19,6 +19,9 @@ domains, scenarios and classes and on FewRel, 5-way):
 - `metaicl`, `metaicl-channel`: LoRA meta-trained on K-shot prompts (Min et al. 2022), direct and channel;
 - `maml`, `fomaml`, `reptile`, `metasgd`: the inner loop adapts LoRA on the K examples (each scored 0-shot);
   Meta-SGD meta-learns a step size per LoRA weight with the start, and is reported after its one step.
+- `maml-icl`, `fomaml-icl`: MAML-en-LLM (Sinha et al. 2024), second and first order: the inner loop adapts LoRA
+  on the K examples in the in-context format (each half after the other half's demonstrations), the queries
+  are scored after all K demonstrations.
 
 Each trained method gets the same wall-time budget (`--budget`, default 60 minutes; `metaloop train … --resume`,
 so an interrupted benchmark continues). Every method is tested on the same `--episodes` test episodes (tasks ×
@@ -27,7 +30,8 @@ steps. With `--test-lr-factors` (say `1 10 100`), each gradient-based method's t
 as that multiple of its inner_lr with the lowest query loss after its test_inner_steps on `--validation-episodes`
 episodes of the meta-training tasks (`metaloop.tuning.choose_test_lr`; never a test task), and the tests run at
 it; without, at the preset's inner_lr. Runs and evaluations go `--jobs` at a time in subprocesses with one thread each. The tables go into the
-`llm` block of docs/results.md with the command, the machine, each run's meta-steps, minutes and tokens.
+`llm` block of docs/results.md with the command, the machine, each run's meta-steps, minutes, tokens and tokens per
+second, its adaptation latency and its trainer's peak memory.
 """
 
 from __future__ import annotations
@@ -69,8 +73,10 @@ METHODS: dict[str, tuple[str, list[str], bool]] = {
     "fomaml": ("fomaml", [], True),
     "reptile": ("reptile", [], True),
     "metasgd": ("metasgd", [], True),
+    "maml-icl": ("maml-icl", [], True),
+    "fomaml-icl": ("maml-icl", ["first_order=true"], True),
 }
-GRADIENT = {"finetune", "multitask", "maml", "fomaml", "reptile", "metasgd"}
+GRADIENT = {"finetune", "multitask", "maml", "fomaml", "reptile", "metasgd", "maml-icl", "fomaml-icl"}
 #: Gradient-based methods whose step size is their own (Meta-SGD learns one per weight): no choice of it.
 LEARNED_RATES = {"metasgd"}
 ANCHORS = ("Anchors (Min et al. 2022, Table 11: GPT-2 Small, 124 M parameters, 16 shots, HR→LR, macro-F1, mean over "
@@ -103,7 +109,22 @@ def train(method: str, args: argparse.Namespace) -> dict:
     if done.returncode != 0:
         return {"failed": last_line(done.stderr)}
     record = json.loads((out / "checkpoint.json").read_text())
-    return {"run": str(out), "iterations": record["iteration"], "seconds": record["elapsed_seconds"]}
+    return {"run": str(out), "iterations": record["iteration"], "seconds": record["elapsed_seconds"],
+            "peak_rss_mb": record.get("peak_rss_mb")}
+
+
+def latency(method: str, args: argparse.Namespace, lr: list[str]) -> dict:
+    """A trained run's adaptation latency (``metaloop.evaluation.adaptation_latency``: the median over 5 test tasks
+    of adapting on K = 8 and scoring the queries, one thread) at the reported number of inner steps."""
+    code = ("import json, sys; from metaloop.config import parse_set; "
+            "from metaloop.evaluation import adaptation_latency, load_learner; "
+            "learner, bench, cfg = load_learner(sys.argv[1], overrides=parse_set(sys.argv[3:])); "
+            "print(json.dumps({'latency_ms': adaptation_latency(learner, bench, cfg, tasks=5, steps=int(sys.argv[2]))}))")
+    done = subprocess.run([sys.executable, "-c", code, str(args.runs / method), reported_step(method), "eval_shots=8",
+                           *lr], env=ONE_THREAD, capture_output=True, text=True)
+    if done.returncode != 0:
+        return {"failed": "latency: " + last_line(done.stderr)}
+    return json.loads(done.stdout)
 
 
 def evaluate_run(method: str, shots: int, args: argparse.Namespace, lr: list[str]) -> dict:
@@ -164,6 +185,9 @@ def run_method(method: str, args: argparse.Namespace) -> dict:
     for k in SHOTS:
         out["evals"][k] = cached(args.runs / "results" / f"{name}-k{k}{suffix}-{tag}.json",
                                  lambda k=k: evaluate(method, k, args, lr))
+    if METHODS[method][2]:
+        out["latency"] = cached(args.runs / "results" / f"{name}-latency{suffix}{settings_key(args)}.json",
+                                lambda: latency(method, args, lr))
     print(f"{method}: done in {time.time() - t0:.0f} s", flush=True)
     return out
 
@@ -207,6 +231,15 @@ def tokens_per_task(args: argparse.Namespace) -> dict[str, float]:
     return json.loads(done.stdout) if done.returncode == 0 else {"tokens": float("nan"), "meta_batch_size": 4}
 
 
+def latency_cell(result: dict) -> str:
+    if "failed" in result:
+        return f"failed: {result['failed'].replace('|', '/')}"
+    if "latency_ms" not in result:
+        return "–"
+    ms = result["latency_ms"]
+    return f"{ms:.0f} ms" if ms < 1000 else f"{ms / 1000:.1f} s"
+
+
 def chosen_text(args: argparse.Namespace) -> str:
     if len(args.test_lr_factors) < 2:
         return ", at the preset's inner_lr (0.001)"
@@ -233,20 +266,26 @@ def write(results: dict[str, dict], args: argparse.Namespace, tokens: float, bat
         f"{chosen_text(args)}. Meta-training: "
         f"the preset of each method on 8-shot 5-way episodes, at most {args.budget} each, one thread; "
         f"a meta-training task's examples hold about {tokens:.0f} tokens ({batch} tasks per meta-step), before "
-        "the template.",
+        "the template; tokens/s is those tokens over the meta-training time. Adaptation latency: the median over 5 "
+        "test tasks of adapting on K = 8 and scoring the queries at the reported steps, one thread "
+        "(`metaloop.evaluation.adaptation_latency`); peak memory: the trainer's peak RSS.",
         "",
-        "| method | K = 4 | K = 8 | meta-steps | meta-training | tokens (≈) |" + (" test step size |" if lr_column else ""),
-        "|---|---|---|---|---|---|" + ("---|" if lr_column else ""),
+        "| method | K = 4 | K = 8 | meta-steps | meta-training | tokens (≈) | tokens/s | adaptation latency | peak memory |"
+        + (" test step size |" if lr_column else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if lr_column else ""),
     ]
     for method, r in results.items():
         step = reported_step(method)
         trained = r.get("train")
         if trained and "failed" in trained:
-            lines.append(f"| {method} | failed: {trained['failed'].replace('|', '/')} | | | | |")
+            lines.append(f"| {method} | failed: {trained['failed'].replace('|', '/')} | | | | | | | |")
             continue
-        meta = ("–", "none", "–") if not trained else (
+        meta = ("–", "none", "–", "–", "–", "–") if not trained else (
             str(trained["iterations"]), f"{trained['seconds'] / 60:.1f} min",
-            f"{trained['iterations'] * batch * tokens / 1e6:.2f} M")
+            f"{trained['iterations'] * batch * tokens / 1e6:.2f} M",
+            f"{trained['iterations'] * batch * tokens / max(trained['seconds'], 1e-9):.0f}",
+            latency_cell(r.get("latency", {})),
+            "–" if trained.get("peak_rss_mb") is None else f"{trained['peak_rss_mb'] / 1024:.1f} GB")
         chosen = (f" {r['chosen']['test_inner_lr']:g} |" if "chosen" in r else " – |") if lr_column else ""
         lines.append(f"| {method} | {cell(r['evals'][4], step)} | {cell(r['evals'][8], step)} | {' | '.join(meta)} |"
                      + chosen)

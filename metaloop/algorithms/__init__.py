@@ -7,6 +7,7 @@ from metaloop.algorithms.anil import ANIL
 from metaloop.algorithms.base import MetaLearner
 from metaloop.algorithms.leo import LEO
 from metaloop.algorithms.maml import FOMAML, MAML
+from metaloop.algorithms.maml_icl import MAMLICL
 from metaloop.algorithms.anil_rl import ANILRL
 from metaloop.algorithms.maml_rl import FOMAMLRL, MAMLRL
 from metaloop.algorithms.pretrain_rl import PretrainRL
@@ -34,6 +35,7 @@ ALGORITHMS: dict[str, tuple[type[MetaLearner], str]] = {
     "metaoptnet-ridge": (MetaOptNetRidge, "MetaOptNet, ridge-regression head (Lee et al. 2019)"),
     "leo": (LEO, "LEO: optimization in a latent space of classifier weights (Rusu et al. 2019)"),
     "metaicl": (MetaICL, "MetaICL: a language model meta-trained to learn in context (Min et al. 2022)"),
+    "maml-icl": (MAMLICL, "MAML-en-LLM: MAML over LoRA on in-context prompts (Sinha et al. 2024)"),
 }
 
 #: The same names on a reinforcement-learning benchmark (one with an environment): CLI name → (class, description).
@@ -80,7 +82,7 @@ def check_reads(name: str, keys: Iterable[str], source: str, environment: bool =
 
 
 __all__ = [
-    "ALGORITHMS", "ALGORITHM_OPTIONS", "ANIL", "ANILRL", "FOMAML", "FOMAMLRL", "LEO", "MAML", "MAMLRL", "MetaICL",
+    "ALGORITHMS", "ALGORITHM_OPTIONS", "ANIL", "ANILRL", "FOMAML", "FOMAMLRL", "LEO", "MAML", "MAMLICL", "MAMLRL", "MetaICL",
     "MetaLearner", "MetaOptNet", "MetaOptNetRidge", "MetaOptNetSVM", "MetaSGD", "MetaSGDRL", "Pretrain",
     "PretrainRL", "ProMP", "ProtoNet", "RL_ALGORITHMS", "Reptile", "ReptileRL", "algorithm", "check_reads", "registry",
 ]

@@ -36,7 +36,7 @@ def sets(tiny_llama, **extra):
     return [a for k, v in {**SETS, "lm": tiny_llama, **extra}.items() for a in ("--set", f"{k}={v}")]
 
 
-@pytest.mark.parametrize("algo", ["metaicl", "maml", "pretrain"])
+@pytest.mark.parametrize("algo", ["metaicl", "maml", "maml-icl", "pretrain"])
 def test_train_and_eval_on_the_users_tasks(algo, tiny_llama, tmp_path, cli):
     """Each method trains on the file's train tasks and is tested on its test task, per demonstration seed."""
     data = task_file(tmp_path / "tasks.jsonl")
@@ -62,6 +62,7 @@ def test_untrained_baselines(tiny_llama, tmp_path):
 
 @pytest.mark.parametrize(("algo", "benchmark", "needle"), [
     ("metaicl", "sinusoid", "needs a language-model benchmark"),
+    ("maml-icl", "omniglot-5w1s", "needs a language-model benchmark"),
     ("protonet", "llm-tasks", "scores prompts with a language model"),
     ("metaicl", "llm-tasks:nowhere.jsonl", "does not exist"),
 ])
@@ -83,10 +84,10 @@ def test_presets_and_the_metric():
     """The built-in benchmark resolves for each method without loading anything; macro-F1 by hand."""
     import torch
 
-    for algo in ("metaicl", "maml", "fomaml", "reptile", "metasgd", "pretrain"):
+    for algo in ("metaicl", "maml", "maml-icl", "fomaml", "reptile", "metasgd", "pretrain"):
         cfg = resolve_config(algo, "llm-tasks")
         assert cfg["shots"] == 8 and cfg["ways"] == 5
-    assert resolve_config("maml", "llm-tasks")["adapt"] == "*lora_*"
+    assert resolve_config("maml", "llm-tasks")["adapt"] == resolve_config("maml-icl", "llm-tasks")["adapt"] == "*lora_*"
     scores = torch.tensor([[1.0, 0], [0, 1], [1, 0], [1, 0]])  # predictions 0, 1, 0, 0
     y = torch.tensor([0, 1, 1, 1])
     # class 0: tp 1, fp 2, fn 0 → 0.5; class 1: tp 1, fp 0, fn 2 → 0.5
