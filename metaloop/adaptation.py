@@ -32,7 +32,6 @@ from typing import Any
 
 import torch
 
-from metaloop.algorithms import MAML
 from metaloop.benchmarks.fewshot_images import headless, warn_queries_in_support
 from metaloop.checkpoint import atomic_write_text
 from metaloop.errors import MetaloopError, MetaloopWarning
@@ -102,7 +101,7 @@ class Adapter:
         x = self._encode(list(inputs), base_dir, source)
         y = torch.tensor([self.classes.index(str(label)) for label in labels], device=self._device)
         params = {k: v.detach() for k, v in self.learner.params().items()}
-        with torch.no_grad() if not isinstance(self.learner, MAML) else torch.enable_grad():
+        with torch.enable_grad() if self.learner.has_inner_loop else torch.no_grad():
             state = self.learner.adapt(params, (x, y), steps=self.steps)
         self._state = _detach(state)
         return self

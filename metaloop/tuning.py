@@ -15,6 +15,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from metaloop.algorithms import FINETUNE
 from metaloop.benchmarks import build_learner, resolve_config
 from metaloop.config import parse_set
 from metaloop.errors import MetaloopError
@@ -47,7 +48,7 @@ def evaluate_scratch(benchmark: str, **kwargs: Any) -> dict[str, Any]:
     """The "training from scratch on the K examples" baseline: the randomly initialized model (``seed``)
     fine-tuned on each test task's support set with the inner loop of ``pretrain`` (SGD at ``inner_lr``),
     named ``"scratch"``."""
-    return evaluate_untrained(benchmark, "pretrain", name="scratch", **kwargs)
+    return evaluate_untrained(benchmark, FINETUNE, name="scratch", **kwargs)
 
 
 def _as_mapping(overrides: Mapping[str, Any] | Iterable[str] | None) -> dict[str, Any]:
@@ -71,13 +72,13 @@ def choose_test_lr(
     if not factors or any(not f > 0 for f in factors):
         raise MetaloopError(f"test step-size factors must be positive, got {list(factors)}")
     if run_dir is None:
-        inner_lr = resolve_config("pretrain", benchmark, overrides=overrides)["inner_lr"]
+        inner_lr = resolve_config(FINETUNE, benchmark, overrides=overrides)["inner_lr"]
     else:
         inner_lr = read_config(run_dir)["inner_lr"]
     losses: dict[float, float] = {}
     for factor in factors:
         if run_dir is None:
-            cfg = resolve_config("pretrain", benchmark, overrides={**_as_mapping(overrides),
+            cfg = resolve_config(FINETUNE, benchmark, overrides={**_as_mapping(overrides),
                                                                      "test_inner_lr": factor * inner_lr})
             learner, bench = build_learner(cfg)
         else:

@@ -446,3 +446,16 @@ def test_labels_that_differ_only_by_case_or_spacing_warn(proto_run, tmp_path, cl
     query = write_csv(tmp_path / "q.csv", [[q] for q in QUERIES], fields=("text",))
     code, _, err = cli("adapt", proto_run, "--support", support, "--query", query)
     assert code == 0 and "metaloop: warning: " in err and "'Travel' / 'travel'" in err, err
+
+
+def test_adapt_reads_a_query_field_longer_than_the_csv_default_limit(proto_run, tmp_path, cli):
+    """A text of 200,000 characters (the csv module refuses fields over 131,072 by default: it was a traceback)
+    is read and answered like any other; the model sees its first tokens."""
+    support = write_csv(tmp_path / "support.csv", SUPPORT)
+    long_text = QUERIES[0] + " " + "x" * 200_000
+    query = write_csv(tmp_path / "query.csv", [[long_text], *[[q] for q in QUERIES[1:]]], fields=("text",))
+    code, out, err = cli("adapt", proto_run, "--support", support, "--query", query, "--out", tmp_path / "p.csv")
+    assert code == 0, err
+    with open(tmp_path / "p.csv", newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(QUERIES) and rows[0]["text"] == long_text and rows[0]["prediction"] in {s[1] for s in SUPPORT}

@@ -375,10 +375,12 @@ def test_out_that_is_a_file_or_under_one(tmp_path: Path, cli):
         assert_one_line_error(code, err, needle)
     code, _, err = cli("compare", "--benchmark", "sinusoid", "--algos", "maml", "--out", afile / "c")
     assert_one_line_error(code, err, "is a file, not a folder")
+    code, _, err = cli("compare", "--benchmark", "sinusoid", "--algos", "maml", "--out", afile)
+    assert_one_line_error(code, err, str(afile))
     assert afile.read_text() == "mine"
 
 
-def test_cache_that_is_a_file(tmp_path: Path, capsys, monkeypatch):
+def test_cache_that_is_a_file(tmp_path: Path, cli, monkeypatch):
     afile = tmp_path / "cache"
     afile.write_text("")
     monkeypatch.setenv("METALOOP_CACHE", str(afile))
@@ -387,7 +389,10 @@ def test_cache_that_is_a_file(tmp_path: Path, capsys, monkeypatch):
 
     with pytest.raises(MetaloopError, match=r"cache folder .* \(\$METALOOP_CACHE\) is a file"):
         cache_dir()
-
+    monkeypatch.delenv("METALOOP_DATA", raising=False)  # so that a download goes into the cache
+    code, _, err = cli("data", "download", "clinc150")
+    assert_one_line_error(code, err, "($METALOOP_CACHE) is a file")
+    assert afile.read_text() == ""
 
 def test_compare_checks_every_option_before_training(tmp_path: Path, cli):
     """A bad --set reaches the user as one line from compare itself, before any child process trains."""

@@ -38,6 +38,10 @@ ALGORITHMS: dict[str, tuple[type[MetaLearner], str]] = {
     "maml-icl": (MAMLICL, "MAML-en-LLM: MAML over LoRA on in-context prompts (Sinha et al. 2024)"),
 }
 
+#: The algorithm whose inner loop is plain fine-tuning of an initialization that nothing meta-learned: the learner
+#: of the untrained baselines (fine-tuning the pretrained LLM, training from scratch on the K examples).
+FINETUNE = "pretrain"
+
 #: The same names on a reinforcement-learning benchmark (one with an environment): CLI name → (class, description).
 RL_ALGORITHMS: dict[str, tuple[type[MetaLearner], str]] = {
     "maml": (MAMLRL, "MAML-RL: policy-gradient inner step, meta-gradient through it (Finn et al. 2017)"),
@@ -82,7 +86,7 @@ def check_reads(name: str, keys: Iterable[str], source: str, environment: bool =
 
 
 __all__ = [
-    "ALGORITHMS", "ALGORITHM_OPTIONS", "ANIL", "ANILRL", "FOMAML", "FOMAMLRL", "LEO", "MAML", "MAMLICL", "MAMLRL", "MetaICL",
+    "ALGORITHMS", "ALGORITHM_OPTIONS", "ANIL", "FINETUNE", "ANILRL", "FOMAML", "FOMAMLRL", "LEO", "MAML", "MAMLICL", "MAMLRL", "MetaICL",
     "MetaLearner", "MetaOptNet", "MetaOptNetRidge", "MetaOptNetSVM", "MetaSGD", "MetaSGDRL", "Pretrain",
     "PretrainRL", "ProMP", "ProtoNet", "RL_ALGORITHMS", "Reptile", "ReptileRL", "algorithm", "check_reads", "registry",
 ]

@@ -16,6 +16,7 @@ modules in :mod:`metaloop.tasks`, which decode and cache them as tensors.
 from collections.abc import Callable
 
 from metaloop.data.clinc150 import clinc150_split
+from metaloop.data.download import how_to_get
 from metaloop.data.fewrel import fewrel_split
 from metaloop.data.huffpost import huffpost_split
 from metaloop.data.hwu64 import hwu64_split
@@ -33,5 +34,5 @@ TEXT_SOURCES: dict[str, Callable[..., LabelledTexts]] = {
 
 __all__ = [
     "CACHE_ENV", "DATA_ENV", "SMOLLM2", "TEXT_SOURCES", "LabelledTexts", "cache_dir", "clinc150_split", "data_root",
-    "fewrel_split", "file_stamp", "huffpost_split", "hwu64_split", "lm_path", "mixed", "table_texts", "text_file",
+    "fewrel_split", "file_stamp", "how_to_get", "huffpost_split", "hwu64_split", "lm_path", "mixed", "table_texts", "text_file",
 ]

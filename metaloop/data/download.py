@@ -135,6 +135,15 @@ DATASETS: dict[str, Dataset] = {d.name: d for d in [
 ]}
 
 
+def how_to_get(name: str) -> str:
+    """How a user gets dataset ``name``, for the error that finds it missing: the download command, or, for one
+    that is not published as files to fetch, where ``metaloop data`` says how to build it."""
+    dataset = DATASETS[name]
+    if all(f.url for f in dataset.files if not f.optional):
+        return f"`metaloop data download {name}` gets it"
+    return f"{name} cannot be downloaded as it is used here; `metaloop data` says how to get it"
+
+
 def download_root() -> Path:
     """Where ``download`` writes: ``$METALOOP_DATA``, else the user cache's ``data`` folder."""
     env = os.environ.get(DATA_ENV)

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from metaloop.data.download import how_to_get
 from metaloop.data.root import data_root
 from metaloop.data.tables import Table, label_order, read_table
 from metaloop.errors import MetaloopError
@@ -108,7 +109,7 @@ def source_file(root: Path, relative: str, dataset: str) -> Path:
     path = root / relative
     if not path.is_file():
         raise MetaloopError(f"{dataset}: expected the file {relative} under the data root {root}, not found "
-                            f"(`metaloop data download {dataset}` gets it)")
+                            f"({how_to_get(dataset)})")
     return path
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from metaloop.data import cache_dir, data_root
+from metaloop.data import cache_dir, data_root, how_to_get
 from metaloop.errors import MetaloopError
 from metaloop.tasks.folder import read_csv_columns
 from metaloop.tasks.images import (
@@ -43,10 +43,15 @@ IMAGES_PER_CLASS = 600
 
 
 def split_csv(split: str, root: str | os.PathLike[str] | None = None) -> Path:
-    """Ravi & Larochelle's CSV of ``split``: ``data_root(root)/miniimagenet-splits/<split>.csv``."""
+    """Ravi & Larochelle's CSV of ``split``: ``data_root(root)/miniimagenet-splits/<split>.csv`` (an error saying
+    how to get it when it is missing)."""
     if split not in SPLITS:
         raise MetaloopError(f"mini-ImageNet split must be one of {', '.join(SPLITS)}, got {split!r}")
-    return data_root(root) / "miniimagenet-splits" / f"{split}.csv"
+    path = data_root(root) / "miniimagenet-splits" / f"{split}.csv"
+    if not path.is_file():
+        raise MetaloopError(f"mini-ImageNet: the split file {path} does not exist "
+                            f"({how_to_get('miniimagenet-splits')})")
+    return path
 
 
 def read_split(

@@ -46,7 +46,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from metaloop.data import cache_dir, data_root
+from metaloop.data import cache_dir, data_root, how_to_get
 from metaloop.errors import MetaloopError
 from metaloop.tasks.base import TaskBatch
 from metaloop.tasks.images import (
@@ -79,7 +79,7 @@ def omniglot_root(root: str | os.PathLike[str] | None = None) -> Path:
         if not _has_part(folder, PARTS[0]) and _has_part(folder / "omniglot", PARTS[0]):
             folder = folder / "omniglot"
     if not folder.is_dir():
-        raise MetaloopError(f"Omniglot folder {folder} does not exist")
+        raise MetaloopError(f"Omniglot folder {folder} does not exist ({how_to_get('omniglot')})")
     return folder
 
 
@@ -183,7 +183,7 @@ def read_split(split: str, root: str | os.PathLike[str] | None = None) -> list[s
         raise MetaloopError(f"Omniglot split must be one of {', '.join(SPLITS)}, got {split!r}")
     path = omniglot_root(root) / "splits" / "vinyals" / f"{split}.txt"
     if not path.is_file():
-        raise MetaloopError(f"Omniglot: split file {path} does not exist")
+        raise MetaloopError(f"Omniglot: split file {path} does not exist ({how_to_get('omniglot')})")
     lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     for number, line in enumerate(lines, 1):
         match = _LINE.match(line)
@@ -249,7 +249,7 @@ _RUN_FILE = re.compile(r"^run(\d+)/(test|training)/(item|class)(\d+)\.png$")
 def _runs_archive(root: str | os.PathLike[str] | None) -> Path:
     path = omniglot_root(root) / "all_runs.zip"
     if not path.is_file():
-        raise MetaloopError(f"Omniglot: {path} (Lake's one-shot runs) does not exist")
+        raise MetaloopError(f"Omniglot: {path} (Lake's one-shot runs) does not exist ({how_to_get('omniglot')})")
     return path
 
 

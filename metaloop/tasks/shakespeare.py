@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from metaloop.data import data_root
+from metaloop.data import data_root, how_to_get
 from metaloop.errors import MetaloopError
 from metaloop.tasks.base import TaskBatch, TaskStream
 
@@ -86,7 +86,8 @@ def load_speakers(root: str | None = None) -> dict[str, tuple[str, ...]]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise MetaloopError(f"TinyShakespeare: cannot read {path} ({exc.strerror or exc})") from None
+        hint = f"; {how_to_get('tinyshakespeare')}" if not path.exists() else ""
+        raise MetaloopError(f"TinyShakespeare: cannot read {path} ({exc.strerror or exc}{hint})") from None
     return {name: tuple(rows) for name, rows in eligible_speakers(parse_speakers(text)).items()}
 
 

@@ -139,3 +139,19 @@ def test_the_datasets_that_cannot_be_downloaded_say_how(capsys):
     assert main(["data"]) == 0
     out = capsys.readouterr().out
     assert all(name in out for name in DATASETS)
+
+
+@pytest.mark.parametrize(("algo", "benchmark", "hint"), [
+    ("protonet", "omniglot-5w1s", "`metaloop data download omniglot` gets it"),
+    ("protonet", "miniimagenet-5w1s", "`metaloop data download miniimagenet-splits` gets it"),
+    ("maml", "lm-shakespeare", "`metaloop data download tinyshakespeare` gets it"),
+    ("protonet", "clinc150-5w1s", "`metaloop data download clinc150` gets it"),
+    ("protonet", "hwu64-5w1s", "hwu64 cannot be downloaded as it is used here; `metaloop data` says how to get it"),
+])
+def test_a_missing_dataset_says_how_to_get_it(algo, benchmark, hint, tmp_path, cli):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = cli("train", "--algo", algo, "--benchmark", benchmark, "--out", tmp_path / "r", "--quiet",
+                       "--set", f"data={empty}")
+    assert code == 2 and err.count("\n") == 1 and hint in err, err
+    assert not (tmp_path / "r").exists()
