@@ -34,6 +34,7 @@ from metaloop.checkpoint import atomic_write_text
 from metaloop.config import MAX_ITERATIONS, MAX_SECONDS, WHY_ITERATIONS, parse_set
 from metaloop.errors import MetaloopError
 from metaloop.training import check_out_dir, read_config
+from metaloop import evaluation, plots
 
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(it|s|m|h)?\s*$")
 
@@ -145,9 +146,6 @@ def compare(
 ) -> list[dict[str, Any]]:
     """Train (or reuse) and evaluate each algorithm; write ``compare.md``, ``compare.csv``,
     ``compare.json`` and ``compare.png`` into ``out``; return the rows."""
-    from metaloop.evaluation import adaptation_latency, evaluate_learner, load_learner
-    from metaloop.plots import metric_vs_time
-
     algos = list(dict.fromkeys(algos))
     if not algos:
         raise MetaloopError("--algos: give at least one algorithm")
@@ -183,10 +181,10 @@ def compare(
         if cached is not None:
             rows.append({**cached, **row})
             continue
-        learner, _, cfg = load_learner(run)
+        learner, _, cfg = evaluation.load_learner(run)
         steps = (cfg["test_inner_steps"] or cfg["inner_steps"]) if learner.has_inner_loop else 0
         tried = sorted({steps, *cfg["eval_steps"]}) if learner.has_inner_loop else [0]
-        result = evaluate_learner(learner, bench, cfg, episodes=episodes or cfg["eval_episodes"], steps=tried)
+        result = evaluation.evaluate_learner(learner, bench, cfg, episodes=episodes or cfg["eval_episodes"], steps=tried)
         chosen, note = choose_steps(result["steps"], steps, bench.higher_is_better)
         row.update(
             metric=bench.metric,
@@ -197,7 +195,7 @@ def compare(
             episodes=result["episodes"],
             iterations=record["iteration"],
             train_seconds=record["elapsed_seconds"],
-            latency_ms=adaptation_latency(learner, bench, cfg, steps=chosen),
+            latency_ms=evaluation.adaptation_latency(learner, bench, cfg, steps=chosen),
             peak_rss_mb=record.get("peak_rss_mb"),
             peak_cuda_mb=record.get("peak_cuda_mb"),
             parameters=sum(p.numel() for p in learner.parameters() if p.requires_grad),  # meta-learned ones
@@ -207,7 +205,7 @@ def compare(
     _write(out, bench.name, bench.metric, rows)
     plotted = [r for r in rows if r.get("mean") is not None]
     missing = [f"{r['algo']} ({_why_missing(r)})" for r in rows if r.get("mean") is None]
-    metric_vs_time(plotted, out / "compare.png", metric=bench.metric, title=bench.name,
+    plots.metric_vs_time(plotted, out / "compare.png", metric=bench.metric, title=bench.name,
                    footnote="not plotted: " + "; ".join(missing) if missing else "")
     return rows
 

@@ -33,6 +33,10 @@ from metaloop.models.resnet12 import ResNet12
 from metaloop.data.tables import label_order
 from metaloop.tasks.base import TaskBatch
 from metaloop.tasks.episodes import EpisodicTasks
+from metaloop.features import feature_splits
+from metaloop.tasks.images import load_images, to_float
+from metaloop.tasks.miniimagenet import miniimagenet_split
+from metaloop.tasks.omniglot import lake_run_characters, lake_runs, omniglot_root, omniglot_split
 
 def headless(cfg: dict[str, Any]) -> bool:
     """The configured algorithm's model has no classifier head: an embedding network, or pretrained features."""
@@ -86,7 +90,6 @@ def image_encoder(size: int | None, channels: int | None, *, invert: bool = Fals
         if on_features(cfg):
             raise MetaloopError(f"adapt: algorithm '{cfg['algo']}' works on pretrained features; "
                                 "adapting it to image files is not supported")
-        from metaloop.tasks.images import load_images, to_float
 
         side = cfg["image_size"] if size is None else size
         images = load_images([base_dir / p for p in paths], (side, side), channels or cfg["channels"])
@@ -228,8 +231,6 @@ def _episodes(dataset: Any, cfg: dict[str, Any], *, train: bool) -> EpisodicTask
 # ---------------------------------------------------------------------------------------------- Omniglot
 @lru_cache(maxsize=4)
 def _omniglot(split: str, root: str | None) -> Any:
-    from metaloop.tasks.omniglot import omniglot_split
-
     return omniglot_split(split, root)
 
 
@@ -241,8 +242,6 @@ def _omniglot_model(cfg: dict[str, Any]) -> nn.Module:
 def _omniglot_data(cfg: dict[str, Any], split: str) -> Any:
     if not on_features(cfg):
         return _omniglot(split, cfg["data"])
-    from metaloop.features import feature_splits
-    from metaloop.tasks.omniglot import omniglot_root
 
     return feature_splits(
         "omniglot", lambda s: _omniglot(s, cfg["data"]), lambda: (Conv4(1, None, hidden=cfg["filters"]), cfg["filters"]),
@@ -307,8 +306,6 @@ class FixedTasks:
 
 @lru_cache(maxsize=2)
 def _omniglot_without_lake(root: str | None) -> Any:
-    from metaloop.tasks.omniglot import lake_run_characters, omniglot_split
-
     lake = {c for run in lake_run_characters(root) for c in run}
     return omniglot_split("train", root, exclude=lake)
 
@@ -318,8 +315,6 @@ def _lake_train(cfg: dict[str, Any]) -> TaskSource:
 
 
 def _lake_test(cfg: dict[str, Any]) -> TaskSource:
-    from metaloop.tasks.omniglot import lake_runs
-
     return FixedTasks(lake_runs(cfg["data"]))
 
 
@@ -341,8 +336,6 @@ OMNIGLOT_LAKE = classification_benchmark(
 # ----------------------------------------------------------------------------------------- mini-ImageNet
 @lru_cache(maxsize=4)
 def _miniimagenet(split: str, images: str | None, root: str | None) -> Any:
-    from metaloop.tasks.miniimagenet import miniimagenet_split
-
     return miniimagenet_split(split, images, root=root)
 
 
@@ -357,7 +350,6 @@ def _miniimagenet_model(cfg: dict[str, Any]) -> nn.Module:
 def _miniimagenet_data(cfg: dict[str, Any], split: str) -> Any:
     if not on_features(cfg):
         return _miniimagenet(split, cfg["images"], cfg["data"])
-    from metaloop.features import feature_splits
 
     def backbone() -> tuple[nn.Module, int]:
         if cfg["backbone"] == "resnet12":

@@ -59,6 +59,7 @@ from metaloop.config import Option
 from metaloop.errors import MetaloopError
 from metaloop.tasks.shakespeare import ShakespeareTasks
 from metaloop.tasks.strings import FAMILIES, IGNORE, StringTasks
+from metaloop.models.gpt import TinyGPT
 
 
 def lm_loss(logits: Tensor, y: Tensor) -> Tensor:
@@ -78,8 +79,6 @@ def exact_match_percent(logits: Tensor, y: Tensor) -> Tensor:
 
 
 def _model(cfg: dict[str, Any]) -> nn.Module:
-    from metaloop.models.gpt import TinyGPT
-
     if cfg["n_embd"] % cfg["n_head"]:
         raise MetaloopError(f"option 'n_embd': {cfg['n_embd']} is not a multiple of n_head={cfg['n_head']}")
     try:

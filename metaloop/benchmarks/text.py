@@ -48,6 +48,8 @@ from metaloop.data.tables import read_table
 from metaloop.errors import MetaloopError
 from metaloop.tasks.images import digest, load_cache, save_cache
 from metaloop.tasks.labelled import LabelledExamples
+from metaloop.benchmarks.fewshot_images import SplitView, quoted, text_key, warn_shared_splits
+from metaloop.models.text import TextEncoder, encoder_path, load_encoder, load_tokenizer, tokenize
 
 PREFIX = "text:"
 #: Sources for meta-training when the benchmark's own data has no training classes.
@@ -56,8 +58,6 @@ DEFAULT_MIX = "clinc150,hwu64,huffpost"
 
 def tokens_for(texts: list[str], encoder: str | None, max_length: int) -> Tensor:
     """Packed tokens of ``texts`` (see :func:`~metaloop.models.text.tokenize`), cached on disk."""
-    from metaloop.models.text import encoder_path, load_tokenizer, tokenize
-
     tokenizer = load_tokenizer(encoder)
     key = digest(encoder_path(encoder).resolve(), len(tokenizer), max_length, digest(*texts, length=64))
     path = cache_dir() / "tokens" / f"{key}.safetensors"
@@ -107,8 +107,6 @@ def _tokens(source: str, split: str, root: str | None, train_sources: str | None
 def _features(source: str, split: str, root: str | None, train_sources: str | None, columns: tuple[str, ...],
               encoder: str, max_length: int, stamp: tuple[int, ...] | None = None) -> Any:
     """Frozen-encoder embeddings (unit norm) of every text of a split, for LEO; cached on disk."""
-    from metaloop.models.text import TextEncoder, encoder_path, load_encoder
-
     tokens = _tokens(source, split, root, train_sources, columns, encoder, max_length, stamp)
     key = digest("text-features", encoder_path(encoder).resolve(), digest(tokens.images.numpy().tobytes(), length=64))
     path = cache_dir() / "features" / f"{key}.safetensors"
@@ -145,8 +143,6 @@ def _data(source: str | None) -> Callable[[dict[str, Any], str], Any]:
 
 def make_text_model(cfg: dict[str, Any]) -> nn.Module:
     """The :class:`~metaloop.models.text.TextEncoder` for ``cfg`` (a head unless an embedding algorithm)."""
-    from metaloop.models.text import TextEncoder, load_encoder
-
     _check_ways(cfg)
     if cfg["path"] == "vmap":  # transformers inspects the attention mask's values (data-dependent control flow)
         raise MetaloopError("option 'path': the text encoder runs on path=loop only (a Hugging Face encoder "
@@ -161,8 +157,6 @@ def make_text_model(cfg: dict[str, Any]) -> nn.Module:
 
 
 def _encoder_config(encoder: str) -> dict[str, Any]:
-    from metaloop.models.text import encoder_path
-
     return json.loads((encoder_path(encoder) / "config.json").read_text())
 
 
@@ -199,12 +193,9 @@ TEXT_OPTIONS = (
 
 def encode_texts(cfg: dict[str, Any], texts: list[str], base_dir: Path, options: list[str] | None = None) -> Tensor:
     """Raw texts as the run's model input: packed tokens, or frozen-encoder features for LEO."""
-    from metaloop.models.text import load_tokenizer, tokenize
-
     tokens = tokenize(texts, load_tokenizer(cfg["encoder"]), cfg["max_length"])
     if not on_features(cfg):
         return tokens
-    from metaloop.models.text import TextEncoder, load_encoder
 
     model = TextEncoder(load_encoder(cfg["encoder"]), None, train_encoder="frozen", scale=1.0).eval()
     with torch.no_grad():
@@ -289,8 +280,6 @@ def _user_where(path: str, split: str, columns: tuple[str, ...]) -> str:
 
 
 def _text_view(data: Any, where: str) -> Any:
-    from metaloop.benchmarks.fewshot_images import SplitView, quoted, text_key
-
     classes = [data.classes[i] for i in data.labels.tolist()]
     return SplitView(where, classes, [text_key(t) for t in data.texts], [quoted(t) for t in data.texts])
 
@@ -298,8 +287,6 @@ def _text_view(data: Any, where: str) -> Any:
 def _check_user_splits(cfg: dict[str, Any]) -> None:
     """``check_splits`` of ``text:FILE``: warn when test classes are training classes (by name) or test texts
     are training texts (the training split of the file, or the ``train_sources`` mix)."""
-    from metaloop.benchmarks.fewshot_images import warn_shared_splits
-
     name = cfg["benchmark"]
     path, sources = name.removeprefix(PREFIX), _train_sources(cfg)
     columns = (cfg["text_column"], cfg["label_column"], cfg["split_column"])

@@ -44,6 +44,7 @@ from metaloop.models.conv import Conv4
 from metaloop.models.resnet12 import ResNet12
 from metaloop.tasks.folder import ImageCSVDataset, ImageFolderDataset, read_csv_columns
 from metaloop.tasks.images import LabelledImages
+from metaloop.features import feature_splits
 
 PREFIX = "images:"
 
@@ -106,7 +107,6 @@ def _data(cfg: dict[str, Any], split: str) -> Any:
     load = lambda s: _split(path, s, cfg["image_size"], cfg["channels"], columns)  # noqa: E731
     if not on_features(cfg):
         return load(split)
-    from metaloop.features import feature_splits
 
     content = hashlib.sha256()
     for data in (load("train"), load("test")):

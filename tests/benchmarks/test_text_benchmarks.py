@@ -131,7 +131,7 @@ def test_all_way_test_episodes(text_env):
 
 
 def test_tokens_cache_hit(tiny_bert, tmp_path, monkeypatch):
-    import metaloop.models.text as text_model
+    import metaloop.benchmarks.text as text_benchmarks
 
     monkeypatch.setenv("METALOOP_CACHE", str(tmp_path))
     texts = ["book a flight", "cancel my card", "play music"]
@@ -142,7 +142,7 @@ def test_tokens_cache_hit(tiny_bert, tmp_path, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("tokenized again: the cache was not read")
 
-    monkeypatch.setattr(text_model, "tokenize", fail)
+    monkeypatch.setattr(text_benchmarks, "tokenize", fail)
     assert torch.equal(tokens_for(texts, str(tiny_bert), 16), first)
     for other in [(texts[:2], 16), (texts, 8)]:  # other texts or another length: another key
         with pytest.raises(AssertionError, match="tokenized again"):
