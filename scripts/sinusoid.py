@@ -2,6 +2,7 @@
 
     python scripts/sinusoid.py                      # 70,000 iterations, K = 5 and 10, all algorithms
     python scripts/sinusoid.py --iterations 2000    # a quick smoke run (results page says so)
+    python scripts/sinusoid.py --algos maml --iterations 200 --shots 5 --jobs 1 --block sinusoid-ci  # CI-sized
 
 Each run is `metaloop train … --resume` followed by `metaloop eval … --json` (600 fixed test tasks,
 0/1/5/10 steps), in subprocesses, `--jobs` at a time with one thread each. Finished runs are reused,
@@ -138,6 +139,8 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=70000)
     parser.add_argument("--shots", type=int, nargs="+", default=[5, 10])
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--block", default="sinusoid", help="the block of --results to write (sinusoid-ci: the "
+                        "CI-sized block that tests/test_reproduce.py reruns and checks)")
     args = parser.parse_args()
     command = command_line()
     jobs = [(a, k) for k in args.shots for a in args.algos]
@@ -149,7 +152,9 @@ def main() -> None:
     from metaloop.plots import adaptation_curve
 
     lines = [
-        "## Sinusoid regression (Finn et al. 2017 protocol)",
+        "## Sinusoid regression (Finn et al. 2017 protocol)" + (
+            "" if args.block == "sinusoid" else f": `{args.block}`, a short block for `scripts/reproduce.py --check` "
+            "in CI (tests/test_reproduce.py), not a result"),
         "",
         f"Command: `{command.strip()}`; {args.jobs} runs at a time, one thread each; finished runs in "
         f"`{args.runs.relative_to(ROOT) if args.runs.is_relative_to(ROOT) else args.runs}` are reused, so a "
@@ -169,7 +174,7 @@ def main() -> None:
     img_dir = args.results.parent / "img"
     for k in args.shots:
         per = {a: results[(a, k)] for a in args.algos}
-        img = adaptation_curve({a: r for a, r in per.items() if "failed" not in r}, img_dir / f"sinusoid-k{k}.png", metric="mse")
+        img = adaptation_curve({a: r for a, r in per.items() if "failed" not in r}, img_dir / f"{args.block}-k{k}.png", metric="mse")
         lines += [f"### K = {k}", "", *table(per, k), "", *bars(per, k, args.runs), "",
                   f"![adaptation curves, K={k}](img/{img.name})", ""]
     lines += [
@@ -189,7 +194,7 @@ def main() -> None:
         "MAML's one-step objective too. Hence its preset: 5 steps on the support and query sets in turn.",
         "",
     ]
-    replace_block(args.results, "sinusoid", "\n".join(lines))
+    replace_block(args.results, args.block, "\n".join(lines))
     print(f"wrote {args.results}")
 
 

@@ -50,3 +50,13 @@ def test_commands_recorded_before_the_scripts_folder_was_renamed_run_from_script
     assert reproduce.command_of("Command: `python benchmarks/llm.py --budget 3`.") == [
         sys.executable, "scripts/llm.py", "--budget", "3"]
     assert reproduce.command_of("Command: `python scripts/rl.py`.") == [sys.executable, "scripts/rl.py"]
+
+
+def test_the_ci_sized_sinusoid_block_reproduces(tmp_path):
+    """The `sinusoid-ci` block of docs/results.md (MAML, 200 meta-steps, 600 test tasks), rerun from scratch by its
+    recorded command: every number agrees with the page within the two intervals (the runs are seeded, so on the
+    machine that wrote it they are equal)."""
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "reproduce.py"), "sinusoid-ci", "--check",
+                           "--keep", str(tmp_path / "rerun")], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "4 of 4 numbers agree" in done.stdout, done.stdout[-2000:]
