@@ -166,7 +166,10 @@ def compare(
         resolve_config(algo, benchmark, config_file=config_file, overrides=own_sets[algo])
     out = Path(out)
     check_out_dir(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a read-only or special file system that os.access calls writable (/proc)
+        raise MetaloopError(f"--out '{out}': cannot create the folder ({exc.strerror})") from None
     rows: list[dict[str, Any]] = []
     for algo in algos:
         run = out / algo

@@ -51,7 +51,10 @@ class RunLock:
         self._fd: int | None = None
 
     def __enter__(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a read-only or special file system that os.access calls writable (/proc)
+            raise MetaloopError(f"--out '{self.path.parent}': cannot create the folder ({exc.strerror})") from None
         me = {"pid": os.getpid(), "host": socket.gethostname()}
         if fcntl is not None:
             while True:

@@ -427,3 +427,13 @@ def test_resume_removes_the_temp_files_of_a_killed_write(run: Path, cli):
     code, _, err = cli(*train_argv(run, run.parent, sets=["iterations=30"]))
     assert code == 0, err
     assert not any(p.exists() for p in leftovers) and mine.read_text() == "keep"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_out_that_cannot_be_created(cli):
+    """/proc passes os.access's write check (as root) but refuses a new folder: one line for train and compare
+    (each was a traceback)."""
+    for argv in (["train", "--algo", "maml", "--benchmark", "sinusoid", "--quiet"],
+                 ["compare", "--benchmark", "sinusoid", "--algos", "maml"]):
+        code, _, err = cli(*argv, "--out", "/proc/metaloop-test-run", "--set", "iterations=1")
+        assert_one_line_error(code, err, "cannot create the folder")
