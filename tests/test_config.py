@@ -196,10 +196,17 @@ def test_an_option_the_algorithm_does_not_read_is_an_error(tmp_path):
 def test_old_constructor_names_still_work_for_a_release():
     import torch.nn.functional as F
 
-    from metaloop.algorithms import MAML, MetaOptNet
+    from metaloop.algorithms import LEO, MAML, MetaOptNet
     from metaloop.models.mlp import MLP
 
     with pytest.warns(DeprecationWarning, match=r"MAML\(clip_norm=...\) is now MAML\(inner_clip=...\)"):
         assert MAML(MLP(1, [4], 1), F.mse_loss, clip_norm=0.5).clip_norm == 0.5
     with pytest.warns(DeprecationWarning, match="C_reg"):
         assert MetaOptNet(MLP(1, [4], 2), C_reg=0.3).C_reg == 0.3
+    with pytest.warns(DeprecationWarning, match="lambda_reg"):
+        assert MetaOptNet(MLP(1, [4], 2), head="ridge", lambda_reg=0.7).lambda_reg == 0.7
+    with pytest.warns(DeprecationWarning, match="scale_init"):
+        assert float(MetaOptNet(MLP(1, [4], 2), scale_init=3.0).scale.detach()) == 3.0
+    with pytest.warns(DeprecationWarning, match="inner_lr_init"):
+        leo = LEO(16, latent_dim=8, inner_lr_init=0.25)
+    assert float(leo.params()["inner_lr"].detach().mean()) == 0.25
