@@ -17,6 +17,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from metaloop.algorithms import RL_ALGORITHMS
 from metaloop.benchmarks.base import Benchmark, TaskSource, presets
 from metaloop.config import Option
 from metaloop.errors import MetaloopError
@@ -72,7 +73,7 @@ def _no_supervised_metric(output: Any, target: Tensor) -> Tensor:
 
 RL_NAV2D = Benchmark(
     name="rl-nav2d",
-    description="2D navigation to a goal, meta-RL (Finn et al. 2017 §5.3): --algo maml|fomaml|anil|metasgd|reptile|promp|pretrain",
+    description="2D navigation to a goal, meta-RL (Finn et al. 2017 §5.3): --algo " + "|".join(RL_ALGORITHMS),
     metric="return",
     higher_is_better=True,
     make_model=_nav2d_policy,
