@@ -3,7 +3,7 @@
 Every user error prints one line, ``metaloop: error: …``, and exits with code 2.
 
 Each command imports the layers it runs inside its function: they import torch (about 3 s here), so that
-``--help``, a mistyped option and ``metaloop list`` answer in 0.1 s. This is the only metaloop module that
+``--help`` and a mistyped option answer in 0.1 s. This is the only metaloop module that
 imports metaloop inside functions for that reason; it is the top layer, so no cycle can hide there.
 """
 

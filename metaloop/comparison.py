@@ -28,13 +28,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from metaloop import evaluation, plots
 from metaloop.algorithms import ALGORITHM_OPTIONS, algorithm, check_reads
 from metaloop.benchmarks import check_algorithm, get_benchmark, resolve_config
 from metaloop.checkpoint import atomic_write_text
 from metaloop.config import MAX_ITERATIONS, MAX_SECONDS, WHY_ITERATIONS, parse_set
 from metaloop.errors import MetaloopError
 from metaloop.training import check_out_dir, read_config
-from metaloop import evaluation, plots
 
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(it|s|m|h)?\s*$")
 

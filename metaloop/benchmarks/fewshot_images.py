@@ -27,16 +27,17 @@ from torch import Tensor, nn
 from metaloop.algorithms import algorithm
 from metaloop.benchmarks.base import Benchmark, TaskSource, presets
 from metaloop.config import MAX_EXAMPLES, WHY_EXAMPLES, Option
+from metaloop.data.tables import label_order
 from metaloop.errors import MetaloopError, MetaloopWarning
+from metaloop.features import feature_splits
 from metaloop.models.conv import Conv4
 from metaloop.models.resnet12 import ResNet12
-from metaloop.data.tables import label_order
 from metaloop.tasks.base import TaskBatch
 from metaloop.tasks.episodes import EpisodicTasks
-from metaloop.features import feature_splits
 from metaloop.tasks.images import load_images, to_float
 from metaloop.tasks.miniimagenet import miniimagenet_split
 from metaloop.tasks.omniglot import lake_run_characters, lake_runs, omniglot_root, omniglot_split
+
 
 def headless(cfg: dict[str, Any]) -> bool:
     """The configured algorithm's model has no classifier head: an embedding network, or pretrained features."""

@@ -57,9 +57,9 @@ from torch import Tensor, nn
 from metaloop.benchmarks.base import VALIDATION_SEED, Benchmark, TaskSource, presets
 from metaloop.config import Option
 from metaloop.errors import MetaloopError
+from metaloop.models.gpt import TinyGPT
 from metaloop.tasks.shakespeare import ShakespeareTasks
 from metaloop.tasks.strings import FAMILIES, IGNORE, StringTasks
-from metaloop.models.gpt import TinyGPT
 
 
 def lm_loss(logits: Tensor, y: Tensor) -> Tensor:

@@ -35,21 +35,24 @@ from torch import Tensor, nn
 from metaloop.benchmarks.base import Benchmark, presets
 from metaloop.benchmarks.fewshot_images import (
     COMMON_OPTIONS,
+    SplitView,
     _check_ways,
     _sources,
     classification_benchmark,
     headless,
     on_features,
+    quoted,
+    text_key,
     warn_repeated_inputs,
+    warn_shared_splits,
 )
 from metaloop.config import Option
 from metaloop.data import TEXT_SOURCES, cache_dir, file_stamp, mixed, table_texts
 from metaloop.data.tables import read_table
 from metaloop.errors import MetaloopError
+from metaloop.models.text import TextEncoder, encoder_path, load_encoder, load_tokenizer, tokenize
 from metaloop.tasks.images import digest, load_cache, save_cache
 from metaloop.tasks.labelled import LabelledExamples
-from metaloop.benchmarks.fewshot_images import SplitView, quoted, text_key, warn_shared_splits
-from metaloop.models.text import TextEncoder, encoder_path, load_encoder, load_tokenizer, tokenize
 
 PREFIX = "text:"
 #: Sources for meta-training when the benchmark's own data has no training classes.

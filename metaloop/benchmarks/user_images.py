@@ -26,13 +26,13 @@ from torch import nn
 from metaloop.benchmarks.base import Benchmark, presets
 from metaloop.benchmarks.fewshot_images import (
     COMMON_OPTIONS,
-    headless,
-    on_features,
     SplitView,
     _check_ways,
     _sources,
     classification_benchmark,
+    headless,
     image_encoder,
+    on_features,
     pixels_key,
     warn_repeated_inputs,
     warn_shared_splits,
@@ -40,11 +40,11 @@ from metaloop.benchmarks.fewshot_images import (
 from metaloop.config import Option
 from metaloop.data import file_stamp
 from metaloop.errors import MetaloopError
+from metaloop.features import feature_splits
 from metaloop.models.conv import Conv4
 from metaloop.models.resnet12 import ResNet12
 from metaloop.tasks.folder import ImageCSVDataset, ImageFolderDataset, read_csv_columns
 from metaloop.tasks.images import LabelledImages
-from metaloop.features import feature_splits
 
 PREFIX = "images:"
 
