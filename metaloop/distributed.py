@@ -29,6 +29,7 @@ meta-step: both are refused with more than one process.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -84,7 +85,15 @@ def init(device: str) -> tuple[World, str]:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
+        atexit.register(_leave)
     return place, device
+
+
+def _leave() -> None:
+    """Leave the process group before the interpreter exits: a gloo group left to interpreter teardown can end a
+    process with SIGABRT ("terminate called without an active exception"), seen here under load."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def share(count: int, place: World) -> tuple[int, int]:
