@@ -28,10 +28,10 @@ from torch import Tensor, nn
 
 from metaloop.algorithms.base import LossFn
 from metaloop.algorithms.maml import MAML
-from metaloop.algorithms.metaicl import ICLState
+from metaloop.algorithms.metaicl import ICLState, prompt_learner
 from metaloop.core.inner import ParamDict
 from metaloop.errors import MetaloopError
-from metaloop.models.llm import PromptScorer, answer_nll
+from metaloop.models.llm import answer_nll
 
 
 class MAMLICL(MAML):
@@ -44,13 +44,7 @@ class MAMLICL(MAML):
     role = "prompts"
 
     def __init__(self, model: nn.Module, loss_fn: LossFn = answer_nll, **kwargs: Any) -> None:
-        if not isinstance(model, PromptScorer):
-            raise MetaloopError("algorithm 'maml-icl' needs a language-model benchmark (llm-tasks): its model "
-                                "scores prompts of demonstrations")
-        if kwargs.get("path", "loop") not in ("auto", "loop"):
-            raise MetaloopError("option 'path': maml-icl runs on path=loop only")
-        kwargs["path"] = "loop"
-        super().__init__(model, loss_fn, **kwargs)
+        super().__init__(model, loss_fn, **prompt_learner("maml-icl", model, kwargs))
 
     def _score(self, params: ParamDict, x: Tensor, y: Tensor, context: Tensor | None) -> Tensor:
         return self.loss_fn(self.fmodel(params, {"tokens": x, "context": context, "answers": y},

@@ -36,6 +36,18 @@ class ICLState(NamedTuple):
     context: Tensor | None
 
 
+def prompt_learner(name: str, model: nn.Module, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The checks of a learner on prompts (algorithm ``name``): its model is a
+    :class:`~metaloop.models.llm.PromptScorer`, and it runs on the loop path (prompts of different lengths);
+    returns ``kwargs`` with ``path="loop"``."""
+    if not isinstance(model, PromptScorer):
+        raise MetaloopError(f"algorithm '{name}' needs a language-model benchmark (llm-tasks): its model "
+                            "scores prompts of demonstrations")
+    if kwargs.get("path", "loop") not in ("auto", "loop"):
+        raise MetaloopError(f"option 'path': {name} runs on path=loop only")
+    return {**kwargs, "path": "loop"}
+
+
 class MetaICL(MetaLearner):
     """MetaICL (Min et al. 2022). See the module docstring.
 
@@ -49,13 +61,7 @@ class MetaICL(MetaLearner):
     role = "prompts"
 
     def __init__(self, model: nn.Module, loss_fn: LossFn = answer_nll, **kwargs: Any) -> None:
-        if not isinstance(model, PromptScorer):
-            raise MetaloopError("algorithm 'metaicl' needs a language-model benchmark (llm-tasks): its model "
-                                "scores prompts of demonstrations")
-        if kwargs.get("path", "loop") not in ("auto", "loop"):
-            raise MetaloopError("option 'path': metaicl runs on path=loop only")
-        kwargs["path"] = "loop"
-        super().__init__(model, loss_fn, **kwargs)
+        super().__init__(model, loss_fn, **prompt_learner("metaicl", model, kwargs))
 
     def adapt(self, params: ParamDict, support: tuple[Any, Tensor], *, steps: int | None = None) -> ICLState:
         x, y = support

@@ -13,7 +13,7 @@ from metaloop.errors import MetaloopError
 from metaloop.models.llm import answer_nll
 from metaloop.models.mlp import MLP
 
-from test_metaicl import scorer, stream  # same folder: pytest puts it on sys.path (rootdir-relative, no packages)
+from test_metaicl import assert_matches_finite_differences, scorer, stream  # same folder: pytest puts it on sys.path (rootdir-relative, no packages)
 
 
 def test_maml_icl_is_registered_as_a_prompt_method():
@@ -77,14 +77,7 @@ def test_maml_icl_meta_gradient_matches_finite_differences(tiny_llama):
                 total += float(nll(phi, qx, qy, model.demonstrations(sx, sy)))
         return total / len(batch)
 
-    theta = {n: p.detach().clone() for n, p in lora.items()}
-    gen = torch.Generator().manual_seed(7)
-    h = 1e-3
-    for _ in range(2):
-        d = {n: torch.randn(v.shape, generator=gen, dtype=v.dtype) for n, v in theta.items()}
-        fd = (objective({n: theta[n] + h * d[n] for n in theta}) - objective({n: theta[n] - h * d[n] for n in theta})) / (2 * h)
-        analytic = float(sum((grads[n] * d[n]).sum() for n in theta))
-        assert abs(fd - analytic) <= 2e-3 * max(abs(fd), 1e-2), (fd, analytic)
+    assert_matches_finite_differences(objective, {n: p.detach().clone() for n, p in lora.items()}, grads)
 
 
 def test_maml_icl_needs_a_prompt_scorer_and_the_loop_path(tiny_llama):
