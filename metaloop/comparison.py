@@ -34,6 +34,7 @@ from metaloop.benchmarks import check_algorithm, get_benchmark, resolve_config
 from metaloop.checkpoint import atomic_write_text
 from metaloop.config import MAX_ITERATIONS, MAX_SECONDS, WHY_ITERATIONS, parse_set
 from metaloop.errors import MetaloopError
+from metaloop.locking import make_out_dir
 from metaloop.training import check_out_dir, read_config
 
 _BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(it|s|m|h)?\s*$")
@@ -166,10 +167,7 @@ def compare(
         resolve_config(algo, benchmark, config_file=config_file, overrides=own_sets[algo])
     out = Path(out)
     check_out_dir(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:  # a read-only or special file system that os.access calls writable (/proc)
-        raise MetaloopError(f"--out '{out}': cannot create the folder ({exc.strerror})") from None
+    make_out_dir(out)
     rows: list[dict[str, Any]] = []
     for algo in algos:
         run = out / algo

@@ -21,8 +21,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from metaloop.data import cache_dir
-from metaloop.tasks.images import digest, load_cache, save_cache
-from metaloop.tasks.labelled import LabelledExamples, to_float
+from metaloop.data.cache import digest, load_cache, save_cache
+from metaloop.data.labelled import LabelledExamples, to_float
 
 
 def pretrain_backbone(

@@ -43,6 +43,15 @@ def _owner(path: Path) -> dict:
         return {}
 
 
+def make_out_dir(folder: Path, what: str = "--out") -> None:
+    """Create a run folder and its parents, or say in one line why it cannot be (a read-only or special file
+    system that ``os.access`` calls writable, such as ``/proc``)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MetaloopError(f"{what} '{folder}': cannot create the folder ({exc.strerror})") from None
+
+
 class RunLock:
     """``with RunLock(run_dir):`` — refuse (:class:`MetaloopError`) if another live process holds the folder."""
 
@@ -51,10 +60,7 @@ class RunLock:
         self._fd: int | None = None
 
     def __enter__(self) -> RunLock:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:  # a read-only or special file system that os.access calls writable (/proc)
-            raise MetaloopError(f"--out '{self.path.parent}': cannot create the folder ({exc.strerror})") from None
+        make_out_dir(self.path.parent)
         me = {"pid": os.getpid(), "host": socket.gethostname()}
         if fcntl is not None:
             while True:

@@ -7,11 +7,11 @@ import metaloop
 from metaloop.benchmarks import BENCHMARKS
 from metaloop.benchmarks.base import Benchmark
 from metaloop.benchmarks.fewshot_images import accuracy
+from metaloop.data.images import LabelledImages
+from metaloop.data.labelled import LabelledExamples
 from metaloop.features import feature_splits
 from metaloop.models.conv import Conv4
 from metaloop.tasks.episodes import EpisodicTasks
-from metaloop.tasks.images import LabelledImages
-from metaloop.tasks.labelled import LabelledExamples
 
 
 def _images(n_classes: int, per_class: int, seed: int) -> LabelledImages:

@@ -27,6 +27,10 @@ from torch import Tensor, nn
 from metaloop.algorithms import algorithm
 from metaloop.benchmarks.base import Benchmark, TaskSource, presets
 from metaloop.config import MAX_EXAMPLES, WHY_EXAMPLES, Option
+from metaloop.data.images import load_images
+from metaloop.data.labelled import to_float
+from metaloop.data.miniimagenet import miniimagenet_split
+from metaloop.data.omniglot import lake_run_characters, omniglot_root, omniglot_split
 from metaloop.data.tables import label_order
 from metaloop.errors import MetaloopError, MetaloopWarning
 from metaloop.features import feature_splits
@@ -34,9 +38,7 @@ from metaloop.models.conv import Conv4
 from metaloop.models.resnet12 import ResNet12
 from metaloop.tasks.base import TaskBatch
 from metaloop.tasks.episodes import EpisodicTasks
-from metaloop.tasks.images import load_images, to_float
-from metaloop.tasks.miniimagenet import miniimagenet_split
-from metaloop.tasks.omniglot import lake_run_characters, lake_runs, omniglot_root, omniglot_split
+from metaloop.tasks.omniglot import lake_runs
 
 
 def headless(cfg: dict[str, Any]) -> bool:

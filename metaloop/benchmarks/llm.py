@@ -33,12 +33,20 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from metaloop.benchmarks.base import VALIDATION_SEED, Benchmark, TaskSource, presets
 from metaloop.algorithms import algorithm
+from metaloop.benchmarks.base import VALIDATION_SEED, Benchmark, TaskSource, presets
 from metaloop.config import Option
-from metaloop.data import SMOLLM2, file_stamp, lm_path
+from metaloop.data import SMOLLM2, file_stamp, lm_path, source_names
 from metaloop.errors import MetaloopError
-from metaloop.models.llm import LORA_TARGETS, PromptScorer, Template, add_lora, answer_nll, load_lm, load_lm_tokenizer
+from metaloop.models.llm import (
+    LORA_TARGETS,
+    PromptScorer,
+    Template,
+    add_lora,
+    answer_nll,
+    load_lm,
+    load_lm_tokenizer,
+)
 from metaloop.tasks.prompts import PAD, PromptTask, PromptTasks, read_task_file, source_task
 
 PREFIX = "llm-tasks:"
@@ -89,13 +97,6 @@ def encode_prompts(cfg: dict[str, Any], inputs: list[str], base_dir: Any, option
     return x
 
 
-def _names(text: str, option: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise MetaloopError(f"option '{option}': give at least one source")
-    return names
-
-
 def _pool(benchmark: str, split: str, sources: str, root: str | None) -> tuple[PromptTask, ...]:
     stamp = file_stamp(benchmark.removeprefix(PREFIX)) if benchmark.startswith(PREFIX) else None
     return _pool_cached(benchmark, split, sources, root, stamp)
@@ -111,7 +112,7 @@ def _pool_cached(benchmark: str, split: str, sources: str, root: str | None,
             return tuple(tasks)
         if split == "test":
             raise MetaloopError(f"benchmark '{benchmark}': the file has no test tasks (split 'test', the default)")
-    return tuple(source_task(name, split, root) for name in _names(sources, f"{split}_sources"))
+    return tuple(source_task(name, split, root) for name in source_names(sources, f"{split}_sources"))
 
 
 def _tasks(cfg: dict[str, Any], split: str) -> PromptTasks:

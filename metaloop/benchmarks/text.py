@@ -13,7 +13,7 @@ meta-trained through LoRA); LEO works on the frozen encoder's pooled embeddings,
 The inner loop of the gradient-based family adapts the head and the LoRA parameters
 (``adapt="head.*,*lora_*"``); ``train_encoder=full`` meta-learns every weight instead.
 
-Token ids are computed once per (encoder, max_length, texts) and cached in ``cache_dir()/tokens``.
+Token ids are computed once per (encoder, max_length, texts) and cached (:mod:`metaloop.data.tokens`).
 
 Baseline (reported next to every meta-trained result): the frozen encoder with cosine nearest-centroid
 classification and no meta-training — ``protonet`` with ``distance=cosine``, ``train_encoder=frozen``
@@ -47,44 +47,16 @@ from metaloop.benchmarks.fewshot_images import (
     warn_shared_splits,
 )
 from metaloop.config import Option
-from metaloop.data import TEXT_SOURCES, cache_dir, file_stamp, mixed, table_texts
+from metaloop.data import TEXT_SOURCES, file_stamp, table_texts, text_sources
+from metaloop.data.labelled import LabelledExamples
 from metaloop.data.tables import read_table
+from metaloop.data.tokens import text_features, tokens_for
 from metaloop.errors import MetaloopError
 from metaloop.models.text import TextEncoder, encoder_path, load_encoder, load_tokenizer, tokenize
-from metaloop.tasks.images import digest, load_cache, save_cache
-from metaloop.tasks.labelled import LabelledExamples
 
 PREFIX = "text:"
 #: Sources for meta-training when the benchmark's own data has no training classes.
 DEFAULT_MIX = "clinc150,hwu64,huffpost"
-
-
-def tokens_for(texts: list[str], encoder: str | None, max_length: int) -> Tensor:
-    """Packed tokens of ``texts`` (see :func:`~metaloop.models.text.tokenize`), cached on disk."""
-    tokenizer = load_tokenizer(encoder)
-    key = digest(encoder_path(encoder).resolve(), len(tokenizer), max_length, digest(*texts, length=64))
-    path = cache_dir() / "tokens" / f"{key}.safetensors"
-    cached = load_cache(path)
-    if cached is not None and cached[0]["tokens"].shape[0] == len(texts):
-        return cached[0]["tokens"]
-    out = torch.cat([tokenize(texts[i:i + 4096], tokenizer, max_length) for i in range(0, len(texts), 4096)])
-    save_cache(path, {"tokens": out}, {"encoder": str(encoder), "max_length": max_length, "texts": len(texts)})
-    return out
-
-
-def _source_split(name: str, split: str, root: str | None) -> Any:
-    if name not in TEXT_SOURCES:
-        raise MetaloopError(f"option 'train_sources': unknown source {name!r} (known: {', '.join(TEXT_SOURCES)})")
-    return TEXT_SOURCES[name](split, root)
-
-
-def _mix(names: str, split: str, root: str | None) -> Any:
-    parts = [n.strip() for n in names.split(",") if n.strip()]
-    if not parts:
-        raise MetaloopError("option 'train_sources': no source given")
-    if len(parts) == 1:
-        return _source_split(parts[0], split, root)
-    return mixed([_source_split(p, split, root) for p in parts], parts)
 
 
 @lru_cache(maxsize=8)
@@ -93,10 +65,10 @@ def _texts(source: str, split: str, root: str | None, train_sources: str | None,
     """The labelled texts of a split: the benchmark's own source, or the mix of ``train_sources``. ``stamp``
     (:func:`~metaloop.data.file_stamp` of the user's file) makes an edited file be read again."""
     if split == "train" and train_sources:
-        return _mix(train_sources, split, root)
+        return text_sources(train_sources, split, root, "train_sources")
     if source.startswith(PREFIX):
         return _user_split(source.removeprefix(PREFIX), split, columns)
-    return _source_split(source, split, root)
+    return TEXT_SOURCES[source](split, root)
 
 
 @lru_cache(maxsize=8)
@@ -111,17 +83,7 @@ def _features(source: str, split: str, root: str | None, train_sources: str | No
               encoder: str, max_length: int, stamp: tuple[int, ...] | None = None) -> Any:
     """Frozen-encoder embeddings (unit norm) of every text of a split, for LEO; cached on disk."""
     tokens = _tokens(source, split, root, train_sources, columns, encoder, max_length, stamp)
-    key = digest("text-features", encoder_path(encoder).resolve(), digest(tokens.images.numpy().tobytes(), length=64))
-    path = cache_dir() / "features" / f"{key}.safetensors"
-    cached = load_cache(path)
-    if cached is None:
-        model = TextEncoder(load_encoder(encoder), None, train_encoder="frozen", scale=1.0).eval()
-        with torch.no_grad():
-            feats = torch.cat([model(tokens.images[i:i + 256]) for i in range(0, len(tokens), 256)])
-        save_cache(path, {"features": feats}, {"encoder": str(encoder)})
-    else:
-        feats = cached[0]["features"]
-    return LabelledExamples(feats, tokens.labels)
+    return LabelledExamples(text_features(tokens.images, encoder), tokens.labels)
 
 
 def _train_sources(cfg: dict[str, Any]) -> str | None:

@@ -39,12 +39,12 @@ from metaloop.benchmarks.fewshot_images import (
 )
 from metaloop.config import Option
 from metaloop.data import file_stamp
+from metaloop.data.folder import ImageCSVDataset, ImageFolderDataset, read_csv_columns
+from metaloop.data.images import LabelledImages
 from metaloop.errors import MetaloopError
 from metaloop.features import feature_splits
 from metaloop.models.conv import Conv4
 from metaloop.models.resnet12 import ResNet12
-from metaloop.tasks.folder import ImageCSVDataset, ImageFolderDataset, read_csv_columns
-from metaloop.tasks.images import LabelledImages
 
 PREFIX = "images:"
 

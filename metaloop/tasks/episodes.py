@@ -33,9 +33,9 @@ from typing import Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from metaloop.data.labelled import to_float
 from metaloop.errors import MetaloopError
 from metaloop.tasks.base import TaskBatch, TaskStream
-from metaloop.tasks.labelled import to_float
 
 
 @runtime_checkable

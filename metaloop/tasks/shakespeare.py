@@ -1,18 +1,6 @@
 """TinyShakespeare speakers as language-modelling tasks: a task is one speaker's lines.
 
-TinyShakespeare (Karpathy 2015, ``tinyshakespeare/input.txt`` under the data root, found by
-:func:`metaloop.data.data_root`) is 40,000 lines of plays in blocks ``NAME:\\nline\\nline…`` separated by
-blank lines. Every text line of a block is one example of its speaker. A speaker is a task if they
-have at least :data:`MIN_LINES` lines of :data:`MIN_CHARS` to :data:`MAX_CHARS` characters (123
-speakers); lines outside that range are dropped.
-
-**Speaker split.** A speaker is held out for testing when the first 32 bits of the SHA-256 of their
-name, mod 100, fall below :data:`TEST_PERCENT` (20): 37 test speakers, 86 training speakers. The
-lists are frozen in ``metaloop/data/splits/shakespeare.json`` (the tasks read them from there;
-:func:`speaker_split` recomputes them and the tests check the two agree), so a test speaker's lines
-are never seen in meta-training. A speaker is a name as the text writes it: one character may speak
-under two names (GLOUCESTER becomes KING RICHARD III), and those two may fall on different sides.
-
+The speakers, their lines and the frozen train/test speaker split are read by :mod:`metaloop.data.shakespeare`.
 A task draws a speaker uniformly from its split, then ``shots + queries`` distinct lines of theirs
 (support first), from its own generator seeded by ``(seed, split, index)``. A line becomes the bytes
 ``"\\n" + line + "\\n"``: ``x`` is all of them but the last, right-padded with 0 to :data:`SEQ_LEN`,
@@ -22,73 +10,17 @@ newline is scored (the leading newline is the context of the first character).
 
 from __future__ import annotations
 
-import hashlib
-import json
-from functools import lru_cache
-from pathlib import Path
-
 import torch
 from torch import Tensor
 
-from metaloop.data import data_root, how_to_get
+from metaloop.data.shakespeare import MAX_CHARS, MIN_LINES, SPLIT_FILE, frozen_split, load_speakers
 from metaloop.errors import MetaloopError
 from metaloop.tasks.base import TaskBatch, TaskStream
 
-FILE = Path("tinyshakespeare") / "input.txt"
-SPLIT_FILE = Path(__file__).resolve().parent.parent / "data" / "splits" / "shakespeare.json"
-MIN_CHARS, MAX_CHARS = 10, 63
-MIN_LINES = 32
-TEST_PERCENT = 20
 IGNORE = -100
 PAD = 0
 #: ``x``'s width: the longest kept line plus the leading newline.
 SEQ_LEN = MAX_CHARS + 1
-
-
-def parse_speakers(text: str) -> dict[str, list[str]]:
-    """Every speaker's lines, in order of appearance: blocks ``NAME:\\nline…`` separated by blank lines."""
-    lines: dict[str, list[str]] = {}
-    for block in text.split("\n\n"):
-        rows = block.strip("\n").split("\n")
-        if len(rows) < 2 or not rows[0].endswith(":"):
-            continue
-        lines.setdefault(rows[0][:-1].strip(), []).extend(rows[1:])
-    return lines
-
-
-def eligible_speakers(speakers: dict[str, list[str]]) -> dict[str, list[str]]:
-    """Speakers with at least :data:`MIN_LINES` lines of :data:`MIN_CHARS`–:data:`MAX_CHARS` characters
-    (those lines only)."""
-    kept = {name: [s for s in rows if MIN_CHARS <= len(s) <= MAX_CHARS] for name, rows in speakers.items()}
-    return {name: rows for name, rows in kept.items() if len(rows) >= MIN_LINES}
-
-
-def is_test_speaker(name: str) -> bool:
-    return int(hashlib.sha256(name.encode()).hexdigest()[:8], 16) % 100 < TEST_PERCENT
-
-
-def speaker_split(speakers: dict[str, list[str]]) -> dict[str, list[str]]:
-    """``{"train": [...], "test": [...]}``: the eligible speakers, sorted, split by :func:`is_test_speaker`."""
-    names = sorted(eligible_speakers(speakers))
-    return {"train": [n for n in names if not is_test_speaker(n)], "test": [n for n in names if is_test_speaker(n)]}
-
-
-def frozen_split() -> dict[str, list[str]]:
-    """The speaker lists of ``splits/shakespeare.json``."""
-    data = json.loads(SPLIT_FILE.read_text())
-    return {"train": list(data["train"]), "test": list(data["test"])}
-
-
-@lru_cache(maxsize=4)
-def load_speakers(root: str | None = None) -> dict[str, tuple[str, ...]]:
-    """The eligible speakers' lines from ``<data root>/tinyshakespeare/input.txt``."""
-    path = data_root(root) / FILE
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        hint = f"; {how_to_get('tinyshakespeare')}" if not path.exists() else ""
-        raise MetaloopError(f"TinyShakespeare: cannot read {path} ({exc.strerror or exc}{hint})") from None
-    return {name: tuple(rows) for name, rows in eligible_speakers(parse_speakers(text)).items()}
 
 
 def encode_lines(lines: list[str], length: int = SEQ_LEN) -> tuple[Tensor, Tensor]:

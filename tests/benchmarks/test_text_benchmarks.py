@@ -15,7 +15,7 @@ import torch
 
 from metaloop.algorithms import ALGORITHMS, LEO, MAML, ProtoNet
 from metaloop.benchmarks import build_learner, get_benchmark, resolve_config
-from metaloop.benchmarks.text import DEFAULT_MIX, TEXT, tokens_for
+from metaloop.benchmarks.text import DEFAULT_MIX, TEXT
 from metaloop.errors import MetaloopError, MetaloopWarning
 
 NAMES = [b.name for b in TEXT]
@@ -125,33 +125,6 @@ def test_all_way_test_episodes(text_env):
     assert batch.support_x.shape == (1, 450, 2, 64) and batch.support_x.dtype == torch.int64
     assert batch.query_x.shape == (1, 225, 2, 64)
     assert sorted(batch.support_y[0].unique().tolist()) == list(range(45))
-
-
-# ------------------------------------------------------------------------------------------- token cache
-
-
-def test_tokens_cache_hit(tiny_bert, tmp_path, monkeypatch):
-    import metaloop.benchmarks.text as text_benchmarks
-
-    monkeypatch.setenv("METALOOP_CACHE", str(tmp_path))
-    texts = ["book a flight", "cancel my card", "play music"]
-    first = tokens_for(texts, str(tiny_bert), 16)
-    files = list((tmp_path / "tokens").glob("*.safetensors"))
-    assert len(files) == 1 and first.shape == (3, 2, 16) and first.dtype == torch.int64
-
-    def fail(*args, **kwargs):
-        raise AssertionError("tokenized again: the cache was not read")
-
-    monkeypatch.setattr(text_benchmarks, "tokenize", fail)
-    assert torch.equal(tokens_for(texts, str(tiny_bert), 16), first)
-    for other in [(texts[:2], 16), (texts, 8)]:  # other texts or another length: another key
-        with pytest.raises(AssertionError, match="tokenized again"):
-            tokens_for(other[0], str(tiny_bert), other[1])
-    files[0].write_bytes(b"not safetensors")  # an unreadable cache file is rebuilt
-    monkeypatch.undo()
-    monkeypatch.setenv("METALOOP_CACHE", str(tmp_path))
-    assert torch.equal(tokens_for(texts, str(tiny_bert), 16), first)
-    assert files[0].stat().st_size > 100
 
 
 # -------------------------------------------------------------------------------------- CLI runs, CLINC150

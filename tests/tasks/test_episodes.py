@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 from metaloop.errors import MetaloopError
 from metaloop.tasks.base import TaskBatch, collate_tasks
 from metaloop.tasks.episodes import EpisodicTasks
-from metaloop.tasks.images import LabelledImages
+from metaloop.data.images import LabelledImages
 
 
 class IndexImages:

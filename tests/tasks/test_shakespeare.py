@@ -6,20 +6,17 @@ import pytest
 import torch
 
 from metaloop.data import data_root
-from metaloop.errors import MetaloopError
-from metaloop.tasks.shakespeare import (
+from metaloop.data.shakespeare import (
     FILE,
-    IGNORE,
     MIN_LINES,
-    SEQ_LEN,
-    ShakespeareTasks,
-    encode_lines,
     frozen_split,
     is_test_speaker,
     load_speakers,
     parse_speakers,
     speaker_split,
 )
+from metaloop.errors import MetaloopError
+from metaloop.tasks.shakespeare import IGNORE, SEQ_LEN, ShakespeareTasks, encode_lines
 
 
 def _has_data() -> bool:

@@ -24,17 +24,12 @@ from pathlib import Path
 
 import torch
 
-from metaloop.data import cache_dir, data_root, how_to_get
+from metaloop.data.cache import digest, load_cache, save_cache
+from metaloop.data.download import how_to_get
+from metaloop.data.folder import read_csv_columns
+from metaloop.data.images import LabelledImages, load_images
+from metaloop.data.root import cache_dir, data_root, file_digest
 from metaloop.errors import MetaloopError
-from metaloop.tasks.folder import read_csv_columns
-from metaloop.tasks.images import (
-    LabelledImages,
-    digest,
-    file_digest,
-    load_cache,
-    load_images,
-    save_cache,
-)
 
 SPLITS = ("train", "val", "test")
 SIZE = 84

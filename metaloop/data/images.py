@@ -1,35 +1,27 @@
-"""Labelled image tensors, image decoding and the on-disk cache shared by the image loaders.
+"""Labelled image tensors and image decoding, shared by the image sources.
 
 Images are kept as ``uint8`` tensors ``[n, channels, height, width]`` (a quarter of the memory of
 ``float32``: Omniglot's 82,240 training images take 64 MB) and become ``float32`` in ``[0, 1]`` when an
-episode is drawn (:func:`to_float`). Decoding and resizing use Pillow; downsampling uses the LANCZOS
+episode is drawn (:func:`~metaloop.data.labelled.to_float`). Decoding and resizing use Pillow; downsampling uses the LANCZOS
 filter on 8-bit images, the filter of the resizing scripts of MAML (``data/omniglot_resized/
 resize_images.py`` in cbfinn/maml) and of Ravi & Larochelle's mini-ImageNet.
 
-Caches are safetensors files (no pickle, so reading a cache runs no code), written to a temporary
-file and renamed into place, so an interrupted build never leaves a truncated cache behind.
+The decoded tensors are cached by :mod:`metaloop.data.cache`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from metaloop.data.labelled import LabelledExamples
 from metaloop.errors import MetaloopError
-from metaloop.tasks.labelled import LabelledExamples, to_float  # noqa: F401 (to_float: its former home)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 RESAMPLE = Image.Resampling.LANCZOS
@@ -103,7 +95,7 @@ def load_images(
 
 
 class LabelledImages(LabelledExamples):
-    """Images with integer class labels (:class:`~metaloop.tasks.labelled.LabelledExamples` whose examples are
+    """Images with integer class labels (:class:`~metaloop.data.labelled.LabelledExamples` whose examples are
     ``uint8 [n, channels, height, width]``). ``dataset[i]`` is image ``i`` as ``float32 [channels, height, width]``
     in ``[0, 1]``."""
 
@@ -114,41 +106,3 @@ class LabelledImages(LabelledExamples):
             raise MetaloopError(f"images must be [n, channels, height, width] and labels [n], got "
                                 f"{tuple(images.shape)} and {tuple(labels.shape)}")
         super().__init__(images, labels, classes)
-
-
-def digest(*parts: Any, length: int = 16) -> str:
-    """A short hex key for a cache file name."""
-    return hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).hexdigest()[:length]
-
-
-def file_digest(path: Path) -> str:
-    """The sha256 of a file's bytes (for small files such as split CSVs)."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def save_cache(path: Path, tensors: dict[str, Tensor], metadata: dict[str, Any]) -> None:
-    """Write tensors and JSON-able metadata to a safetensors file, atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(
-            {k: v.contiguous() for k, v in tensors.items()}, tmp, metadata={"json": json.dumps(metadata)}
-        )
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def load_cache(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]] | None:
-    """The tensors and metadata of a cache file, or None if it is absent or unreadable (then rebuild it)."""
-    if not path.is_file():
-        return None
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = json.loads((f.metadata() or {})["json"])
-        return load_file(str(path)), metadata
-    except (SafetensorError, OSError, KeyError, ValueError):
-        return None

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from metaloop.data.images import LabelledImages
+from metaloop.data.labelled import LabelledExamples
 from metaloop.errors import MetaloopError
 from metaloop.tasks.episodes import EpisodicTasks
-from metaloop.tasks.images import LabelledImages
-from metaloop.tasks.labelled import LabelledExamples
 
 
 @pytest.mark.parametrize("examples", [

@@ -8,11 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from metaloop.data import data_root
+from metaloop.data import data_root, miniimagenet
+from metaloop.data.miniimagenet import miniimagenet_split, read_split
 from metaloop.errors import MetaloopError
-from metaloop.tasks import miniimagenet
 from metaloop.tasks.episodes import EpisodicTasks
-from metaloop.tasks.miniimagenet import miniimagenet_split, read_split
 
 CLASSES = [f"n0{1000000 + 1111 * c}" for c in range(8)]  # wnid-like: n01000000, n01001111, …
 PER_CLASS = 25

@@ -22,15 +22,15 @@ from pathlib import Path
 
 import torch
 
-from metaloop.errors import MetaloopError
-from metaloop.data.tables import label_order, read_table
-from metaloop.tasks.images import (
+from metaloop.data.images import (
     IMAGE_EXTENSIONS,
     LabelledImages,
     check_channels,
     image_size_pair,
     load_images,
 )
+from metaloop.data.tables import label_order, read_table
+from metaloop.errors import MetaloopError
 
 
 def read_csv_columns(path: str | os.PathLike[str], columns: Sequence[str]) -> list[tuple[str, ...]]:

@@ -8,9 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
+from metaloop.data.folder import ImageCSVDataset, ImageFolderDataset
 from metaloop.errors import MetaloopError
 from metaloop.tasks.episodes import EpisodicTasks
-from metaloop.tasks.folder import ImageCSVDataset, ImageFolderDataset
 
 SHADES = {"cat": 40, "dog": 120, "emu": 200}
 

@@ -18,11 +18,11 @@ import pytest
 import torch
 from PIL import Image
 
-from metaloop.data import data_root
+from metaloop.data import data_root, omniglot
+from metaloop.data.omniglot import lake_run_characters, load_omniglot, omniglot_split, read_split
 from metaloop.errors import MetaloopError
-from metaloop.tasks import omniglot
 from metaloop.tasks.episodes import EpisodicTasks
-from metaloop.tasks.omniglot import lake_run_characters, lake_runs, load_omniglot, omniglot_split, read_split
+from metaloop.tasks.omniglot import lake_runs
 
 
 def _real_root() -> Path | None:
