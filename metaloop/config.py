@@ -18,6 +18,9 @@ import yaml
 
 from metaloop.errors import MetaloopError
 
+#: The execution paths over a meta-batch's tasks (metaloop.algorithms.base).
+PATHS: tuple[str, ...] = ("auto", "loop", "vmap", "batched")
+
 
 #: What an option is part of, which says who may change it after a run is trained:
 #: ``train``, what is trained (fixed for the life of a run); ``schedule``, how long training runs and how it
@@ -156,7 +159,7 @@ OPTIONS: dict[str, Option] = {
         Option("ridge_lambda", float, 50.0, "metaoptnet-ridge: the ridge penalty λ", positive=True),
         Option("logit_scale", float, 1.0, "metaoptnet: initial value of the learned logit scale γ (MetaOptNet's "
                "code: 1.0, moved by SGD at lr 0.1; Adam moves it about outer_lr per step)", positive=True),
-        Option("path", str, "auto", "execution path over tasks", choices=("auto", "loop", "vmap")),
+        Option("path", str, "auto", "execution path over tasks", choices=PATHS),
         Option("chunk_size", int, None, "vmap path: tasks per chunk", positive=True, nullable=True),
         Option("time_budget", float, None, "stop meta-training after this many seconds (checkpointed)",
                positive=True, nullable=True, maximum=MAX_SECONDS, why_maximum="a year", stage="schedule"),

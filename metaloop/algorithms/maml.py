@@ -51,6 +51,7 @@ class MAML(MetaLearner):
     """
 
     has_inner_loop = True
+    batched_path = True
     reads = (*MetaLearner.reads, "inner_lr", "inner_steps", "test_inner_steps", "test_inner_lr", "first_order",
              "adapt", "inner_clip", "inner_optimizer")
 
@@ -117,8 +118,8 @@ class MAML(MetaLearner):
 
         def loss(p: ParamDict) -> Tensor:
             if z is not None:
-                return self.loss_fn(self.reuse.output(p, z), y)
-            return self.loss_fn(self.fmodel(p, inputs, training=training), y)
+                return self.task_loss(self.loss_fn, self.reuse.output(p, z), y)
+            return self.task_loss(self.loss_fn, self.fmodel(p, inputs, training=training), y)
 
         return loss
 

@@ -41,6 +41,8 @@ class MAMLICL(MAML):
     :class:`~metaloop.models.llm.PromptScorer`).
     """
 
+    batched_path = False  # prompts of different lengths
+
     role = "prompts"
 
     def __init__(self, model: nn.Module, loss_fn: LossFn = answer_nll, **kwargs: Any) -> None:

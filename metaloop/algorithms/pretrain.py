@@ -25,6 +25,8 @@ def _concat(a: Any, b: Any) -> Any:
 class Pretrain(MAML):
     """Multi-task pretraining baseline; ``adapt`` fine-tunes like first-order MAML."""
 
+    batched_path = False  # its outer loss concatenates a task's support and query
+
     reads = tuple(name for name in MAML.reads if name != "first_order")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

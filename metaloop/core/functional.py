@@ -9,6 +9,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from metaloop.core.batched import batched_call, batching, last_layer
 from metaloop.core.context import is_vectorized
 from metaloop.core.norms import NormOverride, has_batch_norm, has_norms
 from metaloop.errors import MetaloopError
@@ -58,6 +59,8 @@ class FunctionalModel:
     def __call__(self, params: Mapping[str, Tensor], x: Any, *, training: bool = True) -> Any:
         if self.module.training != training:
             self.module.train(training)
+        if batching() is not None:
+            return batched_call(self.module, params, x)
         vec = is_vectorized()
         force = self.bn_mode == "transductive" and self.has_batch_norm
         if vec and self.bn_mode == "running" and self.has_batch_norm and training:
@@ -78,6 +81,10 @@ class FunctionalModel:
         check holds exactly when ``model(x) == head(z)``, so the inner loop of a head-only adaptation (ANIL)
         can re-run just the head on ``z``. ``z`` carries the autograd graph back to the body's parameters.
         """
+        if batching() is not None:  # an nn.Sequential (metaloop.core.batched): head(z) when head is its last layer
+            if self.module.training != training:
+                self.module.train(training)
+            return batched_call(self.module, params, x, until=head) if last_layer(self.module) == head else None
         module = self.module.get_submodule(head)
         calls: list[tuple[tuple, Any]] = []
         handle = module.register_forward_hook(lambda _m, args, out: calls.append((args, out)))

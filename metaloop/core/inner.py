@@ -28,6 +28,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from metaloop.core.batched import batching, expand_adapted
 from metaloop.core.context import is_vectorized
 from metaloop.errors import MetaloopError
 
@@ -41,7 +42,9 @@ def gradients(loss_fn: LossFn, params: ParamDict, names: Sequence[str], *, creat
     """``∂ loss_fn(params) / ∂ params[n]`` for ``n`` in ``names``.
 
     Uses ``torch.autograd.grad`` (the loop path) or ``torch.func.grad`` (inside
-    :func:`metaloop.core.context.vectorized`). Without ``create_graph`` the result is detached.
+    :func:`metaloop.core.context.vectorized`). Without ``create_graph`` the result is detached. On the batched
+    path (:mod:`metaloop.core.batched`) ``loss_fn`` gives the ``[T]`` task losses and the gradients are per task,
+    ``[T, ...]``, the adapted parameters made per task first.
     """
     if is_vectorized():
         others = {k: v for k, v in params.items() if k not in names}
@@ -51,12 +54,16 @@ def gradients(loss_fn: LossFn, params: ParamDict, names: Sequence[str], *, creat
 
         grads = torch.func.grad(partial_loss)({n: params[n] for n in names})
         return grads if create_graph else {n: g.detach() for n, g in grads.items()}
+    batched = batching() is not None
     with torch.enable_grad():
-        params = dict(params)
+        params = expand_adapted(params, names) if batched else dict(params)
         for n in names:
             if not params[n].requires_grad:  # evaluation: start a fresh graph from a detached copy
-                params[n] = params[n].detach().requires_grad_(True)
+                fresh = params[n].detach()
+                params[n] = (fresh.clone() if batched else fresh).requires_grad_(True)
         loss = loss_fn(params)
+        if batched:  # [T] task losses: each task's weights get its own loss's gradient
+            loss = loss.sum()
         grads = torch.autograd.grad(
             loss, [params[n] for n in names], create_graph=create_graph, allow_unused=True
         )
@@ -65,6 +72,10 @@ def gradients(loss_fn: LossFn, params: ParamDict, names: Sequence[str], *, creat
 
 def clip_by_global_norm(grads: ParamDict, max_norm: float) -> ParamDict:
     """Scale ``grads`` by ``min(1, max_norm / ‖grads‖)`` (differentiable; no data-dependent branch)."""
+    if batching() is not None:  # per-task gradients [T, ...]: each task's own norm
+        total = torch.sqrt(sum((g * g).flatten(1).sum(1) for g in grads.values()))
+        scale = torch.clamp(max_norm / (total + 1e-12), max=1.0)
+        return {n: g * scale.view(-1, *[1] * (g.dim() - 1)) for n, g in grads.items()}
     total = torch.sqrt(sum((g * g).sum() for g in grads.values()))
     scale = torch.clamp(max_norm / (total + 1e-12), max=1.0)
     return {n: g * scale for n, g in grads.items()}

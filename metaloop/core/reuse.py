@@ -15,6 +15,7 @@ from typing import Any
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from metaloop.core.batched import batched_call, batching
 from metaloop.core.context import is_vectorized
 from metaloop.core.functional import FunctionalModel
 from metaloop.core.inner import ParamDict
@@ -59,7 +60,8 @@ class HeadReuse:
             return z
 
         try:
-            if memo is not None and not training and isinstance(x, Tensor) and not is_vectorized():
+            if memo is not None and not training and isinstance(x, Tensor) and not is_vectorized() \
+                    and batching() is None:
                 return memo(body, x, compute)
             return compute(x)
         except _NotSplit:
@@ -70,6 +72,8 @@ class HeadReuse:
         """The final linear layer on features ``z`` with its parameters from ``params``."""
         head = self.fmodel.module.get_submodule(self.module)
         own = {short: params[n] for n, short in self._head_params.items() if n in params}
+        if batching() is not None:
+            return batched_call(head, own, z)
         return functional_call(head, own, (z,), strict=False)
 
 
