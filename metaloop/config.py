@@ -160,7 +160,7 @@ OPTIONS: dict[str, Option] = {
         Option("logit_scale", float, 1.0, "metaoptnet: initial value of the learned logit scale γ (MetaOptNet's "
                "code: 1.0, moved by SGD at lr 0.1; Adam moves it about outer_lr per step)", positive=True),
         Option("path", str, "auto", "execution path over tasks", choices=PATHS),
-        Option("chunk_size", int, None, "vmap path: tasks per chunk", positive=True, nullable=True),
+        Option("chunk_size", int, None, "vmap and batched paths: tasks per chunk", positive=True, nullable=True),
         Option("time_budget", float, None, "stop meta-training after this many seconds (checkpointed)",
                positive=True, nullable=True, maximum=MAX_SECONDS, why_maximum="a year", stage="schedule"),
         Option("checkpoint_every", int, 1000, "iterations between checkpoints", positive=True, stage="schedule"),

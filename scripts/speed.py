@@ -237,10 +237,11 @@ def main() -> None:
         f"- Conv-4, 5-way 1-shot, 1 inner step: loop {ratio('omniglot-conv4', 'loop'):.2f}×, batched with two tasks "
         f"per call {ratio('omniglot-conv4', 'batched-c2'):.2f}×, the whole meta-batch in one call "
         f"{ratio('omniglot-conv4', 'batched'):.2f}×, vmap {ratio('omniglot-conv4', 'vmap'):.2f}× the plain loop "
-        "(target for the batched path: ≤ 0.5×, not met on this CPU). A task's query pass (75 images) already "
-        "fills both cores, so stacking tasks buys no parallelism; it multiplies the activations each "
-        "memory-bound operator streams (max-pool, BatchNorm, ReLU) out of cache, and mkldnn's grouped "
-        "convolution is slower per task than its dense one.",
+        "(target for the batched path: ≤ 0.5×, not met on this CPU). Our reading of the profiles below: a task's "
+        "query pass (75 images) already fills both cores, so stacking tasks buys no parallelism; a whole "
+        "meta-batch's activations no longer fit in cache for the memory-bound operators (max-pool, BatchNorm, "
+        "ReLU), and the convolutions already run near this machine's matmul rate. Two tasks per call, with ReLU "
+        "after max-pool, is where the batched path stands level with or ahead of the loop.",
         f"- Conv-4 at 5 inner steps: loop {ratio('omniglot-conv4-5steps', 'loop'):.2f}×, batched-c2 "
         f"{ratio('omniglot-conv4-5steps', 'batched-c2'):.2f}×; 20-way: loop {ratio('omniglot-conv4-20way', 'loop'):.2f}×, "
         f"batched-c2 {ratio('omniglot-conv4-20way', 'batched-c2'):.2f}×.",
@@ -257,7 +258,8 @@ def main() -> None:
         "its backward before the next task starts; the batched path holds a chunk's.",
         "",
         "Profile of one Conv-4 meta-step (5-way 1-shot, 1 inner step, meta-batch 32; torch.profiler, operators by "
-        "self CPU time; the profiler's own overhead included):",
+        "self CPU time; one step each, so noisier than the table, and the profiler's per-operator overhead weighs "
+        "more on the loop's many small calls):",
         "",
     ]
     for prof in profiles:

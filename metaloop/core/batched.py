@@ -76,7 +76,7 @@ def unbatchable(module: nn.Module, prefix: str = "") -> str | None:
                 return found
         return None
     where = prefix or "the model"
-    if isinstance(module, nn.Conv2d) and type(module) is nn.Conv2d:
+    if type(module) is nn.Conv2d:
         return None if module.padding_mode == "zeros" else f"{where} (Conv2d with padding_mode={module.padding_mode})"
     if type(module) is nn.Linear or type(module) is nn.Flatten and module.start_dim == 1 and module.end_dim == -1:
         return None
