@@ -20,7 +20,8 @@ An algorithm defines two things:
   with its own weights: grouped convolutions, batched matrix products, per-task batch statistics
   (:mod:`metaloop.core.batched`), then one backward per chunk. For algorithms that declare ``batched_path``
   and models built from the layers it knows (an ``nn.Sequential`` of convolutions, linear layers, norms, pools
-  and activations, as Conv-4 and the MLPs); forcing it elsewhere is an error naming the algorithm or layer.
+  and activations, as Conv-4 and the MLPs, and modules with a ``batched_forward``, as ResNet-12); forcing it
+  elsewhere is an error naming the algorithm or layer.
 * ``"auto"``: when the model holds parameters only in ``nn.Linear`` layers, ``batched`` where the algorithm and
   the layers allow it, else ``vmap``; ``loop`` otherwise. On this CPU the batched path is faster than vmap on
   the sinusoid MLP, and slower than the loop on Conv-4, whose per-task work already fills the cores
@@ -54,13 +55,13 @@ _PARAM_FREE_OK = (nn.Linear,)
 
 
 def resolve_path(path: str, model: nn.Module, owner: type | None = None) -> str:
-    """Turn ``"auto"`` into ``"loop"`` or ``"vmap"`` (see the module docstring); refuse ``"batched"`` for an
-    algorithm ``owner`` without ``batched_path`` or a model with a layer the batched path cannot run."""
+    """Turn ``"auto"`` into ``"loop"``, ``"vmap"`` or ``"batched"`` (see the module docstring); refuse
+    ``"batched"`` for an algorithm ``owner`` without ``batched_path`` or a model with a layer it cannot run."""
     if path not in PATHS:
         raise MetaloopError(f"option 'path': {path!r} is not one of {', '.join(PATHS)}")
     if path == "batched":
         if owner is not None and not getattr(owner, "batched_path", False):
-            raise MetaloopError(f"option 'path': {owner.__name__} has no batched path (use loop or vmap)")
+            raise MetaloopError(f"option 'path': {owner.__name__} has no batched path; use auto or loop")
         layer = unbatchable(model)
         if layer is not None:
             raise MetaloopError(f"option 'path': the batched path cannot run layer {layer}; use loop")
@@ -163,8 +164,8 @@ class MetaLearner(nn.Module):
         self.path = resolve_path(path, model, type(self))
         check_positive(chunk_size=chunk_size)
         self.chunk_size = chunk_size
-        if self.path in ("vmap", "batched") and bn_mode == "running" and self.fmodel.has_batch_norm:
-            raise MetaloopError(f"option 'bn_mode': 'running' BatchNorm needs path=loop, not {self.path}")
+        if self.path == "vmap" and bn_mode == "running" and self.fmodel.has_batch_norm:
+            raise MetaloopError("option 'bn_mode': 'running' BatchNorm needs path=loop or batched, not vmap")
         self._memo: EmbeddingMemo | None = None
 
     # ------------------------------------------------------------------ the algorithm contract
@@ -252,7 +253,7 @@ class MetaLearner(nn.Module):
                 for i in range(0, len(batch), size)]
 
     def _batched(self, fn: Callable[..., Any], batch: TaskBatch) -> Any:
-        with batched_tasks(len(batch), self.model):
+        with batched_tasks(len(batch), self.model, running=self.fmodel.bn_mode == "running"):
             return fn(*batch.tensors())
 
     def meta_gradient(self, batch: TaskBatch) -> float:

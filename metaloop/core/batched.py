@@ -8,7 +8,8 @@ task), and
   ``[T, O, C, k, k]`` reshaped to ``[T·O, C, k, k]``;
 * ``Linear`` is one batched matrix product (``einsum``) with weights ``[T, out, in]``;
 * transductive ``BatchNorm`` (per-task batch statistics, MAML's convention) is ordinary training-mode
-  ``batch_norm`` over the ``T·C`` channels of that layout, ``GroupNorm`` is ``group_norm`` with ``T·G``
+  ``batch_norm`` over the ``T·C`` channels of that layout (in ``running`` mode the same in training, the
+  running buffers then updated task by task as the loop path does, and the running statistics in evaluation), ``GroupNorm`` is ``group_norm`` with ``T·G``
   groups, ``LayerNorm`` normalizes the last dims and scales by each task's weight;
 * pools and activations act per example and channel, so they run once on the whole layout; a ``ReLU`` followed
   by a ``MaxPool2d`` runs after it (``max ∘ relu = relu ∘ max``, gradients included, since ReLU is monotone and
@@ -21,8 +22,11 @@ gradient (the tasks share nothing), so one ``torch.autograd.grad`` call, with ``
 gives all T inner steps; see :mod:`metaloop.core.inner`. The forward is the same arithmetic as the loop path's,
 in another order: the meta-gradients agree to rounding (tested in float64, ``tests/core/test_batched.py``).
 
-Only models built from the layers above (nested ``nn.Sequential`` of them) are batched; :func:`unbatchable`
-names the first layer that is not, and ``path=auto`` then falls back to the loop path.
+Only models built from the layers above (nested ``nn.Sequential`` of them) are batched, and modules that say how
+they run here from such children: a method ``batched_forward(child, x)``, where ``child(name, h)`` runs the child
+``name`` on activations ``h`` of the ``[N, T, ...]`` layout (``metaloop.models.resnet12``'s blocks: a residual
+sum is elementwise). :func:`unbatchable` names the first layer that is neither, and ``path=auto`` then falls back
+to the loop path.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -43,10 +47,13 @@ _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
 
 @dataclass(frozen=True)
 class TaskBatching:
-    """The batched context: ``tasks`` tasks; ``ndims`` the number of dims of each parameter of the model."""
+    """The batched context: ``tasks`` tasks; ``ndims`` the number of dims of each parameter of the model;
+    ``running``: BatchNorm in ``running`` mode, whose buffer updates wait in ``updates`` until the context ends."""
 
     tasks: int
     ndims: Mapping[str, int]
+    running: bool = False
+    updates: list[tuple[nn.Module, Tensor, Tensor]] = field(default_factory=list)
 
 
 _CONTEXT: ContextVar[TaskBatching | None] = ContextVar("metaloop_batched", default=None)
@@ -58,18 +65,41 @@ def batching() -> TaskBatching | None:
 
 
 @contextmanager
-def batched_tasks(tasks: int, model: nn.Module) -> Iterator[TaskBatching]:
-    """Run the enclosed code on the batched path over ``tasks`` tasks of ``model``."""
-    token = _CONTEXT.set(TaskBatching(tasks, {n: p.dim() for n, p in model.named_parameters()}))
+def batched_tasks(tasks: int, model: nn.Module, *, running: bool = False) -> Iterator[TaskBatching]:
+    """Run the enclosed code on the batched path over ``tasks`` tasks of ``model``; with ``running`` (BatchNorm in
+    ``running`` mode), the running statistics are updated at the end as the loop path updates them: task by task,
+    each task's forwards in their order."""
+    ctx = TaskBatching(tasks, {n: p.dim() for n, p in model.named_parameters()}, running)
+    token = _CONTEXT.set(ctx)
     try:
-        yield _CONTEXT.get()
+        yield ctx
     finally:
         _CONTEXT.reset(token)
+    _update_running_stats(ctx)
+
+
+@torch.no_grad()
+def _update_running_stats(ctx: TaskBatching) -> None:
+    for t in range(ctx.tasks):
+        for layer, mean, var in ctx.updates:
+            factor = layer.momentum
+            if layer.num_batches_tracked is not None:
+                layer.num_batches_tracked.add_(1)
+                if factor is None:
+                    factor = 1.0 / float(layer.num_batches_tracked)
+            layer.running_mean.mul_(1 - factor).add_(mean[t], alpha=factor)
+            layer.running_var.mul_(1 - factor).add_(var[t], alpha=factor)
 
 
 def unbatchable(module: nn.Module, prefix: str = "") -> str | None:
     """The first layer of ``module`` that the batched path cannot run, as ``"name (Type)"``, or ``None``."""
     if type(module) is nn.Sequential:
+        for name, child in module.named_children():
+            found = unbatchable(child, f"{prefix}.{name}" if prefix else name)
+            if found is not None:
+                return found
+        return None
+    if hasattr(module, "batched_forward"):  # a module that says how it runs here, from its children
         for name, child in module.named_children():
             found = unbatchable(child, f"{prefix}.{name}" if prefix else name)
             if found is not None:
@@ -126,9 +156,13 @@ def batched_call(module: nn.Module, params: Mapping[str, Tensor], x: Tensor, *, 
     of that layer instead."""
     ctx = batching()
     assert ctx is not None
-    tasks = ctx.tasks
-    h = x.movedim(0, 1)  # [N, T, ...]
-    layers = list(_leaves(module, ""))
+    return _run(module, "", params, x.movedim(0, 1), ctx.tasks, until).movedim(1, 0)
+
+
+def _run(module: nn.Module, prefix: str, params: Mapping[str, Tensor], h: Tensor, tasks: int,
+         until: str | None = None) -> Tensor:
+    """``module`` (named ``prefix``) on ``h`` in the ``[N, T, ...]`` layout."""
+    layers = list(_leaves(module, prefix))
     i = 0
     while i < len(layers) and layers[i][0] != until:
         name, layer = layers[i]
@@ -137,9 +171,16 @@ def batched_call(module: nn.Module, params: Mapping[str, Tensor], x: Tensor, *, 
             h = _layer(layer, name, params, _layer(after, layers[i + 1][0], params, h, tasks), tasks)
             i += 2
             continue
-        h = _layer(layer, name, params, h, tasks)
+        if hasattr(layer, "batched_forward"):
+            def child(child_name: str, value: Tensor, layer: nn.Module = layer, name: str = name) -> Tensor:
+                return _run(getattr(layer, child_name), f"{name}.{child_name}" if name else child_name, params,
+                            value, tasks)
+
+            h = layer.batched_forward(child, h)
+        else:
+            h = _layer(layer, name, params, h, tasks)
         i += 1
-    return h.movedim(1, 0)
+    return h
 
 
 def _leaves(module: nn.Module, prefix: str) -> Iterator[tuple[str, nn.Module]]:
@@ -155,6 +196,16 @@ def _param(layer: nn.Module, name: str, key: str, params: Mapping[str, Tensor]) 
     if own is None:
         return None
     return params.get(f"{name}.{key}" if name else key, own)
+
+
+def _uses_running_stats(layer: nn.Module) -> bool:
+    ctx = batching()
+    return bool(ctx and ctx.running and not layer.training and layer.running_mean is not None)
+
+
+def _updates_running_stats(layer: nn.Module) -> bool:
+    ctx = batching()
+    return bool(ctx and ctx.running and layer.training and layer.track_running_stats)
 
 
 def _channels(h: Tensor) -> Tensor:
@@ -193,8 +244,16 @@ def _layer(layer: nn.Module, name: str, params: Mapping[str, Tensor], h: Tensor,
         flat = _channels(h)
         if isinstance(layer, nn.GroupNorm):
             out = F.group_norm(flat, layer.num_groups * tasks, w, b, layer.eps)
-        else:  # transductive: each task's batch statistics
+        elif _uses_running_stats(layer):  # running mode, evaluation: the running statistics, shared by the tasks
+            out = F.batch_norm(flat, layer.running_mean.repeat(tasks), layer.running_var.repeat(tasks), w, b, False,
+                               0.0, layer.eps)
+        else:  # each task's batch statistics (transductive, or running mode in training)
             out = F.batch_norm(flat, None, None, w, b, True, 0.0, layer.eps)
+            if _updates_running_stats(layer):
+                dims = [0, *range(2, flat.dim())]
+                with torch.no_grad():
+                    var, mean = torch.var_mean(flat, dim=dims, correction=1)
+                batching().updates.append((layer, mean.view(tasks, -1), var.view(tasks, -1)))
         return out.view(h.shape)
     if isinstance(layer, nn.LayerNorm):
         w, b = _param(layer, name, "weight", params), _param(layer, name, "bias", params)

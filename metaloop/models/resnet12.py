@@ -10,7 +10,7 @@ is no average pooling, matching their mini-ImageNet setting.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from torch import Tensor, nn
 
@@ -39,6 +39,14 @@ class ResidualBlock(nn.Module):
         out = self.act(out + self.shortcut(x))
         return self.dropout(self.pool(out))
 
+    def batched_forward(self, child: Callable[[str, Tensor], Tensor], x: Tensor) -> Tensor:
+        """The same on metaloop's batched path (:mod:`metaloop.core.batched`; ``child(name, h)`` runs a child);
+        pooled before the activation, which is strictly increasing, so the result and its gradients are the same."""
+        out = child("act", child("bn1", child("conv1", x)))
+        out = child("act", child("bn2", child("conv2", out)))
+        out = child("bn3", child("conv3", out))
+        return child("dropout", child("act", child("pool", out + child("shortcut", x))))
+
 
 class ResNet12(nn.Module):
     """ResNet-12 feature extractor; ``ways`` adds a linear head (for the gradient-based algorithms)."""
@@ -65,4 +73,9 @@ class ResNet12(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         z = self.features(x)
         return self.head(z) if self.head is not None else z
+
+    def batched_forward(self, child: Callable[[str, Tensor], Tensor], x: Tensor) -> Tensor:
+        """:meth:`forward` on metaloop's batched path (see :meth:`ResidualBlock.batched_forward`)."""
+        z = child("features", x)
+        return child("head", z) if self.head is not None else z
 

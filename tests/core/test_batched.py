@@ -143,11 +143,20 @@ def test_auto_picks_batched_for_linear_models_of_the_maml_family():
     assert MAML(MLP(1, [8], 1), F.mse_loss).path == "batched"
 
 
+@pytest.mark.parametrize("bn_mode", ["transductive", "running"])
+def test_resnet12_batched_equals_loop(bn_mode):
+    """ResNet-12's residual blocks run batched through their own batched_forward; auto keeps the loop for it."""
+    make = lambda m, p: MAML(m, F.cross_entropy, inner_lr=0.1, inner_steps=2, bn_mode=bn_mode, path=p)  # noqa: E731
+    model = lambda: ResNet12(1, 3, channels=(4, 6, 4, 4), image_size=16)  # noqa: E731
+    assert_agree(meta_grads(make, model, image_batch(tasks=2, size=16)))
+    assert resolve_path("auto", model(), MAML) == "loop"
+
+
 def test_models_it_cannot_batch_are_refused_by_name():
-    """ResNet-12 (residual blocks) stays on the loop path, and forcing the batched path names the block."""
-    model = ResNet12(3, 5, channels=(4, 4, 4, 4), image_size=16)
-    assert resolve_path("auto", model, MAML) == "loop"
-    with pytest.raises(MetaloopError, match=r"option 'path': the batched path cannot run layer"):
+    """A module the path does not know, even inside a ResNet-12 block, is named when path=batched is forced."""
+    model = ResNet12(3, 5, channels=(4, 4, 4, 4), image_size=16, drop_rate=0.1)
+    assert unbatchable(model) == "features.0.dropout (Dropout)"
+    with pytest.raises(MetaloopError, match=r"option 'path': the batched path cannot run layer features.0.dropout"):
         MAML(model, F.cross_entropy, path="batched")
 
 
@@ -158,7 +167,31 @@ def test_batched_path_is_declared_by_the_algorithm():
     with pytest.raises(MetaloopError, match="option 'path': Pretrain has no batched path"):
         Pretrain(conv_bn(), F.cross_entropy, path="batched")
     with pytest.raises(MetaloopError, match="bn_mode"):
-        MAML(conv_bn(), F.cross_entropy, bn_mode="running", path="batched")
+        MAML(conv_bn(), F.cross_entropy, bn_mode="running", path="vmap")
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_running_batchnorm_batched_equals_loop(momentum):
+    """Running BatchNorm: the same meta-gradient, the same running buffers after two meta-steps' forwards (updated
+    task by task, forward by forward, as the loop path does), and the same evaluation on the running statistics."""
+    batch = image_batch(tasks=3)
+    out = {}
+    for path in ("loop", "batched"):
+        torch.manual_seed(0)
+        model = conv_bn().double()
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = momentum
+        learner = MAML(model, F.cross_entropy, inner_lr=0.1, inner_steps=2, bn_mode="running", path=path)
+        for _ in range(2):
+            learner.zero_grad(set_to_none=True)
+            learner.meta_gradient(batch)
+        grads = torch.cat([p.grad.flatten() for p in learner.parameters()])
+        buffers = torch.cat([b.double().flatten() for b in model.buffers()])
+        metrics = learner.evaluate_batch(batch, [0, 2], F.cross_entropy)
+        out[path] = grads, buffers, metrics
+    for loop, batched in zip(out["loop"], out["batched"]):
+        torch.testing.assert_close(batched, loop, rtol=1e-10, atol=1e-12)
 
 
 def test_batched_path_runs_the_meta_batch_at_once(monkeypatch):
