@@ -27,6 +27,7 @@ from metaloop.tasks.rl import nav2d_rollouts
 
 REPO = Path(__file__).resolve().parents[1]
 CASES = [("maml", "sinusoid", {"hidden": [8]}), ("reptile", "sinusoid", {"hidden": [8]}),
+         ("maml", "omniglot-5w1s", {"filters": 4, "path": "batched", "chunk_size": 2}),
          ("protonet", "omniglot-5w1s", {"filters": 4}), ("metaoptnet-ridge", "omniglot-5w1s", {"filters": 4}),
          ("maml", "rl-nav2d", {"policy_hidden": [8], "rollouts": 4, "horizon": 8})]
 TASKS = 5  # uneven: 3 + 2
