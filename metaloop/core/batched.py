@@ -20,7 +20,8 @@ leaves alone) is shared: one ordinary convolution or matrix product over all ``N
 gradient of the *sum* of the task losses with respect to the per-task weights ``[T, ...]`` is each task's own
 gradient (the tasks share nothing), so one ``torch.autograd.grad`` call, with ``create_graph`` for second order,
 gives all T inner steps; see :mod:`metaloop.core.inner`. The forward is the same arithmetic as the loop path's,
-in another order: the meta-gradients agree to rounding (tested in float64, ``tests/core/test_batched.py``).
+in another order: the meta-gradients agree to rounding (tested in float64, ``tests/core/test_batched.py``; why each
+step is exact: docs/algorithms.md, "The batched path").
 
 Only models built from the layers above (nested ``nn.Sequential`` of them) are batched, and modules that say how
 they run here from such children: a method ``batched_forward(child, x)``, where ``child(name, h)`` runs the child
