@@ -278,42 +278,33 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from metaloop.evaluation import evaluate, format_table
-    from metaloop.training import train
-
-    if args.llm:
-        return _demo_llm(Path(args.out or "runs/demo-llm"), args.iterations or 40)
-    out = Path(args.out or "runs/demo")
-    args.iterations = args.iterations or 12000
-    print(f"meta-training MAML on sinusoid (K=5, {args.iterations} iterations) into {out} ...")
-    train("maml", "sinusoid", out, overrides={"iterations": args.iterations}, resume=out.exists())
-    result = evaluate(out)
-    print(f"\nMSE on {result['episodes']} held-out sinusoid tasks, K=5 (mean ± 95% CI):")
-    print(format_table({f"maml, {args.iterations} iterations (this run)": result}))
-    print("\nFinn et al. 2017, Table 2 (K=5, 70,000 iterations): MAML 0.67 / 0.38 / 0.35 after 1 / 5 / 10 steps;"
-          " pretrained baseline 2.41 / 2.23 / 2.19.")
-    print(f"plots: {out / 'plots'} (training_curve.png, adaptation_curve.png, predictions.png)")
-    return 0
-
-
-def _demo_llm(out: Path, iterations: int) -> int:
-    """MetaICL on llm-tasks for ``iterations`` meta-steps, then plain in-context learning of the same model and
-    the meta-trained one on the same 30 held-out test episodes (10 tasks × 3 draws of 8 demonstrations)."""
+    """The demo that the benchmark's presets declare (``Benchmark.demo``): sinusoid, or with ``--llm`` llm-tasks;
+    meta-train, evaluate on the held-out tasks (beside the untrained baseline where it names one), print the
+    published figures."""
+    from metaloop.benchmarks import get_benchmark
     from metaloop.evaluation import evaluate, format_table
     from metaloop.training import train
     from metaloop.tuning import evaluate_untrained
 
-    test = {"eval_episodes": 30}
-    print(f"meta-training MetaICL (SmolLM2-135M + LoRA, 5-way 8-shot prompts) for {iterations} meta-steps "
-          f"into {out} ...")
-    train("metaicl", "llm-tasks", out, overrides={"iterations": iterations, **test}, resume=out.exists())
-    print("testing on held-out tasks (CLINC150, HWU64 and HuffPost classes never seen in training, FewRel) ...")
-    results = {"in-context learning, no meta-training": evaluate_untrained("llm-tasks", "metaicl", name="icl",
-                                                                         overrides=test),
-               f"MetaICL, {iterations} meta-steps (this run)": evaluate(out, plots=False)}
+    bench = get_benchmark("llm-tasks" if args.llm else "sinusoid")
+    spec = bench.demo
+    algo, iterations = spec["algo"], args.iterations or spec["iterations"]
+    overrides = dict(spec.get("overrides") or {})
+    out = Path(args.out or ("runs/demo-llm" if args.llm else "runs/demo"))
+    print(f"meta-training {algo} on {bench.name} for {iterations} meta-steps into {out} ...")
+    train(algo, bench.name, out, overrides={"iterations": iterations, **overrides}, resume=out.exists())
+    print(f"testing on the held-out tasks of {bench.name} ...")
+    results = {}
+    if spec.get("baseline"):
+        results[spec["baseline"]] = evaluate_untrained(bench.name, algo, name=spec["baseline"], overrides=overrides)
+    result = evaluate(out)
+    results[f"{algo}, {iterations} meta-steps (this run)"] = result
+    print(f"\n{bench.metric} on {result['episodes']} held-out tasks (mean ± 95% CI):")
     print(format_table(results))
-    print("Min et al. 2022, Table 11 (GPT-2 Small, 16 shots, HR→LR): MetaICL 46.2, in-context learning 41.5, "
-          "multi-task 0-shot 40.4 (macro-F1).")
+    if spec.get("anchor"):
+        print("\n" + spec["anchor"])
+    if (out / "plots").is_dir() and any((out / "plots").iterdir()):
+        print(f"plots: {out / 'plots'}")
     return 0
 
 

@@ -437,3 +437,17 @@ def test_out_that_cannot_be_created(cli):
                  ["compare", "--benchmark", "sinusoid", "--algos", "maml"]):
         code, _, err = cli(*argv, "--out", "/proc/metaloop-test-run", "--set", "iterations=1")
         assert_one_line_error(code, err, "cannot create the folder")
+
+
+def test_demo_runs_what_the_benchmark_declares(tmp_path: Path, cli):
+    """`metaloop demo` meta-trains the algorithm that the sinusoid presets declare, tests it and prints the
+    published figures they give; the LLM demo is declared the same way."""
+    from metaloop.algorithms import ALGORITHMS
+    from metaloop.benchmarks import get_benchmark
+
+    spec = get_benchmark("sinusoid").demo
+    assert spec["algo"] in ALGORITHMS and get_benchmark("llm-tasks").demo["algo"] in ALGORITHMS
+    code, out, _ = cli("demo", "--iterations", "3", "--out", str(tmp_path / "demo"))
+    assert code == 0
+    assert f"{spec['algo']}, 3 meta-steps (this run)" in out and spec["anchor"] in out
+    assert (tmp_path / "demo" / "checkpoint.json").exists()

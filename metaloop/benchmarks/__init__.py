@@ -134,8 +134,8 @@ def preset_layers(doc: Mapping[str, Any], benchmark: str, algo: str, source: str
     if key is None:
         raise MetaloopError(f"{source}: no presets for benchmark '{benchmark}' (it has: {', '.join(map(str, entries))})")
     entry = entries[key] if isinstance(entries[key], Mapping) else None
-    if entry is None or set(entry) - {"preset", "algorithms"}:
-        raise MetaloopError(f"{source}: benchmark '{key}' must have 'preset' and optionally 'algorithms'")
+    if entry is None or set(entry) - {"preset", "algorithms", "demo"}:  # its demo concerns `metaloop demo` only
+        raise MetaloopError(f"{source}: benchmark '{key}' must have 'preset' and optionally 'algorithms' and 'demo'")
     shared, own = doc.get("algorithms") or {}, entry.get("algorithms") or {}
     if not isinstance(shared, Mapping) or not isinstance(own, Mapping):
         raise MetaloopError(f"{source}: 'algorithms' must map algorithm names to their presets")

@@ -34,13 +34,14 @@ def _preset_file(family: str) -> dict[str, Any]:
 
 
 def presets(family: str, name: str) -> dict[str, Any]:
-    """The :class:`Benchmark` fields ``defaults`` and ``algo_defaults`` of benchmark ``name``, from
-    ``presets/<family>.yaml``: its ``preset``, and the file's ``algorithms`` entries with the benchmark's own
-    ``algorithms`` entries in place of them (a copy: the file's data are never changed)."""
+    """The :class:`Benchmark` fields ``defaults``, ``algo_defaults`` and ``demo`` of benchmark ``name``, from
+    ``presets/<family>.yaml``: its ``preset``, the file's ``algorithms`` entries with the benchmark's own
+    ``algorithms`` entries in place of them, and its ``demo`` (a copy: the file's data are never changed)."""
     doc = _preset_file(family)
     entry = doc["benchmarks"][name]
     return copy.deepcopy({"defaults": entry["preset"],
-                          "algo_defaults": {**doc.get("algorithms", {}), **entry.get("algorithms", {})}})
+                          "algo_defaults": {**doc.get("algorithms", {}), **entry.get("algorithms", {})},
+                          "demo": entry.get("demo")})
 
 
 #: Validation tasks are drawn from the meta-training split (tasks, or speakers, that meta-training sees: the
@@ -109,6 +110,10 @@ class Benchmark:
     #: Options of every benchmark that this one does not read (an RL benchmark has no ``shots``): setting one is
     #: an error.
     unread_options: tuple[str, ...] = ()
+    #: What ``metaloop demo`` runs on this benchmark (from its presets file): ``algo``, ``iterations``, optionally
+    #: ``overrides``, ``baseline`` (the label of the same algorithm evaluated with no meta-training) and ``anchor``
+    #: (the published figures printed beside the result); ``None``: no demo.
+    demo: Mapping[str, Any] | None = None
 
     def all_options(self) -> dict[str, Option]:
         return {**OPTIONS, **{o.name: o for o in self.options}}
